@@ -1,0 +1,3 @@
+from synchformer.cli import main
+
+raise SystemExit(main())

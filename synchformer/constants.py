@@ -1,0 +1,29 @@
+"""Rates and sizes the released models were trained with (facts of the reference implementation)."""
+
+VIDEO_FPS = 25
+AUDIO_SR = 16_000
+SAMPLES_PER_FRAME = AUDIO_SR // VIDEO_FPS  # 640
+
+RESIZE_SHORT_SIDE = 256  # frames are decoded with this short side ...
+CROP_SIZE = 224  # ... then centre-cropped to this
+
+SEGMENT_FRAMES = 16  # 0.64 s
+SEGMENT_STRIDE_FRAMES = 8  # 0.32 s
+SEGMENT_SAMPLES = SEGMENT_FRAMES * SAMPLES_PER_FRAME  # 10,240
+SEGMENT_STRIDE_SAMPLES = SEGMENT_STRIDE_FRAMES * SAMPLES_PER_FRAME  # 5,120
+N_SEGMENTS = 14  # one 4.8 s window
+WINDOW_SEC = (SEGMENT_FRAMES + (N_SEGMENTS - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS  # 4.8
+
+# log-mel of the audio encoder (torchaudio.transforms.MelSpectrogram defaults otherwise)
+N_FFT = 1024
+WIN_LENGTH = 400
+HOP_LENGTH = 160
+N_MELS = 128
+MEL_FRAMES = 66  # 65 frames per segment, right-padded with one 0 column
+AST_MEAN = -4.2677393
+AST_STD = 4.5689974
+LOG_EPS = 1e-6
+
+# offset classes: -2.0 .. +2.0 s by 0.2 s; positive = audio leads the video
+MAX_OFFSET_SEC = 2.0
+N_OFFSET_CLASSES = 21

@@ -1,0 +1,75 @@
+"""Predict the offset (or synchronizability) of one window of a video file."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from synchformer.constants import VIDEO_FPS
+from synchformer.errors import SynchformerError
+from synchformer.features import LEAD_FRAMES, make_inputs, span_frames
+from synchformer.io import load_av
+from synchformer.model import Synchformer
+
+
+@dataclass
+class WindowPrediction:
+    path: str
+    start_sec: float  # first frame of the first segment, in the file's timeline
+    end_sec: float
+    head: str  # 'offset' or 'synchronizability'
+    logits: torch.Tensor  # (classes,)
+    classes: torch.Tensor  # offset of each class in seconds (offset head) or [0, 1] (synchronizability)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return self.logits.softmax(-1)
+
+    @property
+    def offset_sec(self) -> float:
+        """The most probable offset; positive: the audio leads the video."""
+        return float(self.classes[self.logits.argmax()])
+
+    @property
+    def probability(self) -> float:
+        """P(offset_sec) for the offset head; P(synchronizable) for the synchronizability head."""
+        return float(self.probs.max() if self.head == "offset" else self.probs[1])
+
+    def top(self, k: int = 5) -> list[dict]:
+        p, i = self.probs.topk(min(k, len(self.probs)))
+        return [{"offset_sec": round(float(self.classes[j]), 3), "probability": float(q),
+                 "logit": float(self.logits[j]), "class": int(j)} for q, j in zip(p, i)]
+
+    def to_dict(self) -> dict:
+        out = {"file": self.path, "head": self.head,
+               "window": {"start_sec": round(self.start_sec, 3), "end_sec": round(self.end_sec, 3)}}
+        if self.head == "offset":
+            out.update(offset_sec=round(self.offset_sec, 3), probability=self.probability, top5=self.top(5))
+        else:
+            out.update(synchronizable_probability=self.probability)
+        return out
+
+
+def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0) -> WindowPrediction:
+    """Decode the window that starts 0.08 s after ``start_sec`` (the reference's layout) and classify it."""
+    path = os.fspath(path)
+    n_frames = LEAD_FRAMES + span_frames(model.cfg.n_segments)
+    # one spare frame: the 25 fps grid of the file need not start exactly at start_sec
+    clip = load_av(path, start_sec=start_sec, end_sec=start_sec + (n_frames + 1) / VIDEO_FPS)
+    if len(clip.frames) < n_frames:
+        have = max(0.0, clip.end_sec - start_sec)
+        raise SynchformerError(path, f"too short: one window needs {n_frames / VIDEO_FPS:.2f} s of video from "
+                                     f"{start_sec:g} s, the file has {have:.2f} s there")
+    try:
+        video, audio = make_inputs(clip.frames, clip.audio, n_segments=model.cfg.n_segments)
+    except SynchformerError as e:
+        raise SynchformerError(path, e.problem) from None
+    device = model.device
+    with torch.inference_mode():
+        logits = model(video[None].to(device), audio[None].to(device))[0].float().cpu()
+    classes = model.cfg.offset_grid() if model.cfg.head == "offset" else torch.tensor([0.0, 1.0])
+    first = clip.start_sec + LEAD_FRAMES / VIDEO_FPS
+    return WindowPrediction(path=path, start_sec=first, end_sec=first + (n_frames - LEAD_FRAMES) / VIDEO_FPS,
+                            head=model.cfg.head, logits=logits, classes=classes)

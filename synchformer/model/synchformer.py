@@ -1,0 +1,473 @@
+"""The Synchformer model in one file: Motionformer visual encoder, AST audio encoder, sync transformer.
+
+Module and parameter names follow the released checkpoints exactly (``state_dict()`` of the full-size
+model has the 513 keys of the official stage II model), so official weights load without renaming.
+
+Shapes: video ``(B, S, 16, 3, 224, 224)`` in [-1, 1]; audio log-mel ``(B, S, 1, 128, 66)``;
+``extract_vfeats`` -> ``(B, S, 8, 768)``; ``extract_afeats`` -> ``(B, S, 6, 768)``; logits ``(B, 21)``
+(offset classes -2.0 .. +2.0 s, positive = audio leads) or ``(B, 2)`` (synchronizability).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEADS = ("offset", "synchronizability")
+
+
+@dataclass
+class ModelConfig:
+    """Model dimensions. The defaults are the released stage II model; tiny values serve the tests."""
+
+    # visual encoder: Motionformer ViT, divided space-time attention over 2x16x16 tubelets
+    v_width: int = 768
+    v_depth: int = 12
+    v_heads: int = 12
+    image_size: int = 224
+    patch_size: int = 16
+    tubelet: int = 2
+    segment_frames: int = 16
+    # audio encoder: AST over a (n_mels x mel_frames) log-mel, 16x16 patches with stride 10
+    a_width: int = 768
+    a_depth: int = 12
+    a_heads: int = 12
+    n_mels: int = 128
+    mel_frames: int = 66
+    a_patch: int = 16
+    a_stride: int = 10
+    # sync transformer over [OFF, visual tokens, MOD, audio tokens]
+    width: int = 768
+    depth: int = 3
+    heads: int = 8
+    n_segments: int = 14
+    head: str = "offset"  # or "synchronizability" (stage III: 2 classes)
+    n_offset_classes: int = 21
+    max_offset_sec: float = 2.0
+    mlp_ratio: int = 4
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+
+    # derived sizes
+    @property
+    def v_tokens(self) -> int:  # visual tokens per segment (one per tubelet in time)
+        return self.segment_frames // self.tubelet
+
+    @property
+    def v_patches(self) -> int:  # spatial patches per frame
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def a_freq_patches(self) -> int:
+        return (self.n_mels - self.a_patch) // self.a_stride + 1
+
+    @property
+    def a_tokens(self) -> int:  # audio tokens per segment (time patches)
+        return (self.mel_frames - self.a_patch) // self.a_stride + 1
+
+    @property
+    def seq_len(self) -> int:
+        return 2 + self.n_segments * (self.v_tokens + self.a_tokens)
+
+    @property
+    def n_classes(self) -> int:
+        return self.n_offset_classes if self.head == "offset" else 2
+
+    def offset_grid(self) -> torch.Tensor:
+        """Offset (seconds) of each class of the offset head: linspace(-2, 2, 21)."""
+        return torch.linspace(-self.max_offset_sec, self.max_offset_sec, self.n_offset_classes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def synchronizability(cls, **kw) -> "ModelConfig":
+        """Stage III: 13 segments (4.48 s), 2-class head."""
+        return cls(**{"n_segments": 13, "head": "synchronizability", **kw})
+
+    @classmethod
+    def tiny(cls, **kw) -> "ModelConfig":
+        """A small configuration of the same code, for tests (the input sizes stay the model's own)."""
+        small = dict(v_width=32, v_depth=2, v_heads=2, a_width=32, a_depth=2, a_heads=2,
+                     width=32, depth=1, heads=2)
+        return cls(**{**small, **kw})
+
+
+def _attention(q, k, v):
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class DividedAttention(nn.Module):
+    """Motionformer's divided attention: patch tokens attend within their group (same spatial position
+    across time, or same frame across space) plus the CLS token; the CLS token attends to everything."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x, n_frames: int, over_time: bool):
+        n, length, dim = x.shape
+        h, hd = self.heads, dim // self.heads
+        n_patches = (length - 1) // n_frames
+        qkv = self.qkv(x).view(n, length, 3, h, hd)
+        cls = qkv[:, :1].permute(2, 0, 3, 1, 4)  # (3, n, h, 1, hd)
+        all_k, all_v = qkv[:, :, 1].transpose(1, 2), qkv[:, :, 2].transpose(1, 2)  # (n, h, L, hd)
+        cls_out = _attention(cls[0], all_k, all_v)  # (n, h, 1, hd)
+
+        # group the patch tokens: (n, frames, patches, 3, h, hd) -> (n * groups, h, group size, hd)
+        patches = qkv[:, 1:].view(n, n_frames, n_patches, 3, h, hd)
+        if over_time:
+            grouped = patches.permute(3, 0, 2, 4, 1, 5)  # (3, n, patches, h, frames, hd)
+        else:
+            grouped = patches.permute(3, 0, 1, 4, 2, 5)  # (3, n, frames, h, patches, hd)
+        groups = grouped.shape[2]
+        q, k, v = (t.reshape(n * groups, h, -1, hd) for t in grouped)
+        # every group also sees the CLS key/value, in front
+        k = torch.cat([cls[1].repeat_interleave(groups, 0), k], dim=2)
+        v = torch.cat([cls[2].repeat_interleave(groups, 0), v], dim=2)
+        out = _attention(q, k, v).view(n, groups, h, -1, hd)
+        if over_time:
+            out = out.permute(0, 3, 1, 2, 4)  # (n, frames, patches, h, hd)
+        else:
+            out = out.permute(0, 1, 3, 2, 4)  # (n, frames, patches, h, hd)
+        out = torch.cat([cls_out.transpose(1, 2), out.reshape(n, length - 1, h, hd)], dim=1)
+        return self.proj(out.reshape(n, length, dim))
+
+
+class DividedSpaceTimeBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = DividedAttention(dim, heads)  # over space
+        self.timeattn = DividedAttention(dim, heads)  # over time
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, dim * mlp_ratio)
+        self.norm3 = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x, n_frames: int):
+        # order of the reference: time, then space, then MLP
+        x = x + self.timeattn(self.norm3(x), n_frames, over_time=True)
+        x = x + self.attn(self.norm1(x), n_frames, over_time=False)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, dim: int, kernel: tuple):
+        super().__init__()
+        conv = nn.Conv2d if len(kernel) == 2 else nn.Conv3d
+        self.proj = conv(3, dim, kernel, stride=kernel)
+
+
+class CLSPooling(nn.Module):
+    """A pre-norm transformer encoder layer with a learned CLS token in front; returns the CLS output.
+
+    Parameter names are those of ``nn.TransformerEncoderLayer`` (as in the checkpoints). Only the CLS
+    row is computed after the keys and values: the other rows' outputs are never used.
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.self_attn = nn.MultiheadAttention(dim, heads, batch_first=True)  # holds in_proj / out_proj
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x):  # (N, L, D) -> (N, D)
+        n, length, dim = x.shape
+        h = self.self_attn.num_heads
+        cls = self.cls_token.expand(n, 1, dim)
+        y = self.norm1(torch.cat([cls, x], dim=1))
+        w, b = self.self_attn.in_proj_weight, self.self_attn.in_proj_bias
+        q = F.linear(y[:, :1], w[:dim], b[:dim]).view(n, 1, h, -1).transpose(1, 2)
+        kv = F.linear(y, w[dim:], b[dim:]).view(n, length + 1, 2, h, -1).permute(2, 0, 3, 1, 4)
+        out = _attention(q, kv[0], kv[1]).reshape(n, dim)
+        cls = cls[:, 0] + self.self_attn.out_proj(out)
+        return cls + self.linear2(F.gelu(self.linear1(self.norm2(cls))))
+
+
+class VisualEncoder(nn.Module):
+    """Motionformer (ViT-B/16, divided space-time attention) + spatial CLS pooling -> 8 tokens/segment."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, t = cfg.v_width, cfg.v_tokens
+        self.cfg = cfg
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.v_patches + 1, d))
+        self.temp_embed = nn.Parameter(torch.zeros(1, t, d))
+        # The 2-D patch embedding is unused by the model; kept so state dicts match the official keys.
+        self.patch_embed = PatchEmbed(d, (cfg.patch_size,) * 2)
+        self.patch_embed.requires_grad_(False)
+        self.patch_embed_3d = PatchEmbed(d, (cfg.tubelet, cfg.patch_size, cfg.patch_size))
+        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(d, cfg.v_heads, cfg.mlp_ratio) for _ in range(cfg.v_depth))
+        self.norm = nn.LayerNorm(d, eps=1e-6)
+        self.spatial_attn_agg = CLSPooling(d, cfg.v_heads, d * cfg.mlp_ratio)
+
+    def embed(self, x):  # (N, 16, 3, H, W) -> (N, 1 + t*p, D)
+        cfg = self.cfg
+        n, p, k = x.shape[0], cfg.patch_size, cfg.tubelet
+        g = cfg.image_size // p
+        # A conv with stride == kernel is a matmul over non-overlapping tubelets (faster than Conv3d on CPU).
+        tubes = x.reshape(n, cfg.v_tokens, k, 3, g, p, g, p).permute(0, 1, 4, 6, 3, 2, 5, 7)
+        proj = self.patch_embed_3d.proj
+        x = F.linear(tubes.reshape(n, cfg.v_tokens * g * g, -1), proj.weight.flatten(1), proj.bias)
+        pos = (self.pos_embed[:, 1:].unsqueeze(1) + self.temp_embed.unsqueeze(2)).flatten(1, 2)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(n, 1, -1)
+        return torch.cat([cls, x + pos], dim=1)
+
+    def forward(self, x):  # (N, 16, 3, H, W) -> (N, 8, D)
+        n, t = x.shape[0], self.cfg.v_tokens
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x, t)
+        x = self.norm(x[:, 1:])  # (N, t * patches, D): CLS dropped, as in the reference
+        return self.spatial_attn_agg(x.view(n * t, -1, x.shape[-1])).view(n, t, -1)
+
+
+class ASTEmbeddings(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.a_width
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.distillation_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, 2 + cfg.a_freq_patches * cfg.a_tokens, d))
+        self.patch_embeddings = nn.Module()
+        self.patch_embeddings.projection = nn.Conv2d(1, d, cfg.a_patch, stride=cfg.a_stride)
+
+    def forward(self, x):  # (N, 1, F, T) -> (N, 2 + f*t, D); patches in frequency-major order
+        x = self.patch_embeddings.projection(x).flatten(2).transpose(1, 2)
+        n = x.shape[0]
+        tokens = torch.cat([self.cls_token, self.distillation_token], dim=1).expand(n, -1, -1)
+        return torch.cat([tokens, x], dim=1) + self.position_embeddings
+
+
+class ASTLayer(nn.Module):
+    """A pre-norm ViT layer with the parameter names of Hugging Face's AST."""
+
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.heads = heads
+        self.attention = nn.Module()
+        self.attention.attention = nn.Module()
+        for name in ("query", "key", "value"):
+            setattr(self.attention.attention, name, nn.Linear(dim, dim))
+        self.attention.output = nn.Module()
+        self.attention.output.dense = nn.Linear(dim, dim)
+        self.intermediate = nn.Module()
+        self.intermediate.dense = nn.Linear(dim, hidden)
+        self.output = nn.Module()
+        self.output.dense = nn.Linear(hidden, dim)
+        self.layernorm_before = nn.LayerNorm(dim, eps=1e-12)
+        self.layernorm_after = nn.LayerNorm(dim, eps=1e-12)
+
+    def forward(self, x):
+        n, length, dim = x.shape
+        att = self.attention.attention
+        y = self.layernorm_before(x)
+        q, k, v = (lin(y).view(n, length, self.heads, -1).transpose(1, 2) for lin in (att.query, att.key, att.value))
+        y = _attention(q, k, v).transpose(1, 2).reshape(n, length, dim)
+        x = x + self.attention.output.dense(y)
+        return x + self.output.dense(F.gelu(self.intermediate.dense(self.layernorm_after(x))))
+
+
+class AST(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embeddings = ASTEmbeddings(cfg)
+        self.encoder = nn.Module()
+        self.encoder.layer = nn.ModuleList(
+            ASTLayer(cfg.a_width, cfg.a_heads, cfg.a_width * cfg.mlp_ratio) for _ in range(cfg.a_depth))
+        self.layernorm = nn.LayerNorm(cfg.a_width, eps=1e-12)
+
+    def forward(self, x):
+        x = self.embeddings(x)
+        for layer in self.encoder.layer:
+            x = layer(x)
+        return self.layernorm(x)
+
+
+class AudioEncoder(nn.Module):
+    """AST on a 128-bin log-mel + frequency CLS pooling -> 6 tokens/segment."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.ast = AST(cfg)
+        self.freq_attn_agg = CLSPooling(cfg.a_width, cfg.a_heads, cfg.a_width * cfg.mlp_ratio)
+
+    def forward(self, x):  # (N, 1, F, T) -> (N, t, D)
+        cfg = self.cfg
+        x = self.ast(x)[:, 2:]  # drop CLS and distillation tokens: (N, f*t, D), frequency-major
+        n, f, t = x.shape[0], cfg.a_freq_patches, cfg.a_tokens
+        x = x.view(n, f, t, -1).transpose(1, 2).reshape(n * t, f, -1)
+        return self.freq_attn_agg(x).view(n, t, -1)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.key, self.query, self.value, self.proj = (nn.Linear(dim, dim) for _ in range(4))
+        self.dropout = 0.1
+
+    def forward(self, x):
+        n, length, dim = x.shape
+        q, k, v = (lin(x).view(n, length, self.heads, -1).transpose(1, 2) for lin in (self.query, self.key, self.value))
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return F.dropout(self.proj(y.transpose(1, 2).reshape(n, length, dim)), self.dropout, self.training)
+
+
+class Block(nn.Module):
+    """minGPT block (no causal mask), as in the reference's sync transformer."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_ratio * dim), nn.GELU(), nn.Linear(mlp_ratio * dim, dim),
+                                 nn.Dropout(0.1))
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class SyncTransformer(nn.Module):
+    """3 blocks over [OFF, visual tokens, MOD, audio tokens]; the head reads the OFF token."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.width
+        self.OFF_tok = nn.Parameter(torch.zeros(1, 1, d))
+        self.MOD_tok = nn.Parameter(torch.zeros(1, 1, d))
+        self.vis_in_lnorm = nn.LayerNorm(d)
+        self.aud_in_lnorm = nn.LayerNorm(d)
+        self.pos_emb_cfg = nn.Module()  # name kept from the reference ("pos_emb_cfg.pos_emb")
+        self.pos_emb_cfg.pos_emb = nn.Parameter(torch.zeros(1, cfg.seq_len, d))
+        self.drop = nn.Dropout(0.1)
+        self.blocks = nn.Sequential(*(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth)))
+        self.ln_f = nn.LayerNorm(d)
+        if cfg.head == "offset":
+            self.off_head = nn.Linear(d, cfg.n_classes)
+        else:
+            self.sync_head = nn.Linear(d, 2)
+
+    def forward(self, v, a):  # (B, Sv, D), (B, Sa, D) -> (B, classes)
+        b = v.shape[0]
+        x = torch.cat([self.OFF_tok.expand(b, 1, -1), self.vis_in_lnorm(v),
+                       self.MOD_tok.expand(b, 1, -1), self.aud_in_lnorm(a)], dim=1)
+        x = self.ln_f(self.blocks(self.drop(x + self.pos_emb_cfg.pos_emb)))
+        head = self.off_head if hasattr(self, "off_head") else self.sync_head
+        return head(x[:, 0])
+
+
+class Synchformer(nn.Module):
+    has_sync_head = True  # False for weights that hold only the encoders (stage I files)
+
+    def __init__(self, cfg: ModelConfig | None = None, segment_batch: int = 2):
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        # Segments are independent in the encoders: running a few at a time bounds the activation memory
+        # without slowing the (matmul-bound) encoders down.
+        self.segment_batch = segment_batch
+        self.vfeat_extractor = VisualEncoder(cfg)
+        self.afeat_extractor = AudioEncoder(cfg)
+        self.vproj = nn.Linear(cfg.v_width, cfg.width)
+        self.aproj = nn.Linear(cfg.a_width, cfg.width)
+        self.transformer = SyncTransformer(cfg)
+        self.apply(_init_weights)
+
+    @property
+    def device(self) -> torch.device:
+        return self.vproj.weight.device
+
+    def _by_segments(self, encoder, x):  # (B, S, ...) -> (B, S, t, D)
+        b, s = x.shape[:2]
+        x = x.reshape(b * s, *x.shape[2:])
+        step = self.segment_batch * b if not torch.is_grad_enabled() else len(x)
+        out = torch.cat([encoder(chunk) for chunk in x.split(max(step, 1))])
+        return out.view(b, s, *out.shape[1:])
+
+    def extract_vfeats(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, S, 16, 3, 224, 224) in [-1, 1] -> (B, S, 8, 768) segment features, before ``vproj``."""
+        cfg = self.cfg
+        expected = (cfg.segment_frames, 3, cfg.image_size, cfg.image_size)
+        if video.dim() != 6 or tuple(video.shape[2:]) != expected:
+            raise ValueError(f"video must be (B, S, {', '.join(map(str, expected))}), got {tuple(video.shape)}")
+        return self._by_segments(self.vfeat_extractor, video)
+
+    def extract_afeats(self, audio: torch.Tensor) -> torch.Tensor:
+        """(B, S, 1, 128, 66) log-mel -> (B, S, 6, 768) segment features, before ``aproj``."""
+        cfg = self.cfg
+        expected = (1, cfg.n_mels, cfg.mel_frames)
+        if audio.dim() != 5 or tuple(audio.shape[2:]) != expected:
+            raise ValueError(f"audio must be (B, S, {', '.join(map(str, expected))}), got {tuple(audio.shape)}")
+        return self._by_segments(self.afeat_extractor, audio)
+
+    def compare_v_a(self, vfeats: torch.Tensor, afeats: torch.Tensor) -> torch.Tensor:
+        """Logits from segment features of one window: (B, S, 8, D), (B, S, 6, D) -> (B, classes)."""
+        if not self.has_sync_head:
+            raise RuntimeError("these weights hold only the encoders (a stage I checkpoint): use extract_vfeats/"
+                               "extract_afeats, or train the sync transformer (stage II) first")
+        if vfeats.shape[1] != self.cfg.n_segments or afeats.shape[1] != self.cfg.n_segments:
+            raise ValueError(f"this model takes windows of {self.cfg.n_segments} segments, got "
+                             f"{vfeats.shape[1]} visual and {afeats.shape[1]} audio")
+        v = self.vproj(vfeats).flatten(1, 2)
+        a = self.aproj(afeats).flatten(1, 2)
+        return self.transformer(v, a)
+
+    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return self.compare_v_a(self.extract_vfeats(video), self.extract_afeats(audio))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        # Stage III fine-tunes from stage II: a longer positional table is trimmed, as the reference does.
+        key = "transformer.pos_emb_cfg.pos_emb"
+        own = self.transformer.pos_emb_cfg.pos_emb.shape[1]
+        if key in state_dict and state_dict[key].shape[1] > own:
+            state_dict = {**state_dict, key: state_dict[key][:, :own]}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _init_weights(module: nn.Module):
+    """Initialisation of the reference (only matters for training from scratch)."""
+    if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d)):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.MultiheadAttention):
+        nn.init.normal_(module.in_proj_weight, std=0.02)
+        nn.init.zeros_(module.in_proj_bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+    for name, p in module.named_parameters(recurse=False):
+        if name in ("cls_token", "distillation_token", "pos_embed", "temp_embed", "position_embeddings",
+                    "OFF_tok", "MOD_tok", "pos_emb"):
+            nn.init.normal_(p, std=0.02)

@@ -1,0 +1,170 @@
+"""load_model on every container, `synchformer convert`, and `synchformer predict` end to end (tiny model)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import synchformer
+from synchformer.cli import main
+from synchformer.model import ModelConfig, Synchformer, save_model
+from synchformer.model.checkpoint import read_checkpoint
+from _shared import MEDIA, PARITY, needs_shared
+
+TINY = ModelConfig.tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return Synchformer(TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_inputs():
+    g = torch.Generator().manual_seed(1)
+    return (torch.rand(1, 14, 16, 3, 224, 224, generator=g) * 2 - 1, torch.randn(1, 14, 1, 128, 66, generator=g))
+
+
+def same_outputs(a, b, inputs):
+    with torch.inference_mode():
+        torch.testing.assert_close(a(*inputs), b(*inputs), atol=1e-6, rtol=1e-6)
+
+
+def test_safetensors_round_trip(tmp_path, tiny_model, tiny_inputs):
+    path = tmp_path / "tiny.safetensors"
+    digest = save_model(tiny_model, path)
+    assert len(digest) == 64 and [p.name for p in tmp_path.iterdir()] == ["tiny.safetensors"]
+    loaded = synchformer.load_model(path)
+    assert loaded.cfg == TINY and not loaded.training
+    same_outputs(tiny_model, loaded, tiny_inputs)
+
+
+def test_official_container_layout(tmp_path, tiny_model, tiny_inputs):
+    """The released files' layout: {'model': state dict, 'args': config, 'optimizer': ...}."""
+    path = tmp_path / "24-01-04T16-39-21.pt"
+    args = {"model": {"params": {"transformer": {"params": {"n_head": 2}}}}}
+    torch.save({"args": args, "epoch": 3, "model": tiny_model.state_dict(), "optimizer": {"state": {}},
+                "model_type": "Synchformer"}, path)
+    loaded = synchformer.load_model(path, config=TINY)
+    same_outputs(tiny_model, loaded, tiny_inputs)
+    # without a config: sizes from the shapes, the transformer's head count from `args`
+    inferred = synchformer.load_model(path).cfg
+    assert (inferred.width, inferred.depth, inferred.heads, inferred.head) == (32, 1, 2, "offset")
+
+
+def test_module_prefixed_bare_state_dict_in_memory(tiny_model, tiny_inputs):
+    sd = {f"module.{k}": v for k, v in tiny_model.state_dict().items()}
+    same_outputs(tiny_model, synchformer.load_model(sd, config=TINY), tiny_inputs)
+
+
+def test_stage1_file_gives_encoders_only(tmp_path, tiny_model, tiny_inputs):
+    sd = tiny_model.state_dict()
+    enc = {k.replace("vfeat_extractor.", "module.v_encoder.").replace("afeat_extractor.", "module.a_encoder."): v
+           for k, v in sd.items() if k.startswith(("vfeat_extractor.", "afeat_extractor."))}
+    path = tmp_path / "epoch_best.pt"
+    torch.save({"epoch": 1, "state_dict": {**enc, "module.logit_scale": torch.tensor(0.07)}}, path)
+    model = synchformer.load_model(path, config=TINY)
+    assert model.has_sync_head is False
+    with torch.inference_mode():
+        torch.testing.assert_close(model.extract_vfeats(tiny_inputs[0]), tiny_model.extract_vfeats(tiny_inputs[0]))
+        torch.testing.assert_close(model.extract_afeats(tiny_inputs[1]), tiny_model.extract_afeats(tiny_inputs[1]))
+        with pytest.raises(RuntimeError, match="only the encoders"):
+            model(*tiny_inputs)
+
+
+def test_half_precision_weights_are_read_as_float32(tmp_path, tiny_model):
+    path = tmp_path / "half.pth"
+    torch.save({k: v.half() for k, v in tiny_model.state_dict().items()}, path)
+    model = synchformer.load_model(path, config=TINY)
+    assert model.vproj.weight.dtype == torch.float32
+
+
+@needs_shared
+@pytest.mark.parametrize("name,fmt", [("official_format_stage2.pt", "official"), ("official_format_stage1.pt", "stage1"),
+                                      ("plain_state_dict.pth", "state_dict")])
+def test_shared_containers_load_and_partial_weights_are_named(name, fmt):
+    ckpt = read_checkpoint(PARITY / name)
+    assert ckpt.source_format == fmt and ckpt.state_dict
+    # these fixtures carry a few tensors only: load_model says so in one line
+    with pytest.raises(synchformer.SynchformerError) as err:
+        synchformer.load_model(PARITY / name)
+    assert str(err.value).startswith(str(PARITY / name)) and "\n" not in str(err.value)
+    assert "missing" in str(err.value)
+
+
+def test_convert_cli(tmp_path, tiny_model, tiny_inputs, capsys):
+    src = tmp_path / "official.pt"
+    torch.save({"args": {"model": {"params": {"transformer": {"params": {"n_head": 2}}}}},
+                "model": tiny_model.state_dict(), "model_type": "Synchformer"}, src)
+    before = src.read_bytes()
+    # tiny encoders have 2 heads where full-size ones have 12: the shapes cannot tell, so the converted config
+    # takes the transformer's heads from `args` and the encoders' from width // 64 (= 1 here)
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors")]) == 0
+    assert "sha256" in capsys.readouterr().out
+    assert src.read_bytes() == before
+    converted = read_checkpoint(tmp_path / "out.safetensors")
+    assert converted.source_format == "safetensors" and converted.config["converted_from"] == "official.pt"
+    for k, v in tiny_model.state_dict().items():
+        torch.testing.assert_close(converted.state_dict[k], v)
+
+    assert main(["convert", str(src), str(src)]) == 2  # not a .safetensors name
+    same = tmp_path / "same.safetensors"
+    save_model(tiny_model, same)
+    assert main(["convert", str(same), str(same)]) == 2  # never writes over its input
+    assert "refuses to overwrite" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory, tiny_model):
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_model(tiny_model, path)
+    return path
+
+
+@needs_shared
+def test_predict_json(tiny_weights, capsys):
+    video = MEDIA / "pen_hits_coin__node-opencv_motion.mov"
+    assert main(["predict", str(video), "--weights", str(tiny_weights), "--start", "1.0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["file"] == str(video) and out["head"] == "offset"
+    assert out["window"] == {"start_sec": 1.08, "end_sec": 5.88}
+    assert len(out["top5"]) == 5 and out["top5"][0]["offset_sec"] == out["offset_sec"]
+    probs = [t["probability"] for t in out["top5"]]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    assert out["offset_sec"] in {round(x, 3) for x in np.linspace(-2, 2, 21)}
+
+
+@needs_shared
+def test_predict_table_and_module_entry_point(tiny_weights):
+    video = MEDIA / "lego_robot__techslides_small.webm"
+    run = subprocess.run([sys.executable, "-m", "synchformer", "predict", str(video), "-w", str(tiny_weights)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "window 0.08-4.88 s" in run.stdout and "top-5:" in run.stdout
+
+
+@pytest.mark.parametrize("make,expect", [
+    (lambda d: d / "missing.mp4", "not found"),
+    (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4", ""),
+    (lambda d: (d / "empty.mov").write_bytes(b"") or d / "empty.mov", ""),
+])
+def test_predict_bad_input_is_one_line_exit_2(tmp_path, tiny_weights, capsys, make, expect):
+    path = make(tmp_path)
+    assert main(["predict", str(path), "--weights", str(tiny_weights)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and expect in err and "Traceback" not in err
+
+
+@needs_shared
+def test_predict_too_short_and_no_weights(tiny_weights, capsys):
+    short = MEDIA / "talking_head__kphotoalbum_movie.avi"  # 4.5 s: less than one window
+    assert main(["predict", str(short), "--weights", str(tiny_weights)]) == 2
+    assert "too short" in capsys.readouterr().err
+    assert main(["predict", str(short)]) == 2
+    assert "--weights" in capsys.readouterr().err
+    assert main(["predict", str(short), "--weights", str(short)]) == 2  # a video is not a checkpoint
+    assert capsys.readouterr().err.count("\n") == 1
