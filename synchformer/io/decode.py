@@ -89,6 +89,7 @@ def load_av(
     end_sec: float | None = None,
     size: int | None = RESIZE_SHORT_SIDE,
     crop: int | None = CROP_SIZE,
+    with_audio: bool = True,
 ) -> AVClip:
     """Decode ``[start_sec, end_sec)`` of ``path`` (seconds in the file's timeline; ``None`` = to the end).
 
@@ -98,6 +99,7 @@ def load_av(
     short side scaled to ``size`` (bicubic, dims made even; ``None`` keeps the source size), then centre
     cropped to ``crop`` (``None``: no crop). Audio: resampled to 16 kHz, channels averaged, placed by the
     timestamp of its first frame (zeros where the stream has none), exactly 640 samples per frame.
+    ``with_audio=False``: the sound is not decoded (nor required): ``AVClip.audio`` is silence.
     """
     path = os.fspath(path)
     if not start_sec >= 0:
@@ -109,7 +111,8 @@ def load_av(
 
     with _open(path) as container:
         vstream = _stream(path, container, "video")
-        _stream(path, container, "audio")  # fail early, before decoding any video
+        if with_audio:
+            _stream(path, container, "audio")  # fail early, before decoding any video
         source_fps = float(vstream.average_rate or vstream.guessed_rate or 0) or None
         source_duration = container.duration / av.time_base if container.duration else None
     first = next(_decode(path, "video"), None)
@@ -166,7 +169,10 @@ def load_av(
         raise SynchformerError(path, f"no 25 fps frame at or after start_sec={start_sec}{ends}")
 
     n_samples = len(images) * SAMPLES_PER_FRAME
-    audio, pad_start, pad_end, src_rate, src_channels = _load_audio(path, clip_start, n_samples, damaged)
+    if with_audio:
+        audio, pad_start, pad_end, src_rate, src_channels = _load_audio(path, clip_start, n_samples, damaged)
+    else:
+        audio, pad_start, pad_end, src_rate, src_channels = np.zeros(n_samples, np.float32), 0, 0, None, None
     warnings = [f"skipped {len(damaged)} damaged packet(s) the decoder rejected"] if damaged else []
     if pad_start + pad_end > _PAD_WARN_SEC * AUDIO_SR:
         warnings.append(

@@ -1,0 +1,37 @@
+"""Command line: ``synchformer <command>``; one module per command, each with ``add_parser`` and ``run``.
+
+Errors caused by the input (a missing file, a video without sound, a bad checkpoint) print one line and
+exit with code 2; they never show a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from synchformer.errors import SynchformerError
+
+COMMANDS = ("predict", "convert")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synchformer", description="Find and fix audio-visual offsets in videos. "
+                                     "Offsets are positive when the audio leads the video.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"synchformer.cli.{name}")
+        module.add_parser(sub).set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except SynchformerError as e:
+        print(f"synchformer: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("synchformer: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,169 @@
+"""Whole-video analysis: 4.8 s windows slid over a file, every segment encoded once.
+
+Windows start every ``hop`` segments on the 0.32 s segment grid (a hop is rounded to a multiple of 0.32 s so
+that windows share segments), plus one window flush with the end of the file so the tail is covered. Each
+window's 14 segments come from the cache of encoder features; only the sync transformer runs per window.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from synchformer.constants import SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
+from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
+from synchformer.model import Synchformer
+
+SEGMENT_SEC = SEGMENT_STRIDE_FRAMES / VIDEO_FPS  # 0.32 s between segment starts
+
+
+@dataclass
+class Analysis:
+    path: str
+    hop_sec: float  # the hop actually used (a multiple of 0.32 s)
+    window_starts: np.ndarray  # (W,) seconds, in the file's timeline
+    logits: np.ndarray  # (W, classes) of the offset model
+    grid: np.ndarray  # (classes,) offset of each class in seconds
+    sync_probs: np.ndarray | None = None  # (W,) P(synchronizable) from a stage III model
+    segments_encoded: int = 0  # encoder passes spent (per model)
+    segments_total: int = 0  # whole segments in the file
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def probs(self) -> np.ndarray:
+        return torch.from_numpy(self.logits).softmax(-1).numpy()
+
+    @property
+    def window_sec(self) -> float:
+        return WINDOW_SEC
+
+
+def hop_in_segments(hop_sec: float) -> int:
+    if not hop_sec > 0:
+        raise ValueError(f"hop must be positive, got {hop_sec}")
+    return max(1, round(hop_sec / SEGMENT_SEC))
+
+
+def encoders_equal(a: Synchformer, b: Synchformer) -> bool:
+    """Stage III fine-tunes only the sync transformer: its encoders are usually its parent's, bit for bit."""
+    sa, sb = a.state_dict(), b.state_dict()
+    keys = [k for k in sa if k.startswith(("vfeat_extractor.", "afeat_extractor."))]
+    return a.cfg.v_width == b.cfg.v_width and all(k in sb and sa[k].shape == sb[k].shape and
+                                                    torch.equal(sa[k], sb[k].to(sa[k].device)) for k in keys)
+
+
+class _FeatureCache:
+    """Encoder features by segment index for one model, encoding only the segments it is asked for."""
+
+    def __init__(self, model: Synchformer, batch: int):
+        self.model, self.batch, self.feats, self.encoded = model, batch, {}, 0
+
+    def add(self, chunk: SegmentChunk, rows: list[int]):
+        if not rows:
+            return
+        idx = torch.tensor(rows)
+        sub = SegmentChunk(chunk.first, chunk.video.index_select(0, idx), chunk.audio.index_select(0, idx))
+        v, a = encode_chunk(self.model, sub, batch=self.batch)
+        for i, r in enumerate(rows):
+            self.feats[chunk.first + r] = (v[i], a[i])
+        self.encoded += len(rows)
+
+    def window(self, k0: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        v, a = zip(*(self.feats[k] for k in range(k0, k0 + n)))
+        return torch.stack(v), torch.stack(a)
+
+    def prune(self, below: int):
+        for k in [k for k in self.feats if k < below]:
+            del self.feats[k]
+
+
+def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int = 256,
+            audio: np.ndarray | None = None, **kw) -> Analysis:
+    """Offset logits of every window of ``path`` (and P(synchronizable) with a stage III ``sync_model``).
+
+    ``audio``: a 16 kHz mono waveform used instead of the file's sound (e.g. a generated track). ``size``:
+    short side before the 224 centre crop (256 as the released models were trained; 224 as av-benchmark and
+    MMAudio do). Other keywords: see :func:`analyze_segments`.
+    """
+    grid, chunks = read_segments(path, first_frame=first_frame, size=size, audio=audio)
+    return analyze_segments(model, grid, chunks, **kw)
+
+
+def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[SegmentChunk], *,
+                     hop_sec: float = 2.4, sync_model: Synchformer | None = None, ends_only: bool = False,
+                     window_batch: int = 16, encode_batch: int | None = None) -> Analysis:
+    """The windows of a stream of segment chunks (from :func:`read_segments`, possibly decoded elsewhere).
+
+    ``hop_sec`` is rounded to a multiple of 0.32 s. ``ends_only``: just the first and the last window
+    (av-benchmark's DeSync protocol).
+    """
+    path = grid.path
+    if model.cfg.head != "offset":
+        raise ValueError("the first model must have the offset head; pass a stage III model as sync_model")
+    n = model.cfg.n_segments
+    h = hop_in_segments(hop_sec) if not ends_only else 10**9
+    encode_batch = encode_batch or (32 if model.device.type == "cuda" else 4)
+    caches = [_FeatureCache(model, encode_batch)]
+    if sync_model is not None:
+        if sync_model.cfg.head != "synchronizability" or sync_model.cfg.n_segments > n:
+            raise ValueError("sync_model must be a synchronizability model of at most as many segments")
+        shared = encoders_equal(model, sync_model)
+        caches.append(caches[0] if shared else _FeatureCache(sync_model, encode_batch))
+
+    starts, logits, sync_logits, batch = [], [], [], []
+
+    def run_batch():
+        if not batch:
+            return
+        with torch.inference_mode():
+            v, a = (torch.stack(x) for x in zip(*(caches[0].window(k0, n) for k0 in batch)))
+            logits.append(model.compare_v_a(v, a).float().cpu())
+            if sync_model is not None:
+                m = sync_model.cfg.n_segments
+                v, a = (torch.stack(x) for x in zip(*(caches[1].window(k0, m) for k0 in batch)))
+                sync_logits.append(sync_model.compare_v_a(v, a).float().cpu())
+        starts.extend(batch)
+        batch.clear()
+
+    recent: deque = deque(maxlen=n)  # raw segments of the tail, in case its window was not on the hop grid
+    next_k0, seen = 0, 0
+    for chunk in chunks:
+        ks = range(chunk.first, chunk.first + len(chunk))
+        wanted = [i for i, k in enumerate(ks) if k % h < n]  # segments that some hop window uses
+        for cache in dict.fromkeys(caches):
+            cache.add(chunk, wanted)
+        recent.extend((k, chunk, i) for i, k in enumerate(ks))
+        seen = chunk.first + len(chunk)
+        while next_k0 + n <= seen:
+            batch.append(next_k0)
+            next_k0 += h
+            if len(batch) >= window_batch:
+                run_batch()
+        # keep what windows not yet run need, and the last n segments (the tail window may need them)
+        for cache in dict.fromkeys(caches):
+            cache.prune(min(batch[0] if batch else next_k0, seen - n))
+    if seen < n:
+        raise too_short(path, n, seen, grid)
+    tail = seen - n
+    if tail % h:  # the last hop window ends before the file does: add one flush with the end
+        for cache in dict.fromkeys(caches):
+            by_chunk: dict[int, tuple[SegmentChunk, list[int]]] = {}
+            for k, c, i in recent:
+                if k not in cache.feats:
+                    by_chunk.setdefault(id(c), (c, []))[1].append(i)
+            for c, rows in by_chunk.values():
+                cache.add(c, rows)
+        batch.append(tail)
+    run_batch()
+
+    sync_probs = torch.cat(sync_logits).softmax(-1)[:, 1].numpy() if sync_logits else None
+    return Analysis(path=path, hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"),
+                    window_starts=np.asarray(grid.time(starts), dtype=np.float64),
+                    logits=torch.cat(logits).numpy(), grid=model.cfg.offset_grid().numpy(),
+                    sync_probs=sync_probs, segments_encoded=caches[0].encoded, segments_total=seen,
+                    warnings=grid.warnings)

@@ -1,0 +1,141 @@
+"""A whole file as a stream of segments on one 0.32 s grid, each decoded once and encoded once.
+
+Windows of 14 segments that overlap share their segments, and the encoders (97 % of the compute) are
+independent per segment: so a file is cut into segments ``k = 0, 1, 2, ...`` (frames
+``[first + 8k, first + 8k + 16)``, the audio samples of the same span), every segment goes through the
+encoders once, and windows are assembled from the cached features. Decoding runs in a background thread,
+a chunk ahead of the model, and only a chunk of frames is held in memory at a time (films of any length).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from synchformer.constants import (
+    AUDIO_SR,
+    SAMPLES_PER_FRAME,
+    SEGMENT_FRAMES,
+    SEGMENT_SAMPLES,
+    SEGMENT_STRIDE_FRAMES,
+    VIDEO_FPS,
+)
+from synchformer.errors import SynchformerError
+from synchformer.features import audio_to_model, frames_to_model, segment_audio, segment_video
+from synchformer.io import load_av, probe
+
+
+@dataclass
+class SegmentChunk:
+    first: int  # index of the first segment in this chunk
+    video: torch.Tensor  # uint8 (n, 16, 3, 224, 224)
+    audio: torch.Tensor  # float32 (n, 10240)
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+
+@dataclass
+class SegmentGrid:
+    """Where segment k lies in the file: it starts at ``start_sec + k * 0.32`` and lasts 0.64 s."""
+
+    path: str
+    start_sec: float  # time of the first frame of segment 0, in the file's timeline
+    warnings: list[str]
+
+    def time(self, k) -> float | np.ndarray:
+        return self.start_sec + np.asarray(k) * SEGMENT_STRIDE_FRAMES / VIDEO_FPS
+
+
+def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 256,
+                  chunk_segments: int = 64, audio: np.ndarray | torch.Tensor | None = None,
+                  with_audio: bool = True) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
+    """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid.
+
+    ``size`` is the short side before the 224 centre crop (256: the reference's inputs; 224: av-benchmark's and
+    MMAudio's). ``audio``: a 16 kHz mono waveform to use instead of the file's own sound (a separately generated
+    track); sample 0 is aligned with the first video frame. ``with_audio=False``: the file's sound is neither
+    decoded nor required (visual features only; the chunks' audio is silence). Returns the grid (known once the first chunk is
+    decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded one chunk ahead.
+    """
+    path = os.fspath(path)
+    span = SEGMENT_FRAMES + (chunk_segments - 1) * SEGMENT_STRIDE_FRAMES  # frames of one chunk
+    step = chunk_segments * SEGMENT_STRIDE_FRAMES
+    if audio is not None:
+        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+    own_audio = with_audio and audio is None
+
+    def decode(f0: int, t_first: float):
+        # one frame more than the chunk needs: if it exists, the next chunk starts inside the file
+        return load_av(path, start_sec=t_first + f0 / VIDEO_FPS, end_sec=t_first + (f0 + span + 1) / VIDEO_FPS,
+                       size=size, with_audio=own_audio)
+
+    # The first frame's time is known once it is decoded: start at 0 and decode a margin past the
+    # stream's declared start (streams such as MPEG-TS start seconds into their timeline).
+    hint = (probe(path).get("video") or {}).get("start_sec") or 0.0
+    first_clip = load_av(path, start_sec=0.0, end_sec=hint + (first_frame + span + 1) / VIDEO_FPS + 0.5, size=size,
+                         with_audio=own_audio)
+    t_first = first_clip.start_sec
+    grid = SegmentGrid(path=path, start_sec=t_first + first_frame / VIDEO_FPS, warnings=list(first_clip.warnings))
+    if audio is not None:
+        grid.warnings = [w for w in grid.warnings if not w.startswith("audio covers")]
+
+    def chunk_of(clip, f0: int, k0: int) -> tuple[SegmentChunk | None, bool]:
+        """Segments of the chunk starting at frame f0 (clip.frames[0] is frame `offset`); and whether more follow."""
+        offset = round((clip.start_sec - t_first) * VIDEO_FPS)
+        frames = clip.frames[f0 - offset:]
+        wave = clip.audio[(f0 - offset) * SAMPLES_PER_FRAME:]
+        if audio is not None:  # the external track, on the same timeline
+            a0 = f0 * SAMPLES_PER_FRAME
+            wave = audio[a0:a0 + len(frames) * SAMPLES_PER_FRAME]
+        n = min((len(frames) - SEGMENT_FRAMES) // SEGMENT_STRIDE_FRAMES + 1,
+                (len(wave) - SEGMENT_SAMPLES) // (SEGMENT_STRIDE_FRAMES * SAMPLES_PER_FRAME) + 1, chunk_segments)
+        more = len(frames) > span and (audio is None or len(audio) >= (f0 + step) * SAMPLES_PER_FRAME + SEGMENT_SAMPLES)
+        if n <= 0:
+            return None, False
+        return SegmentChunk(k0, segment_video(frames, 0, n), segment_audio(wave, 0, n)), more
+
+    def chunks() -> Iterator[SegmentChunk]:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            clip, f0, k0 = first_clip, first_frame, 0
+            while True:
+                chunk, more = chunk_of(clip, f0, k0)
+                pending = pool.submit(decode, f0 + step, t_first) if more else None
+                if chunk is not None:
+                    yield chunk
+                if pending is None:
+                    return
+                clip, f0, k0 = pending.result(), f0 + step, k0 + chunk_segments
+
+    return grid, chunks()
+
+
+def encode_chunk(model, chunk: SegmentChunk, *, video: bool = True, audio: bool = True,
+                 batch: int = 16) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Encoder features of every segment of ``chunk``: ``(n, 8, D)`` and ``(n, 6, D)`` (on the model's device)."""
+    device = model.device
+    vf, af = [], []
+    with torch.inference_mode():
+        for s in range(0, len(chunk), batch):
+            if video:
+                v = frames_to_model(chunk.video[s:s + batch].to(device))
+                vf.append(model.extract_vfeats(v[None])[0])
+            if audio:
+                a = audio_to_model(chunk.audio[s:s + batch].to(device).float())
+                af.append(model.extract_afeats(a[None])[0])
+    return (torch.cat(vf) if video else None), (torch.cat(af) if audio else None)
+
+
+def too_short(path: str, n_segments: int, have: int, grid: SegmentGrid) -> SynchformerError:
+    need = (SEGMENT_FRAMES + (n_segments - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS
+    have_sec = 0.0 if have <= 0 else (SEGMENT_FRAMES + (have - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS
+    return SynchformerError(path, f"too short: one window needs {need:.2f} s of video and audio, "
+                                  f"the file has {have_sec:.2f} s of whole segments")
+
+
+__all__ = ["AUDIO_SR", "SegmentChunk", "SegmentGrid", "encode_chunk", "read_segments", "too_short"]

@@ -1,0 +1,103 @@
+"""Whole-video analysis: windows share encoded segments and give the same logits as window-by-window."""
+
+import numpy as np
+import pytest
+import torch
+
+import synchformer
+from synchformer.features import audio_to_model, frames_to_model, segment_audio, segment_video
+from synchformer.inference.analyze import analyze, encoders_equal
+from synchformer.inference.embed import encode_audio, encode_video, extract_features
+from synchformer.model import ModelConfig, Synchformer
+from _shared import MEDIA, needs_shared
+
+PEN = MEDIA / "pen_hits_coin__node-opencv_motion.mov"  # 8.1 s: 24 segments
+DIVER = MEDIA / "underwater_diver__pd-extendedview_diver.mov"  # 14 s: 42 segments
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Synchformer(ModelConfig.tiny()).eval()
+
+
+def window_by_window(model, clip, k0s):
+    out = []
+    with torch.inference_mode():
+        for k0 in k0s:
+            v = frames_to_model(segment_video(clip.frames, 8 * k0, 14))
+            a = audio_to_model(segment_audio(clip.audio, 8 * k0 * 640, 14))
+            out.append(model(v[None], a[None])[0])
+    return torch.stack(out).numpy()
+
+
+@needs_shared
+@pytest.mark.parametrize("hop,expected_k0", [(0.32, list(range(0, 29))), (2.4, [0, 8, 16, 24, 28]),
+                                             (30.0, [0, 28])])
+def test_windows_match_window_by_window(model, hop, expected_k0):
+    result = analyze(model, DIVER, hop_sec=hop)
+    k0 = np.round(result.window_starts / 0.32).astype(int).tolist()
+    assert k0 == expected_k0  # hop windows on the 0.32 s grid, plus one flush with the end
+    assert result.segments_total == 42
+    clip = synchformer.load_av(DIVER)
+    np.testing.assert_allclose(result.logits, window_by_window(model, clip, k0), atol=2e-5, rtol=0)
+    # every segment is encoded once (hop 30 s: only the two windows' 28 segments), never once per window
+    assert result.segments_encoded == (28 if hop == 30.0 else 42)
+    assert result.segments_encoded < 14 * len(k0) or len(k0) <= 3
+
+
+@needs_shared
+def test_ends_only_is_first_and_last_window(model):
+    result = analyze(model, PEN, ends_only=True, size=224)
+    assert np.round(result.window_starts / 0.32).astype(int).tolist() == [0, 10]  # av-benchmark: segs 0-13, 10-23
+    clip = synchformer.load_av(PEN, size=224)
+    np.testing.assert_allclose(result.logits, window_by_window(model, clip, [0, 10]), atol=2e-5, rtol=0)
+
+
+@needs_shared
+def test_external_audio_track_replaces_the_files_sound(model):
+    clip = synchformer.load_av(PEN)
+    own = analyze(model, PEN, hop_sec=2.56)
+    same = analyze(model, PEN, hop_sec=2.56, audio=clip.audio.numpy())
+    np.testing.assert_allclose(own.logits, same.logits, atol=1e-5, rtol=0)
+    silent = analyze(model, PEN, hop_sec=2.56, audio=np.zeros(len(clip.audio), np.float32))
+    assert not np.allclose(own.logits, silent.logits, atol=1e-4)
+
+
+@needs_shared
+def test_synchronizability_model_shares_identical_encoders(model):
+    stage3 = Synchformer(ModelConfig.tiny(n_segments=13, head="synchronizability")).eval()
+    assert not encoders_equal(model, stage3)
+    separate = analyze(model, PEN, hop_sec=0.64, sync_model=stage3)
+    encoders = {k: v for k, v in model.state_dict().items() if k.startswith(("vfeat_", "afeat_"))}
+    stage3.load_state_dict(encoders, strict=False)
+    assert encoders_equal(model, stage3)
+    shared = analyze(model, PEN, hop_sec=0.64, sync_model=stage3)
+    assert shared.sync_probs.shape == (len(shared.window_starts),) and ((0 <= shared.sync_probs) & (shared.sync_probs <= 1)).all()
+    assert shared.segments_encoded == separate.segments_encoded == 24
+    np.testing.assert_allclose(shared.logits, separate.logits, atol=1e-6)
+    clip = synchformer.load_av(PEN)
+    with torch.inference_mode():
+        k0 = 6
+        v = frames_to_model(segment_video(clip.frames, 8 * k0, 13))
+        a = audio_to_model(segment_audio(clip.audio, 8 * k0 * 640, 13))
+        want = stage3(v[None], a[None]).softmax(-1)[0, 1].item()
+    assert shared.sync_probs[3] == pytest.approx(want, abs=1e-5)
+
+
+@needs_shared
+def test_too_short_is_refused(model):
+    with pytest.raises(synchformer.SynchformerError, match="too short"):
+        analyze(model, MEDIA / "talking_head__kphotoalbum_movie.avi")
+
+
+@needs_shared
+def test_features_match_mmaudio_style_encoding(model):
+    feats = extract_features(model, PEN, audio=True)
+    clip = synchformer.load_av(PEN, size=224)
+    s = (len(clip.frames) - 16) // 8 + 1
+    assert feats["vfeats"].shape == (s * 8, 32) and feats["afeats"].shape == (s * 6, 32)
+    np.testing.assert_allclose(feats["vfeats"], encode_video(model, clip.frames)[0].numpy(), atol=2e-5, rtol=0)
+    np.testing.assert_allclose(feats["afeats"], encode_audio(model, clip.audio)[0].flatten(0, 1).numpy(),
+                               atol=2e-5, rtol=0)
+    np.testing.assert_allclose(np.diff(feats["segment_start_sec"]), 0.32, atol=1e-9)
