@@ -1,30 +1,153 @@
-"""``synchformer predict VIDEO...``: the offset of a video (one window with ``--start``)."""
+"""``synchformer predict VIDEO...``: the offset of whole videos (or of one window with ``--start``)."""
 
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
-from synchformer.cli.common import add_device, add_weights, load
+from synchformer.cli.common import add_device, add_weights, load, protect_inputs
+from synchformer.errors import SynchformerError
+
+MAX_TABLE_ROWS = 30  # longer timelines are printed as runs of windows with the same offset
 
 
 def add_parser(sub):
-    p = sub.add_parser("predict", help="measure the audio-visual offset of videos")
+    p = sub.add_parser("predict", help="measure the audio-visual offset of videos (whole file, windows of 4.8 s)")
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     add_weights(p)
+    p.add_argument("--syncability-weights", metavar="W",
+                   help="a stage III synchronizability checkpoint (24-01-22T20-34-52.pt): windows that cannot be "
+                        "synchronized (silence, no visible source) are left out of the overall offset")
+    p.add_argument("--hop", type=float, default=2.4, metavar="SEC",
+                   help="time between window starts; rounded to a multiple of 0.32 s so that windows share "
+                        "their segments (default 2.4 -> 2.56 s; a smaller hop costs little: only the sync "
+                        "transformer runs per window)")
     p.add_argument("--start", type=float, default=None, metavar="SEC",
-                   help="analyse only the window of the reference's layout: a 5 s crop at SEC, the window is "
+                   help="analyse only one window, in the reference's layout: a 5 s crop at SEC, the window is "
                         "[SEC+0.08, SEC+4.88] s")
-    p.add_argument("--json", action="store_true", help="one JSON object per video")
+    p.add_argument("--json", action="store_true", help="one JSON object per video (schema in README.md)")
+    p.add_argument("--plot", metavar="PNG", help="heat map of the windows' probabilities over time "
+                   "(with several videos: the video's name is appended)")
+    p.add_argument("--min-sync-prob", type=float, default=0.5, metavar="P",
+                   help="with --syncability-weights: windows below this P(synchronizable) are left out")
     add_device(p)
     return p
 
 
 def run(args) -> int:
+    model = load(args.weights, args.device)
+    if args.start is not None:
+        return _single_window(model, args)
+    if model.cfg.head != "offset":
+        raise SynchformerError(args.weights, "is a synchronizability model: pass it as --syncability-weights and "
+                                             "an offset model (stage II) as --weights")
+    sync_model = None
+    if args.syncability_weights:
+        sync_model = load(args.syncability_weights, args.device, head="synchronizability")
+    failed = 0
+    for video in args.videos:
+        try:
+            report = analyze_video(model, video, args, sync_model)
+        except SynchformerError as e:  # one bad file does not stop the others
+            if len(args.videos) == 1:
+                raise
+            print(f"synchformer: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(json.dumps(report) if args.json else format_report(report))
+    return 2 if failed else 0
+
+
+def analyze_video(model, video: str, args, sync_model=None) -> dict:
+    from synchformer.inference.analyze import analyze
+    from synchformer.inference.timeline import plot_heatmap, summarize
+
+    result = analyze(model, video, hop_sec=args.hop, sync_model=sync_model)
+    summary = summarize(result.window_starts, result.probs, result.grid, sync_probs=result.sync_probs,
+                        min_sync_prob=args.min_sync_prob)
+    report = {"file": str(video), "weights": args.weights, "syncability_weights": args.syncability_weights,
+              "hop_sec": round(result.hop_sec, 3), "segments": result.segments_total,
+              "analysed_sec": round(result.segments_total * 0.32 + 0.32, 3),
+              "warnings": result.warnings, **summary.to_dict()}
+    if args.plot:
+        out = Path(args.plot)
+        if len(args.videos) > 1:
+            out = out.with_name(f"{out.stem}_{Path(video).stem}{out.suffix or '.png'}")
+        protect_inputs(out, args.videos)
+        plot_heatmap(result.window_starts, result.probs, result.grid, summary, out, sync_probs=result.sync_probs,
+                     title=Path(video).name)
+        report["plot"] = str(out)
+    return report
+
+
+def _describe(offset: float) -> str:
+    if abs(offset) < 1e-9:
+        return "in sync"
+    return f"audio {'leads' if offset > 0 else 'lags'} the video by {abs(offset):.2f} s"
+
+
+def format_report(r: dict) -> str:
+    lines = [f"{r['file']}  {r['analysed_sec']:.2f} s analysed, {r['n_windows']} windows of 4.8 s "
+             f"(hop {r['hop_sec']:.2f} s)"]
+    if r["offset_sec"] is None:
+        lines.append(f"  {r['message']}")
+    else:
+        lines.append(f"  offset {r['offset_sec']:+.2f} s ({_describe(r['offset_sec'])}), confidence "
+                     f"{r['confidence']:.2f}, {r['agreement'] * 100:.0f}% of {r['n_used']} windows agree "
+                     f"within 0.2 s")
+    if r["left_out"]["count"]:
+        lines.append(f"  {r['left_out']['count']} window(s) left out: P(synchronizable) < "
+                     f"{r['left_out']['min_sync_prob']}")
+    drift = r.get("drift")
+    if drift:
+        if drift["detected"]:
+            lines.append(f"  drift: {drift['slope_ms_per_min']:+.0f} ms/min (95% CI {drift['ci95_ms_per_min'][0]:+.0f}"
+                         f"..{drift['ci95_ms_per_min'][1]:+.0f}): {drift['offset_at_start_sec']:+.2f} s at the start, "
+                         f"{drift['offset_at_end_sec']:+.2f} s at the end")
+        else:
+            lines.append(f"  drift: not detected ({drift['reason']})")
+    for w in r["warnings"]:
+        lines.append(f"  warning: {w}")
+    windows = r["windows"]
+    sync = any(w["sync_prob"] is not None for w in windows)
+    head = "  start-end (s)      offset      p   entropy" + ("  P(sync)" if sync else "")
+    lines.append(head)
+    if len(windows) <= MAX_TABLE_ROWS:
+        for w in windows:
+            lines.append(_row(w["start_sec"], w["end_sec"], w, sync))
+    else:  # runs of consecutive windows with the same offset
+        run = [windows[0]]
+        for w in windows[1:] + [None]:
+            if w is not None and w["offset_sec"] == run[0]["offset_sec"] and w["used"] == run[0]["used"]:
+                run.append(w)
+                continue
+            lines.append(_row(run[0]["start_sec"], run[-1]["end_sec"], run[0], sync, len(run)))
+            run = [w]
+    if r.get("plot"):
+        lines.append(f"  heat map: {r['plot']}")
+    return "\n".join(lines)
+
+
+def _row(start, end, w, sync, count=1) -> str:
+    off = "     -" if w["offset_sec"] is None else f"{w['offset_sec']:+6.2f}"
+    p = "    -" if w["probability"] is None else f"{w['probability']:5.2f}"
+    ent = "    -" if w["entropy_norm"] is None else f"{w['entropy_norm']:5.2f}"
+    s = f"  {start:7.2f}-{end:<8.2f}  {off} s  {p}  {ent}"
+    if sync:
+        s += "     -" if w["sync_prob"] is None else f"  {w['sync_prob']:5.2f}"
+    if count > 1:
+        s += f"   ({count} windows)"
+    if not w["used"]:
+        s += f"   left out: {w['note']}"
+    return s
+
+
+def _single_window(model, args) -> int:
     from synchformer.inference import predict_window
 
-    model = load(args.weights, args.device)
     for video in args.videos:
-        result = predict_window(model, video, start_sec=args.start or 0.0)
+        result = predict_window(model, video, start_sec=args.start)
         if args.json:
             print(json.dumps({**result.to_dict(), "weights": args.weights}))
             continue
@@ -32,9 +155,7 @@ def run(args) -> int:
         if result.head == "synchronizability":
             print(f"{video}  {span}  synchronizable: p={result.probability:.3f}")
             continue
-        off = result.offset_sec
-        what = "in sync" if off == 0 else f"audio {'leads' if off > 0 else 'lags'} the video by {abs(off):.2f} s"
         print(f"{video}  {span}")
-        print(f"  offset {off:+.2f} s ({what}), p={result.probability:.3f}")
+        print(f"  offset {result.offset_sec:+.2f} s ({_describe(result.offset_sec)}), p={result.probability:.3f}")
         print("  top-5: " + "  ".join(f"{t['offset_sec']:+.2f} s p={t['probability']:.3f}" for t in result.top(5)))
     return 0

@@ -1,0 +1,59 @@
+"""`synchformer predict` on whole videos: a model that sees the cue recovers known offsets in many containers."""
+
+import json
+
+import numpy as np
+import pytest
+
+import synchformer.cli.predict as predict_cli
+from synchformer.cli import main
+from oracle import OracleSync
+from synthetic import FORMATS, make_clip
+
+
+@pytest.fixture
+def oracle(monkeypatch):
+    model = OracleSync()
+    monkeypatch.setattr(predict_cli, "load", lambda weights, device, head=None: model)
+    return model
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+@pytest.mark.parametrize("offset", [0.6, -0.4])
+def test_recovers_known_offsets(tmp_path, oracle, capsys, fmt, offset):
+    make_clip(tmp_path / "clip", offset, duration=10.0, fmt=fmt, seed=3)
+    path = tmp_path / f"clip{FORMATS[fmt][0]}"
+    assert main(["predict", str(path), "-w", "oracle", "--json", "--hop", "0.64"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["schema"] == "synchformer.timeline/1" and out["file"] == str(path)
+    assert out["offset_sec"] == pytest.approx(offset, abs=1e-6)
+    assert out["confidence"] > 0.5 and out["agreement"] >= 0.8
+    starts = [w["start_sec"] for w in out["windows"]]
+    assert starts[0] == 0.0 and np.allclose(np.diff(starts[:-1]), 0.64)
+    assert out["windows"][-1]["end_sec"] == pytest.approx(out["analysed_sec"], abs=0.33)
+
+
+def test_drift_is_found_and_reported(tmp_path, oracle, capsys):
+    # the sound starts in sync and drifts to 0.9 s early over 48 s (e.g. a wrong frame rate)
+    make_clip(tmp_path / "drift", 0.0, duration=48.0, drift_per_min=0.9 / 48 * 60, seed=5, size=(48, 32))
+    assert main(["predict", str(tmp_path / "drift.mp4"), "-w", "oracle", "--hop", "0.96", "--json"]) == 0
+    drift = json.loads(capsys.readouterr().out)["drift"]
+    assert drift["detected"], drift["reason"]
+    assert drift["slope_ms_per_min"] == pytest.approx(900 / 48 * 60, rel=0.2)
+
+
+def test_table_plot_and_bad_files(tmp_path, oracle, capsys):
+    make_clip(tmp_path / "a", 0.6, duration=8.0)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    plot = tmp_path / "heat.png"
+    code = main(["predict", str(tmp_path / "a.mp4"), str(bad), "-w", "oracle", "--plot", str(plot)])
+    captured = capsys.readouterr()
+    assert code == 2  # one file failed, the other was still analysed
+    assert "offset +0.60 s (audio leads the video by 0.60 s)" in captured.out
+    assert captured.err.count("\n") == 1 and str(bad) in captured.err
+    written = tmp_path / "heat_a.png"
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a plot never goes over an input
+    assert main(["predict", str(tmp_path / "a.mp4"), "-w", "oracle", "--plot", str(tmp_path / "a.mp4")]) == 2
+    assert "is an input file" in capsys.readouterr().err
