@@ -101,3 +101,25 @@ def test_features_match_mmaudio_style_encoding(model):
     np.testing.assert_allclose(feats["afeats"], encode_audio(model, clip.audio)[0].flatten(0, 1).numpy(),
                                atol=2e-5, rtol=0)
     np.testing.assert_allclose(np.diff(feats["segment_start_sec"]), 0.32, atol=1e-9)
+
+
+@needs_shared
+def test_features_cli_npy_and_safetensors(tmp_path, model, capsys):
+    from safetensors.numpy import load_file
+
+    from synchformer.cli import main
+    from synchformer.model import save_model
+
+    weights = tmp_path / "tiny.safetensors"
+    save_model(model, weights)
+    assert main(["features", str(PEN), "-o", str(tmp_path / "pen.npy"), "-w", str(weights), "--audio"]) == 0
+    vfeats = np.load(tmp_path / "pen.npy")
+    assert vfeats.shape == (24 * 8, 32) and np.load(tmp_path / "pen.audio.npy").shape == (24 * 6, 32)
+    out = tmp_path / "feats"
+    out.mkdir()
+    assert main(["features", str(PEN), str(DIVER), "--out-dir", str(out), "-w", str(weights)]) == 0
+    saved = load_file(out / "pen_hits_coin__node-opencv_motion.safetensors")
+    np.testing.assert_array_equal(saved["vfeats"], vfeats)
+    assert load_file(out / "underwater_diver__pd-extendedview_diver.safetensors")["vfeats"].shape == (42 * 8, 32)
+    assert main(["features", str(PEN), "-o", str(PEN), "-w", str(weights)]) == 2  # never over an input
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats", "pen.audio.npy", "pen.npy", "tiny.safetensors"]

@@ -1,0 +1,57 @@
+"""``synchformer fix VIDEO -o OUT [--offset SEC]``: a copy with the sound moved into sync."""
+
+from __future__ import annotations
+
+import json
+
+from synchformer.cli.common import add_device, add_weights, load
+from synchformer.errors import SynchformerError
+
+
+def add_parser(sub):
+    p = sub.add_parser("fix", help="write a corrected copy: the audio moved by the measured (or given) offset, "
+                       "the video copied bit for bit")
+    p.add_argument("video", metavar="VIDEO")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the corrected file (never the input)")
+    p.add_argument("--offset", type=float, metavar="SEC", help="the offset to remove (positive: the audio leads, "
+                   "so it is delayed); default: measure it with --weights")
+    p.add_argument("--hop", type=float, default=2.4, metavar="SEC", help="window hop when measuring")
+    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                   help="refuse to fix when the measured offset's confidence is below P")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the input)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_weights(p)
+    add_device(p)
+    return p
+
+
+def run(args) -> int:
+    from synchformer.io.fix import shift_audio
+
+    measured = None
+    offset = args.offset
+    if offset is None:
+        from synchformer.inference.analyze import analyze
+        from synchformer.inference.timeline import summarize
+
+        model = load(args.weights, args.device, head="offset")
+        result = analyze(model, args.video, hop_sec=args.hop)
+        summary = summarize(result.window_starts, result.probs, result.grid)
+        if summary.offset_sec is None:
+            raise SynchformerError(args.video, f"no offset to fix: {summary.message}")
+        if summary.confidence < args.min_confidence:
+            raise SynchformerError(args.video, f"the measured offset {summary.offset_sec:+.2f} s has confidence "
+                                               f"{summary.confidence:.2f} < --min-confidence {args.min_confidence}")
+        offset = round(float(summary.offset_sec), 3)
+        measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement}
+    report = shift_audio(args.video, args.output, offset, overwrite=args.overwrite)
+    report["measured"] = measured
+    if args.json:
+        print(json.dumps(report))
+    else:
+        how = "measured" if measured else "given"
+        moved = "delayed" if offset > 0 else "advanced" if offset < 0 else "left as it was"
+        print(f"{args.video}: offset {offset:+.2f} s ({how}); audio {moved}"
+              + (f" by {abs(report['audio_shift_sec']):.3f} s" if offset else "")
+              + f" ({report['method']}) -> {args.output}")
+    return 0
