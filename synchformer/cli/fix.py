@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from synchformer.cli.common import add_device, add_weights, load
 from synchformer.errors import SynchformerError
@@ -43,7 +44,12 @@ def run(args) -> int:
             raise SynchformerError(args.video, f"the measured offset {summary.offset_sec:+.2f} s has confidence "
                                                f"{summary.confidence:.2f} < --min-confidence {args.min_confidence}")
         offset = round(float(summary.offset_sec), 3)
-        measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement}
+        drift = summary.drift is not None and summary.drift.detected
+        measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement,
+                    "drift_detected": drift}
+        if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
+            print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "
+                  "the average offset", file=sys.stderr)
     report = shift_audio(args.video, args.output, offset, overwrite=args.overwrite)
     report["measured"] = measured
     if args.json:

@@ -1,0 +1,312 @@
+"""`synchformer score` and synchformer.inference.score: av-benchmark's DeSync over many files, resumable rows,
+external audio, parallel decoding, torchrun sharding (tiny model, short synthetic clips)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+import synchformer
+from synchformer.cli import main
+from synchformer.errors import SynchformerError
+from synchformer.inference.analyze import Analysis, analyze
+from synchformer.inference.score import columns, desync_of, read_inputs, score_files, summarize_rows
+from synchformer.model import ModelConfig, Synchformer, save_model
+from _shared import MEDIA
+
+FPS, SR = 25, 16000
+
+
+def write_clip(path, sec: float, seed: int, audio: bool = True, size: int = 64):
+    """Noise frames with random flashes, and a tone burst at each flash (the decoder scales 64 px up)."""
+    rng = np.random.default_rng(seed)
+    n = int(sec * FPS)
+    flashes = rng.random(n) < 0.1
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=FPS)
+        vs.width = vs.height = size
+        vs.pix_fmt = "yuv420p"
+        if audio:
+            aus = out.add_stream("pcm_s16le", rate=SR, layout="mono")
+        for i in range(n):
+            img = rng.integers(0, 60, (size, size, 3)) + (180 if flashes[i] else 0)
+            frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        if audio:
+            wave = rng.normal(0, 0.01, int(sec * SR))
+            for i in np.nonzero(flashes)[0]:
+                s = int(i / FPS * SR)
+                wave[s:s + 400] += 0.5 * np.sin(np.arange(len(wave[s:s + 400])) / 3)
+            frame = av.AudioFrame.from_ndarray((np.clip(wave, -1, 1) * 32767).astype(np.int16)[None], format="s16",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = SR, 0
+            out.mux(aus.encode(frame))
+            out.mux(aus.encode(None))
+    return path
+
+
+def write_wav(path, samples: np.ndarray):
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("pcm_f32le", rate=SR, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.asarray(samples, np.float32)[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts = SR, 0
+        out.mux(st.encode(frame))
+        out.mux(st.encode(None))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # the test machine is small and shared: more threads only slow the tiny model down
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return Synchformer(ModelConfig.tiny()).eval()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, model):
+    """clips/: two good 6 s clips (one in a subfolder), a 3 s one (too short), a file that is not a video."""
+    root = tmp_path_factory.mktemp("score")
+    (root / "clips" / "sub").mkdir(parents=True)
+    write_clip(root / "clips" / "a.mkv", 6, seed=1)
+    write_clip(root / "clips" / "sub" / "b.mkv", 6, seed=2)
+    write_clip(root / "clips" / "short.mkv", 3, seed=3)
+    (root / "clips" / "bad.mp4").write_bytes(b"not a video" * 100)
+    save_model(model, root / "tiny.safetensors")
+    return root
+
+
+def cli(data, *args) -> int:
+    return main(["score", *map(str, args), "--weights", str(data / "tiny.safetensors"), "--workers", "0",
+                 "--no-progress", "--device", "cpu"])
+
+
+def by_hand(model, video, audio=None):
+    """av-benchmark's recipe written out: argmax class of the first and the last window, |offset|, mean."""
+    a = analyze(model, video, ends_only=True, size=224, audio=audio)
+    offsets = a.grid[a.logits.argmax(-1)]
+    return float(np.mean(np.abs([offsets[0], offsets[-1]]))), a
+
+
+def assert_same_row(got: dict, want: dict, tol: float = 1e-6):
+    assert list(got) == list(want)
+    for k, w in want.items():
+        if isinstance(w, float) and isinstance(got[k], float):
+            assert got[k] == pytest.approx(w, abs=tol), k
+        else:
+            assert got[k] == w, k
+
+
+def test_read_inputs(tmp_path):
+    (tmp_path / "v" / "deep").mkdir(parents=True)
+    (tmp_path / "gen").mkdir()
+    for name in ["v/x.mp4", "v/deep/y.MOV", "v/notes.txt", "gen/x.flac"]:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "list.csv").write_text("id,video,audio\nfirst,v/x.mp4,gen/x.flac\n,v/deep/y.MOV,\n")
+    items = read_inputs([tmp_path / "v"])
+    assert [os.path.relpath(it.video, tmp_path) for it in items] == ["v/deep/y.MOV", "v/x.mp4"]
+    assert read_inputs([str(tmp_path / "v" / "*.mp4")])[0].id == "x"  # a glob
+    items = read_inputs([tmp_path / "list.csv"])  # paths relative to the CSV's folder
+    assert [(it.id, it.video, it.audio) for it in items] == [
+        ("first", str(tmp_path / "v/x.mp4"), str(tmp_path / "gen/x.flac")), ("y", str(tmp_path / "v/deep/y.MOV"), None)]
+    paired = read_inputs([tmp_path / "v"], audio_dir=tmp_path / "gen")
+    assert paired[1].audio == str(tmp_path / "gen" / "x.flac")
+    assert paired[0].audio is None and "no audio file y." in paired[0].error  # becomes an error row
+    both = read_inputs([tmp_path / "v", tmp_path / "v" / "x.mp4", tmp_path / "list.csv"])
+    assert len(both) == 3  # duplicates (same video and audio) once; x.mp4 with x.flac is another pair
+    assert read_inputs([tmp_path / "gone.mp4"])[0].video.endswith("gone.mp4")  # a missing video: an error row
+    for bad in [tmp_path / "gone.csv", tmp_path / "no_such_folder"]:
+        with pytest.raises(SynchformerError):
+            read_inputs([bad])
+    (tmp_path / "nocol.csv").write_text("file\nv/x.mp4\n")
+    with pytest.raises(SynchformerError, match="'path' or 'video' column"):
+        read_inputs([tmp_path / "nocol.csv"])
+
+
+def test_desync_of_is_mean_abs_argmax_offset_of_first_and_last_window():
+    grid = np.linspace(-2, 2, 21, dtype=np.float32)
+    logits = np.zeros((3, 21), np.float32)
+    logits[0, 13], logits[1, 0], logits[2, 8] = 3.0, 5.0, 2.0  # +0.6 s, (middle window: ignored), -0.4 s
+    a = Analysis(path="x", hop_sec=2.4, window_starts=np.array([0.0, 2.56, 3.2]), logits=logits, grid=grid)
+    d = desync_of(a)
+    assert (d["desync_sec"], d["first_offset_sec"], d["last_offset_sec"]) == (0.5, 0.6, -0.4)
+    assert d["last_start_sec"] == 3.2
+    assert d["first_probability"] == pytest.approx(np.exp(3) / (np.exp(3) + 20), abs=1e-6)
+
+
+def test_rows_for_every_input_and_desync_by_hand(data, model):
+    clips = data / "clips"
+    rows = list(score_files(model, [clips / "a.mkv", clips / "bad.mp4", clips / "short.mkv", clips / "gone.mp4",
+                                    clips / "sub" / "b.mkv"]))
+    assert [r["status"] for r in rows] == ["ok", "error", "error", "error", "ok"]
+    assert all(list(r) == list(columns("desync")) for r in rows)
+    assert "too short" in rows[2]["error"] and "file not found" in rows[3]["error"]
+    assert all(r["error"].startswith(str(clips)) and "\n" not in r["error"] for r in rows[1:4])
+    for row in (rows[0], rows[4]):
+        expected, a = by_hand(model, row["video"])
+        assert row["desync_sec"] == pytest.approx(expected, abs=1e-6)
+        assert (row["n_segments"], row["n_windows"], row["duration_sec"]) == (17, 2, 5.76)
+        assert (row["first_start_sec"], row["last_start_sec"]) == (0.0, 0.96)  # segments 0-13 and 3-16
+        k = a.logits.argmax(-1)
+        assert row["first_offset_sec"] == pytest.approx(a.grid[k[0]], abs=1e-6)
+        assert row["last_probability"] == pytest.approx(a.probs[-1, k[-1]], abs=1e-6)
+    # the first and the last window of a full analysis are av-benchmark's two windows as well
+    full = analyze(model, clips / "a.mkv", hop_sec=0.32, size=224)
+    assert desync_of(full) == {k: rows[0][k] for k in desync_of(full)}
+    s = summarize_rows(rows)
+    assert (s["clips"], s["scored"], s["failed"]) == (5, 2, 3)
+    assert s["desync_mean"] == pytest.approx((rows[0]["desync_sec"] + rows[4]["desync_sec"]) / 2)
+
+
+def test_external_audio(data, model, tmp_path):
+    video = data / "clips" / "a.mkv"
+    own = synchformer.load_av(video, size=224).audio.numpy()
+    pairs = [video, (video, write_wav(tmp_path / "own.wav", own)),
+             (video, write_wav(tmp_path / "silent.wav", np.zeros_like(own))),
+             (video, write_wav(tmp_path / "shorter.wav", own[:int(5.2 * SR)])), (video, tmp_path / "gone.wav")]
+    alone, same, silent, shorter, missing = score_files(model, pairs)
+    assert same["audio"] == str(tmp_path / "own.wav") and same["status"] == "ok"
+    assert_same_row({**same, "audio": None}, alone, tol=1e-5)
+    assert silent["first_probability"] != pytest.approx(alone["first_probability"], abs=1e-5)
+    expected, _ = by_hand(model, video, audio=np.zeros_like(own))
+    assert silent["desync_sec"] == pytest.approx(expected)
+    assert shorter["n_segments"] == 15  # the analysed span is the shorter of the two
+    assert missing["status"] == "error" and "gone.wav: file not found" in missing["error"]
+    cut = next(score_files(model, [video], duration=5.0))  # av-benchmark's --audio_length: 125 frames
+    assert (cut["n_segments"], cut["n_windows"], cut["duration_sec"]) == (14, 1, 4.8)
+    assert cut["first_offset_sec"] == cut["last_offset_sec"]  # one window, counted twice
+
+
+def test_parallel_decoding_gives_the_same_rows(data, model):
+    clips = sorted((data / "clips").rglob("*.m*"))
+    assert list(score_files(model, clips, workers=2)) == list(score_files(model, clips, workers=0))
+
+
+def test_cli_jsonl_resume_overwrite_and_csv(data, tmp_path, capsys):
+    out = tmp_path / "out.jsonl"
+    assert cli(data, data / "clips", "-o", out, "--summary-json", tmp_path / "s.json") == 0  # despite bad files
+    full = out.read_text()
+    rows = [json.loads(line) for line in full.splitlines()]
+    assert [os.path.basename(r["video"]) for r in rows] == ["a.mkv", "bad.mp4", "short.mkv", "b.mkv"]
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert (summary["scored"], summary["failed"], summary["new_rows"]) == (2, 2, 4)
+    assert summary["desync_mean"] == pytest.approx(np.mean([rows[0]["desync_sec"], rows[3]["desync_sec"]]))
+    assert "DeSync" in capsys.readouterr().out
+
+    # a run killed while writing its third row: resuming keeps the two rows (not scored again) and ends
+    # with the same file as the uninterrupted run
+    lines = full.splitlines(keepends=True)
+    marked = lines[0].replace('"desync_sec": ', '"desync_sec": 9.5, "x": ', 1)
+    out.write_text(marked + lines[1] + lines[2][:40])
+    assert cli(data, data / "clips", "-o", out) == 0
+    assert out.read_text().splitlines(keepends=True)[1:] == lines[1:]
+    assert json.loads(out.read_text().splitlines()[0])["desync_sec"] == 9.5  # kept, not recomputed
+
+    before = out.read_text()
+    assert cli(data, data / "clips", "-o", out, "--no-resume") == 2  # never replaced without --overwrite
+    assert out.read_text() == before
+    assert cli(data, data / "clips", "-o", out, "--overwrite") == 0
+    assert out.read_text() == full
+
+    csv_out = tmp_path / "out.csv"
+    assert cli(data, data / "clips", "-o", csv_out) == 0
+    with open(csv_out, newline="") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0]) == list(columns("desync"))
+    for r, j in zip(table, rows):
+        assert {k: v for k, v in r.items()} == {k: "" if v is None else str(v) for k, v in j.items()}
+    assert cli(data, data / "clips", "-o", csv_out, "--metric", "offset") == 2  # other columns: refused
+
+
+def test_cli_csv_input_with_audio_and_offset_metric(data, model, tmp_path):
+    write_wav(tmp_path / "gen.wav", np.zeros(6 * SR, np.float32))
+    (tmp_path / "list.csv").write_text(f"path,audio_path,id\n{data / 'clips' / 'a.mkv'},gen.wav,clip-a\n"
+                                       f"{data / 'clips' / 'a.mkv'},,clip-a-own\n")
+    out = tmp_path / "out.jsonl"
+    assert cli(data, tmp_path / "list.csv", "-o", out, "--metric", "offset", "--hop", "0.64") == 0
+    gen, own = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (gen["id"], gen["audio"], own["audio"]) == ("clip-a", str(tmp_path / "gen.wav"), None)
+    assert gen["status"] == own["status"] == "ok" and own["n_windows"] == 3  # k0 = 0, 2 (hop 0.64 s), 3 (flush with the end)
+    assert own["abs_offset_sec"] == abs(own["offset_sec"]) and 0 < own["confidence"] <= 1
+
+
+def test_cli_unusable_arguments(data, tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert cli(data, tmp_path / "empty", "-o", tmp_path / "o.jsonl") == 2  # no inputs found
+    assert main(["score", str(data / "clips"), "-o", str(tmp_path / "o.jsonl")]) == 2  # no weights
+    assert cli(data, data / "clips", "-o", tmp_path / "o.txt") == 2
+    assert cli(data, data / "clips", "-o", tmp_path / "no" / "o.jsonl") == 2
+    (tmp_path / "in.csv").write_text(f"path\n{data / 'clips' / 'a.mkv'}\n")
+    assert cli(data, tmp_path / "in.csv", "-o", tmp_path / "in.csv") == 2  # never writes over an input
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_parts_of_a_killed_torchrun_run_are_folded_in(data, tmp_path):
+    out = tmp_path / "out.jsonl"
+    assert cli(data, data / "clips", "-o", out) == 0
+    full = out.read_text().splitlines(keepends=True)
+    out.unlink()
+    (tmp_path / "out.jsonl.rank0.part").write_text(full[2] + full[0][:30])  # killed mid-row
+    (tmp_path / "out.jsonl.rank1.part").write_text(full[1])
+    assert cli(data, data / "clips", "-o", out) == 0
+    assert out.read_text().splitlines(keepends=True) == [full[1], full[2], full[0], full[3]]
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_torchrun_matches_one_process(data, tmp_path):
+    single = tmp_path / "single.jsonl"
+    assert cli(data, data / "clips", "-o", single) == 0
+    full = single.read_text().splitlines(keepends=True)
+    out = tmp_path / "out.jsonl"
+    out.write_text(full[0])  # a row from an earlier run: kept, first, not recomputed
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "synchformer", "score", str(data / "clips"), "--weights", str(data / "tiny.safetensors"),
+           "-o", str(out), "--workers", "0", "--no-progress", "--device", "cpu"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:  # hung: take the ranks down with the launcher
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "4 rows (3 new): 2 clips scored, 2 failed" in stdout and stdout.count("DeSync") == 1  # rank 0 only
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    want = [json.loads(line) for line in full]
+    assert [(r["video"], r["status"]) for r in got] == [(r["video"], r["status"]) for r in want]
+    for g, w in zip(got, want):
+        assert_same_row(g, w)
+    assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.mark.skipif(not (MEDIA / "pen_hits_coin__node-opencv_motion.mov").is_file(), reason="shared media not found")
+def test_shared_media(model):
+    pen = MEDIA / "pen_hits_coin__node-opencv_motion.mov"  # 8.04 s: 24 segments, av-benchmark's 8 s layout
+    lego = MEDIA / "lego_robot__techslides_small.webm"  # 5.57 s, VP8/Vorbis
+    rows = list(score_files(model, [pen, lego], duration=8.0))
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert (rows[0]["n_segments"], rows[0]["first_start_sec"], rows[0]["last_start_sec"]) == (24, 0.0, 3.2)
+    assert rows[1]["n_segments"] == 16
+    expected, _ = by_hand(model, pen)
+    assert rows[0]["desync_sec"] == pytest.approx(expected)
