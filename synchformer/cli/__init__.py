@@ -12,7 +12,7 @@ import sys
 
 from synchformer.errors import SynchformerError
 
-COMMANDS = ("predict", "convert")
+COMMANDS = ("predict", "fix", "score", "features", "explain", "convert")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,10 +52,11 @@ class WindowPrediction:
         return out
 
 
-def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0) -> WindowPrediction:
-    """Decode the window that starts 0.08 s after ``start_sec`` (the reference's layout) and classify it."""
+def load_window(path: str | os.PathLike, start_sec: float, n_segments: int):
+    """Decode the window that starts 0.08 s after ``start_sec`` (the reference's layout): the decoded clip and the
+    model inputs ``(S, 16, 3, 224, 224)``, ``(S, 1, 128, 66)``."""
     path = os.fspath(path)
-    n_frames = LEAD_FRAMES + span_frames(model.cfg.n_segments)
+    n_frames = LEAD_FRAMES + span_frames(n_segments)
     # one spare frame: the 25 fps grid of the file need not start exactly at start_sec
     clip = load_av(path, start_sec=start_sec, end_sec=start_sec + (n_frames + 1) / VIDEO_FPS)
     if len(clip.frames) < n_frames:
@@ -63,13 +64,20 @@ def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float
         raise SynchformerError(path, f"too short: one window needs {n_frames / VIDEO_FPS:.2f} s of video from "
                                      f"{start_sec:g} s, the file has {have:.2f} s there")
     try:
-        video, audio = make_inputs(clip.frames, clip.audio, n_segments=model.cfg.n_segments)
+        video, audio = make_inputs(clip.frames, clip.audio, n_segments=n_segments)
     except SynchformerError as e:
         raise SynchformerError(path, e.problem) from None
+    return clip, video, audio
+
+
+def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0) -> WindowPrediction:
+    """Classify the window that starts 0.08 s after ``start_sec`` (the reference's layout)."""
+    clip, video, audio = load_window(path, start_sec, model.cfg.n_segments)
     device = model.device
     with torch.inference_mode():
         logits = model(video[None].to(device), audio[None].to(device))[0].float().cpu()
     classes = model.cfg.offset_grid() if model.cfg.head == "offset" else torch.tensor([0.0, 1.0])
     first = clip.start_sec + LEAD_FRAMES / VIDEO_FPS
-    return WindowPrediction(path=path, start_sec=first, end_sec=first + (n_frames - LEAD_FRAMES) / VIDEO_FPS,
+    return WindowPrediction(path=os.fspath(path), start_sec=first,
+                            end_sec=first + span_frames(model.cfg.n_segments) / VIDEO_FPS,
                             head=model.cfg.head, logits=logits, classes=classes)

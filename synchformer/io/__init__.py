@@ -1,5 +1,6 @@
-"""Reading media files."""
+"""Reading media into the model's rates, and writing corrected copies."""
 
-from synchformer.io.decode import AVClip, load_av, probe
+from .decode import AVClip, load_av, probe
+from .fix import shift_audio
 
-__all__ = ["AVClip", "load_av", "probe"]
+__all__ = ["AVClip", "load_av", "probe", "shift_audio"]

@@ -82,7 +82,9 @@ class ModelConfig:
 
     def offset_grid(self) -> torch.Tensor:
         """Offset (seconds) of each class of the offset head: linspace(-2, 2, 21)."""
-        return torch.linspace(-self.max_offset_sec, self.max_offset_sec, self.n_offset_classes)
+        # computed in float64 and rounded: float32 linspace puts the middle class at -3e-8, not 0
+        grid = torch.linspace(-self.max_offset_sec, self.max_offset_sec, self.n_offset_classes, dtype=torch.float64)
+        return (grid.mul(1e6).round().div(1e6) + 0.0).float()
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

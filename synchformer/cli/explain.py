@@ -1,0 +1,68 @@
+"""``synchformer explain VIDEO -o fig.png``: which moments of a window the offset decision rests on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from synchformer.cli.common import add_device, add_weights, load
+
+
+def _target(text: str):
+    if text == "predicted":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'predicted' or an offset in seconds, got {text!r}") from None
+
+
+def add_parser(sub):
+    p = sub.add_parser("explain", help="show which moments of a window the offset decision rests on",
+                       description="Attribution of one window's offset decision over its 14 segments (and their "
+                                   "tokens), picture and sound separately. Score = drop in log P(target offset) "
+                                   "when that part is replaced by the mean of the window's other segments.")
+    p.add_argument("video", metavar="VIDEO")
+    p.add_argument("-o", "--output", metavar="FIG", help="write the figure here (.png, .pdf or .svg)")
+    add_weights(p)
+    p.add_argument("--start", type=float, default=0.0, metavar="SEC",
+                   help="the window of `predict --start SEC`: [SEC+0.08, SEC+4.88] s (default 0)")
+    p.add_argument("--target", type=_target, default=None, metavar="predicted|SEC",
+                   help="the offset class to explain (default: the predicted one); positive = audio leads")
+    p.add_argument("--method", choices=("occlusion", "gradient"), default="occlusion",
+                   help="occlusion (default): the sync transformer re-run per occluded segment/token; gradient: "
+                        "gradient x (token - baseline), one backward pass (a first-order estimate)")
+    p.add_argument("--segments-only", action="store_true", help="occlusion per segment only, not per token "
+                                                                "(about 7x fewer transformer passes)")
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    add_device(p)
+    return p
+
+
+def run(args) -> int:
+    from synchformer.inference.explain import check_output, explain_window, save_figure
+
+    if args.output is not None:  # fail before the minutes of work
+        check_output(args.output, [args.video] + ([args.weights] if args.weights else []))
+    model = load(args.weights, args.device, head="offset")
+    ex = explain_window(model, args.video, start_sec=args.start, target_sec=args.target, method=args.method,
+                        tokens=not args.segments_only)
+    if args.output is not None:
+        save_figure(ex, args.output, inputs=[args.weights] if args.weights else [])
+    if args.json:
+        print(json.dumps({**ex.to_dict(), "weights": args.weights, "figure": args.output}))
+        return 0
+    off = ex.offset_sec
+    what = "in sync" if off == 0 else f"audio {'leads' if off > 0 else 'lags'} the video by {abs(off):.2f} s"
+    print(f"{args.video}  window {ex.start_sec:.2f}-{ex.end_sec:.2f} s")
+    print(f"  offset {off:+.2f} s ({what}), p={ex.probability:.3f}")
+    print(f"  explaining {ex.target_sec:+.2f} s ({'as asked' if ex.target_given else 'predicted'}), "
+          f"p={float(ex.probs[ex.target]):.3f}, by {ex.method}: drop in log p per segment")
+    starts = ex.segment_starts()
+    for name, scores in (("picture", ex.visual_segment), ("sound", ex.audio_segment)):
+        top = scores.argsort(descending=True)[:3].tolist()
+        print(f"  {name + ':':9}" + "  ".join(f"{starts[s]:.2f}-{starts[s] + 0.64:.2f} s {float(scores[s]):+.3g}"
+                                              for s in top))
+    if args.output is not None:
+        print(f"  figure: {args.output}")
+    return 0

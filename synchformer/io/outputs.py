@@ -1,0 +1,39 @@
+"""Writing outputs without ever losing the user's data: never over an input, always atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from synchformer.errors import SynchformerError
+
+
+def protect_inputs(output: str | os.PathLike, inputs) -> Path:
+    """Refuse an output path that is one of the inputs (never write over the user's data)."""
+    out = Path(output)
+    for src in inputs:
+        src = Path(src)
+        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
+            raise SynchformerError(out, f"is an input file ({src}); choose another output name")
+    return out
+
+
+def write_atomic(path: str | os.PathLike, write) -> None:
+    """``write(tmp_path)`` into a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise SynchformerError(path, "cannot write: the folder does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an output gets the usual permissions
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise SynchformerError(path, f"cannot write: {e.strerror or e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
