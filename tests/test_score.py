@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -22,7 +23,7 @@ from synchformer.errors import SynchformerError
 from synchformer.inference.analyze import Analysis, analyze
 from synchformer.inference.score import columns, desync_of, read_inputs, score_files, summarize_rows
 from synchformer.model import ModelConfig, Synchformer, save_model
-from _shared import MEDIA
+from _shared import MEDIA, needs_shared
 
 FPS, SR = 25, 16000
 
@@ -300,7 +301,7 @@ def test_torchrun_matches_one_process(data, tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
-@pytest.mark.skipif(not (MEDIA / "pen_hits_coin__node-opencv_motion.mov").is_file(), reason="shared media not found")
+@needs_shared
 def test_shared_media(model):
     pen = MEDIA / "pen_hits_coin__node-opencv_motion.mov"  # 8.04 s: 24 segments, av-benchmark's 8 s layout
     lego = MEDIA / "lego_robot__techslides_small.webm"  # 5.57 s, VP8/Vorbis
@@ -310,3 +311,15 @@ def test_shared_media(model):
     assert rows[1]["n_segments"] == 16
     expected, _ = by_hand(model, pen)
     assert rows[0]["desync_sec"] == pytest.approx(expected)
+
+
+@needs_shared
+def test_every_shared_clip_is_handled(model):
+    """Every container, codec, rate and layout in ../shared/media: a score or a one-line reason."""
+    clips = sorted(p for p in MEDIA.iterdir() if p.suffix in (".mp4", ".mov", ".avi", ".webm", ".ogv"))
+    rows = list(score_files(model, clips, metric="offset", hop_sec=2.56))
+    by_name = {Path(r["video"]).name: r for r in rows}
+    assert len(rows) == len(clips) == 9
+    short = by_name.pop("talking_head__kphotoalbum_movie.avi")  # 4.5 s: less than one window
+    assert short["status"] == "error" and "too short" in short["error"] and "\n" not in short["error"]
+    assert all(r["status"] == "ok" and r["offset_sec"] is not None for r in by_name.values()), by_name
