@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_core import make_720p_clip, peak_rss_mb  # noqa: E402
+from bench_core import make_720p_clip, peak_rss_mb, run_json  # noqa: E402
 
 
 def build(config: str, device: str):
@@ -70,13 +68,9 @@ def worker(args) -> dict:
 
 
 def run(kind: str, args, clip: Path) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--clip", str(clip), "--config", args.config,
-           "--device", args.device, "--threads", str(args.threads), "--hop", str(args.hop),
-           "--baseline-windows", str(args.baseline_windows)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-    if proc.returncode:
-        sys.exit(f"{kind} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_json(__file__, ["--worker", kind, "--clip", str(clip), "--config", args.config, "--device",
+                               args.device, "--threads", str(args.threads), "--hop", str(args.hop),
+                               "--baseline-windows", str(args.baseline_windows)], args.threads)
 
 
 def main():
@@ -99,7 +93,7 @@ def main():
 
     from synchformer.inference.analyze import hop_in_segments
 
-    print(f"encoder passes per minute of video (187.5 segments of 0.64 s at stride 0.32 s):")
+    print("encoder passes per minute of video (187.5 segments of 0.64 s at stride 0.32 s):")
     per_min = 60 / 0.32
     for hop in (0.32, 0.64, 0.96, 1.28, 2.4):
         h = hop_in_segments(hop)

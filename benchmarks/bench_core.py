@@ -129,14 +129,18 @@ def worker_preprocess(args) -> dict:
             "rss_before_mb": base, "peak_rss_mb": peak_rss_mb()}
 
 
-def run_worker(kind: str, impl: str, args) -> dict:
-    cmd = [sys.executable, __file__, "--worker", kind, "--impl", impl, "--config", args.config,
-           "--threads", str(args.threads), "--device", args.device, "--repeats", str(args.repeats)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+def run_json(script: str, argv: list[str], threads: int) -> dict:
+    """Run ``script argv`` in a fresh process (its own peak RSS) and return the JSON of its last line."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    run = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, env=env)
     if run.returncode:
-        sys.exit(f"worker {kind}/{impl} failed:\n{run.stderr}")
+        sys.exit(f"{' '.join(argv)} failed:\n{run.stderr}")
     return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def run_worker(kind: str, impl: str, args) -> dict:
+    return run_json(__file__, ["--worker", kind, "--impl", impl, "--config", args.config, "--threads",
+                               str(args.threads), "--device", args.device, "--repeats", str(args.repeats)], args.threads)
 
 
 def main():

@@ -1,9 +1,8 @@
-"""What the commands share: device choice, loading weights, writing outputs safely."""
+"""What the commands share: the device and weights options, and loading the model."""
 
 from __future__ import annotations
 
 from synchformer.errors import SynchformerError
-from synchformer.io.outputs import protect_inputs, write_atomic  # noqa: F401 (re-exported)
 
 RELEASED = "24-01-04T16-39-21.pt (AudioSet), 24-01-02T10-00-53.pt (VGGSound), 23-12-23T18-33-57.pt (LRS3)"
 
@@ -12,8 +11,8 @@ def add_device(p):
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
 
 
-def add_weights(p, required: bool = True):
-    p.add_argument("--weights", "-w", required=False, help=f"checkpoint: a released .pt ({RELEASED}) or a "
+def add_weights(p):
+    p.add_argument("--weights", "-w", help=f"checkpoint: a released .pt ({RELEASED}) or a "
                    ".safetensors from `synchformer convert`")
 
 

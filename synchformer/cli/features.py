@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synchformer.cli.common import add_device, add_weights, load, protect_inputs, write_atomic
+from synchformer.cli.common import add_device, add_weights, load
+from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
 FORMATS = (".npy", ".safetensors")

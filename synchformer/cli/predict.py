@@ -6,7 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from synchformer.cli.common import add_device, add_weights, load, protect_inputs
+from synchformer.cli.common import add_device, add_weights, load
+from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
 
 MAX_TABLE_ROWS = 30  # longer timelines are printed as runs of windows with the same offset

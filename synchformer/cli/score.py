@@ -19,7 +19,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from synchformer.cli.common import add_device, add_weights, device, load, protect_inputs, write_atomic
+from synchformer.cli.common import add_device, add_weights, device, load
+from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
 

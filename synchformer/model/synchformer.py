@@ -11,7 +11,6 @@ Shapes: video ``(B, S, 16, 3, 224, 224)`` in [-1, 1]; audio log-mel ``(B, S, 1, 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
