@@ -41,6 +41,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     from synchformer.inference.explain import check_output, explain_window, save_figure
+    from synchformer.inference.timeline import describe_offset
 
     if args.output is not None:  # fail before the minutes of work
         check_output(args.output, [args.video] + ([args.weights] if args.weights else []))
@@ -52,10 +53,8 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({**ex.to_dict(), "weights": args.weights, "figure": args.output}))
         return 0
-    off = ex.offset_sec
-    what = "in sync" if off == 0 else f"audio {'leads' if off > 0 else 'lags'} the video by {abs(off):.2f} s"
     print(f"{args.video}  window {ex.start_sec:.2f}-{ex.end_sec:.2f} s")
-    print(f"  offset {off:+.2f} s ({what}), p={ex.probability:.3f}")
+    print(f"  offset {ex.offset_sec:+.2f} s ({describe_offset(ex.offset_sec)}), p={ex.probability:.3f}")
     print(f"  explaining {ex.target_sec:+.2f} s ({'as asked' if ex.target_given else 'predicted'}), "
           f"p={float(ex.probs[ex.target]):.3f}, by {ex.method}: drop in log p per segment")
     starts = ex.segment_starts()

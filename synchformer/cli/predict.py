@@ -9,6 +9,7 @@ from pathlib import Path
 from synchformer.cli.common import add_device, add_weights, load
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
+from synchformer.inference.timeline import describe_offset
 
 MAX_TABLE_ROWS = 30  # longer timelines are printed as runs of windows with the same offset
 
@@ -82,19 +83,13 @@ def analyze_video(model, video: str, args, sync_model=None) -> dict:
     return report
 
 
-def _describe(offset: float) -> str:
-    if abs(offset) < 1e-9:
-        return "in sync"
-    return f"audio {'leads' if offset > 0 else 'lags'} the video by {abs(offset):.2f} s"
-
-
 def format_report(r: dict) -> str:
     lines = [f"{r['file']}  {r['analysed_sec']:.2f} s analysed, {r['n_windows']} windows of 4.8 s "
              f"(hop {r['hop_sec']:.2f} s)"]
     if r["offset_sec"] is None:
         lines.append(f"  {r['message']}")
     else:
-        lines.append(f"  offset {r['offset_sec']:+.2f} s ({_describe(r['offset_sec'])}), confidence "
+        lines.append(f"  offset {r['offset_sec']:+.2f} s ({describe_offset(r['offset_sec'])}), confidence "
                      f"{r['confidence']:.2f}, {r['agreement'] * 100:.0f}% of {r['n_used']} windows agree "
                      f"within 0.2 s")
     if r["left_out"]["count"]:
@@ -157,6 +152,6 @@ def _single_window(model, args) -> int:
             print(f"{video}  {span}  synchronizable: p={result.probability:.3f}")
             continue
         print(f"{video}  {span}")
-        print(f"  offset {result.offset_sec:+.2f} s ({_describe(result.offset_sec)}), p={result.probability:.3f}")
+        print(f"  offset {result.offset_sec:+.2f} s ({describe_offset(result.offset_sec)}), p={result.probability:.3f}")
         print("  top-5: " + "  ".join(f"{t['offset_sec']:+.2f} s p={t['probability']:.3f}" for t in result.top(5)))
     return 0

@@ -66,8 +66,11 @@ class _FeatureCache:
     def add(self, chunk: SegmentChunk, rows: list[int]):
         if not rows:
             return
-        idx = torch.tensor(rows)
-        sub = SegmentChunk(chunk.first, chunk.video.index_select(0, idx), chunk.audio.index_select(0, idx))
+        if len(rows) == len(chunk):  # the usual case: no copy of the chunk's frames
+            sub = chunk
+        else:
+            idx = torch.tensor(rows)
+            sub = SegmentChunk(chunk.first, chunk.video.index_select(0, idx), chunk.audio.index_select(0, idx))
         v, a = encode_chunk(self.model, sub, batch=self.batch)
         for i, r in enumerate(rows):
             self.feats[chunk.first + r] = (v[i], a[i])
@@ -148,7 +151,7 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
         for cache in dict.fromkeys(caches):
             cache.prune(min(batch[0] if batch else next_k0, seen - n))
     if seen < n:
-        raise too_short(path, n, seen, grid)
+        raise too_short(path, n, seen)
     tail = seen - n
     if tail % h:  # the last hop window ends before the file does: add one flush with the end
         for cache in dict.fromkeys(caches):

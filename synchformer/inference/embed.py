@@ -64,7 +64,7 @@ def extract_features(model: Synchformer, path: str | os.PathLike, *, audio: bool
         if audio:
             af.append(a.flatten(0, 1).float().cpu())
     if not vf:
-        raise too_short(path, 1, 0, grid)
+        raise too_short(path, 1, 0)
     out = {"vfeats": torch.cat(vf).numpy()}
     if audio:
         out["afeats"] = torch.cat(af).numpy()

@@ -38,6 +38,7 @@ import torch
 from synchformer.constants import (AUDIO_SR, HOP_LENGTH, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS)
 from synchformer.errors import SynchformerError
 from synchformer.features import LEAD_FRAMES, LEAD_SAMPLES, span_frames, span_samples
+from synchformer.inference.timeline import describe_offset
 from synchformer.inference.window import load_window
 from synchformer.model import Synchformer
 
@@ -279,10 +280,6 @@ def explain_window(model: Synchformer, path: str | os.PathLike, start_sec: float
 _SUPPORT, _AGAINST = "#c0392b", "#2e6db4"  # the ends of RdBu_r: red supports the target, blue speaks against it
 
 
-def _describe(off: float) -> str:
-    return "in sync" if off == 0 else f"audio {'leads' if off > 0 else 'lags'} the video by {abs(off):.2f} s"
-
-
 def _strip(ex: Explanation, modality: int, res: float = 0.01) -> np.ndarray:
     """Token scores on a ``res``-second grid over the window: each token fills its hop (80 ms visual,
     100 ms audio) around its centre; where the two overlapping segments see the same moment, their tokens add."""
@@ -390,7 +387,7 @@ def plot_explanation(ex: Explanation):
            "gradient: score = gradient . (token - mean of the other segments), a first-order estimate of the "
            "occlusion drop (one backward pass)")
     fig.suptitle(f"{name}   window {t0:.2f}-{t1:.2f} s\n"
-                 f"offset {ex.offset_sec:+.2f} s ({_describe(ex.offset_sec)}), p = {ex.probability:.3f}"
+                 f"offset {ex.offset_sec:+.2f} s ({describe_offset(ex.offset_sec)}), p = {ex.probability:.3f}"
                  f"      top-3:  {top3}\n"
                  f"explaining P({ex.target_sec:+.1f} s) ({why})  -  method: {ex.method}", fontsize=12, y=0.985)
     fig.text(0.1, 0.085, (

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from synchformer.constants import (
-    AUDIO_SR,
     SAMPLES_PER_FRAME,
     SEGMENT_FRAMES,
     SEGMENT_SAMPLES,
@@ -60,8 +59,9 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     ``size`` is the short side before the 224 centre crop (256: the reference's inputs; 224: av-benchmark's and
     MMAudio's). ``audio``: a 16 kHz mono waveform to use instead of the file's own sound (a separately generated
     track); sample 0 is aligned with the first video frame. ``with_audio=False``: the file's sound is neither
-    decoded nor required (visual features only; the chunks' audio is silence). Returns the grid (known once the first chunk is
-    decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded one chunk ahead.
+    decoded nor required (visual features only; the chunks' audio is silence). Returns the grid (known once the
+    first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded one
+    chunk ahead.
     """
     path = os.fspath(path)
     span = SEGMENT_FRAMES + (chunk_segments - 1) * SEGMENT_STRIDE_FRAMES  # frames of one chunk
@@ -131,11 +131,11 @@ def encode_chunk(model, chunk: SegmentChunk, *, video: bool = True, audio: bool 
     return (torch.cat(vf) if video else None), (torch.cat(af) if audio else None)
 
 
-def too_short(path: str, n_segments: int, have: int, grid: SegmentGrid) -> SynchformerError:
+def too_short(path: str, n_segments: int, have: int) -> SynchformerError:
     need = (SEGMENT_FRAMES + (n_segments - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS
     have_sec = 0.0 if have <= 0 else (SEGMENT_FRAMES + (have - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS
     return SynchformerError(path, f"too short: one window needs {need:.2f} s of video and audio, "
                                   f"the file has {have_sec:.2f} s of whole segments")
 
 
-__all__ = ["AUDIO_SR", "SegmentChunk", "SegmentGrid", "encode_chunk", "read_segments", "too_short"]
+__all__ = ["SegmentChunk", "SegmentGrid", "encode_chunk", "read_segments", "too_short"]

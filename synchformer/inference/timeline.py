@@ -823,10 +823,16 @@ def _pool(kind: str, dist: np.ndarray, grid: np.ndarray) -> Pool:
                 refined_offset_sec=float(_refine(dist[None], grid)[0]), distribution=dist, index=k)
 
 
-def _describe(off: float) -> str:
+def describe_offset(off: float) -> str:
+    """An offset in words, with the sign convention spelled out."""
     if abs(off) < 1e-9:
-        return "in sync (0.00 s)"
+        return "in sync"
     return f"audio {'leads' if off > 0 else 'lags'} the video by {abs(off):.2f} s"
+
+
+def _describe(off: float) -> str:
+    text = describe_offset(off)
+    return f"{text} (0.00 s)" if abs(off) < 1e-9 else text
 
 
 def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_SEC,
