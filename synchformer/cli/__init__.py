@@ -12,7 +12,7 @@ import sys
 
 from synchformer.errors import SynchformerError
 
-COMMANDS = ("predict", "fix", "score", "features", "explain", "convert")
+COMMANDS = ("predict", "fix", "score", "features", "explain", "convert", "train", "eval", "synth", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value settings may follow options (`train sync --config c.json optim.lr=1e-4`): argparse leaves
+    # those to us; other commands still reject anything unknown
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not getattr(args, "takes_overrides", False) or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         return args.func(args) or 0
     except SynchformerError as e:

@@ -34,3 +34,18 @@ def load(weights: str | None, device_name: str, *, head: str | None = None):
     if head is not None and model.cfg.head != head:
         raise SynchformerError(weights, f"has a {model.cfg.head} head; this needs a model with the {head} head")
     return model
+
+
+def load_or_bundled(weights: str | None, device_name: str, *, head: str | None = None):
+    """``--weights`` if given, else the bundled synthetic-data model (with a printed note saying so)."""
+    import sys
+
+    if weights is not None:
+        return load(weights, device_name, head=head)
+    from synchformer.model.bundled import NOTE, synthetic_tiny
+
+    model = synthetic_tiny(device(device_name))
+    if head is not None and model.cfg.head != head:
+        raise SynchformerError(None, f"this needs a model with the {head} head: pass --weights")
+    print(NOTE, file=sys.stderr)
+    return model

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from synchformer.cli.common import add_device, add_weights, load
+from synchformer.cli.common import add_device, add_weights, load, load_or_bundled
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
 from synchformer.inference.timeline import describe_offset
@@ -38,7 +38,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    model = load(args.weights, args.device)
+    model = load(args.weights, args.device) if args.weights else load_or_bundled(None, args.device)
     if args.start is not None:
         return _single_window(model, args)
     if model.cfg.head != "offset":

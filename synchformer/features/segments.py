@@ -44,6 +44,11 @@ LEAD_FRAMES = (CROP_FRAMES - (SEGMENT_FRAMES + (N_SEGMENTS - 1) * SEGMENT_STRIDE
 LEAD_SAMPLES = LEAD_FRAMES * SAMPLES_PER_FRAME  # 1,280 (= int(2 / 25 * 16000))
 
 
+def decode_size(crop: int = CROP_SIZE) -> int:
+    """Short side to decode at for a ``crop`` px model input: the reference's 256/224 proportion, even."""
+    return int(round(crop * 256 / 224 / 2)) * 2
+
+
 def span_frames(n_segments: int) -> int:
     """Frames covered by ``n_segments`` consecutive segments (120 for 14)."""
     return SEGMENT_FRAMES + (n_segments - 1) * SEGMENT_STRIDE_FRAMES
@@ -142,7 +147,8 @@ def audio_to_model(segments: torch.Tensor) -> torch.Tensor:
 
 
 def make_inputs(
-    frames, audio, start_sec: float = 0.0, offset_sec: float = 0.0, n_segments: int = N_SEGMENTS
+    frames, audio, start_sec: float = 0.0, offset_sec: float = 0.0, n_segments: int = N_SEGMENTS,
+    crop: int = CROP_SIZE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs for one window, exactly as the reference's test transform makes them.
 
@@ -151,6 +157,7 @@ def make_inputs(
     audio: float ``(Ta,)`` mono at 16 kHz in [-1, 1]. Tensor or numpy array.
     start_sec: where the video crop starts; the first segment starts 2 frames (0.08 s) later.
     offset_sec: audio is taken from ``start_sec + offset_sec``; > 0 means the audio leads the video.
+    crop: the model's input size (224 for the released models).
     Returns video ``(S, 16, 3, 224, 224)`` float32 in [-1, 1] and audio ``(S, 1, 128, 66)`` float32
     (add the batch dimension yourself), on the devices the inputs are on.
     """
@@ -180,7 +187,7 @@ def make_inputs(
             f"{offset_sec}), before the audio begins; with a negative offset, start_sec must be at least "
             f"{-offset_sec:g}",
         )
-    frames = center_crop(frames)
+    frames = center_crop(frames, crop)
     try:
         video = segment_video(frames, v_start + LEAD_FRAMES, n_segments)
         wave = segment_audio(audio, a_start + LEAD_SAMPLES, n_segments)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from synchformer.constants import SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
+from synchformer.features.segments import decode_size
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
 from synchformer.model import Synchformer
 
@@ -85,15 +86,18 @@ class _FeatureCache:
             del self.feats[k]
 
 
-def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int = 256,
+def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int | None = None,
             audio: np.ndarray | None = None, **kw) -> Analysis:
     """Offset logits of every window of ``path`` (and P(synchronizable) with a stage III ``sync_model``).
 
     ``audio``: a 16 kHz mono waveform used instead of the file's sound (e.g. a generated track). ``size``:
-    short side before the 224 centre crop (256 as the released models were trained; 224 as av-benchmark and
-    MMAudio do). Other keywords: see :func:`analyze_segments`.
+    short side before the 224 centre crop (default 256, as the released models were trained; 224 as
+    av-benchmark and MMAudio do; a model with smaller inputs scales it in proportion). Other keywords: see
+    :func:`analyze_segments`.
     """
-    grid, chunks = read_segments(path, first_frame=first_frame, size=size, audio=audio)
+    crop = model.cfg.image_size
+    size = size or decode_size(crop)
+    grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio)
     return analyze_segments(model, grid, chunks, **kw)
 
 

@@ -257,7 +257,7 @@ def explain_window(model: Synchformer, path: str | os.PathLike, start_sec: float
     classes = model.cfg.offset_grid()
     target = None if target_sec is None else target_class(classes, target_sec)
     n_seg = model.cfg.n_segments
-    clip, video, audio = load_window(path, start_sec, n_seg)  # the window of predict_window
+    clip, video, audio = load_window(path, start_sec, n_seg, model.cfg.image_size)  # the window of predict_window
     dev = model.device
     # no_grad, not inference_mode: inference tensors could not enter the gradient method's autograd graph
     with torch.no_grad():

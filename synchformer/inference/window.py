@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import torch
 
-from synchformer.constants import VIDEO_FPS
+from synchformer.constants import CROP_SIZE, VIDEO_FPS
 from synchformer.errors import SynchformerError
 from synchformer.features import LEAD_FRAMES, make_inputs, span_frames
+from synchformer.features.segments import decode_size
 from synchformer.io import load_av
 from synchformer.model import Synchformer
 
@@ -52,19 +53,20 @@ class WindowPrediction:
         return out
 
 
-def load_window(path: str | os.PathLike, start_sec: float, n_segments: int):
+def load_window(path: str | os.PathLike, start_sec: float, n_segments: int, crop: int = CROP_SIZE):
     """Decode the window that starts 0.08 s after ``start_sec`` (the reference's layout): the decoded clip and the
     model inputs ``(S, 16, 3, 224, 224)``, ``(S, 1, 128, 66)``."""
     path = os.fspath(path)
     n_frames = LEAD_FRAMES + span_frames(n_segments)
     # one spare frame: the 25 fps grid of the file need not start exactly at start_sec
-    clip = load_av(path, start_sec=start_sec, end_sec=start_sec + (n_frames + 1) / VIDEO_FPS)
+    clip = load_av(path, start_sec=start_sec, end_sec=start_sec + (n_frames + 1) / VIDEO_FPS,
+                   size=decode_size(crop), crop=crop)
     if len(clip.frames) < n_frames:
         have = max(0.0, clip.end_sec - start_sec)
         raise SynchformerError(path, f"too short: one window needs {n_frames / VIDEO_FPS:.2f} s of video from "
                                      f"{start_sec:g} s, the file has {have:.2f} s there")
     try:
-        video, audio = make_inputs(clip.frames, clip.audio, n_segments=n_segments)
+        video, audio = make_inputs(clip.frames, clip.audio, n_segments=n_segments, crop=crop)
     except SynchformerError as e:
         raise SynchformerError(path, e.problem) from None
     return clip, video, audio
@@ -72,7 +74,7 @@ def load_window(path: str | os.PathLike, start_sec: float, n_segments: int):
 
 def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0) -> WindowPrediction:
     """Classify the window that starts 0.08 s after ``start_sec`` (the reference's layout)."""
-    clip, video, audio = load_window(path, start_sec, model.cfg.n_segments)
+    clip, video, audio = load_window(path, start_sec, model.cfg.n_segments, model.cfg.image_size)
     device = model.device
     with torch.inference_mode():
         logits = model(video[None].to(device), audio[None].to(device))[0].float().cpu()

@@ -1,0 +1,308 @@
+"""Training data: clip lists, checks, a cache of decoded clips, and the samples each stage trains on.
+
+A clip list is a folder of videos or a CSV with a ``path`` column (the reference's fixed-offset CSVs,
+``path,offset_sec,vstart_sec``, are read as they are). Every clip is decoded once by the package's own
+decoder, at the model's resolution, and kept as memory-mapped ``.npy`` files; bad clips (too short, no
+audio, unusable rates, unreadable) are reported, counted and skipped.
+
+Every random choice of a sample comes from a generator seeded by (seed, epoch, index), so a sample is the
+same whichever process or DataLoader worker makes it: runs resume exactly and any number of processes see
+the same data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synchformer.constants import AUDIO_SR, SAMPLES_PER_FRAME, SEGMENT_FRAMES, SEGMENT_SAMPLES, VIDEO_FPS
+from synchformer.errors import SynchformerError
+from synchformer.features.segments import LEAD_FRAMES, LEAD_SAMPLES, audio_to_model, center_crop, frames_to_model
+from synchformer.model import ModelConfig
+
+from .augment import Augment
+
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
+CACHE_VERSION = 1
+
+
+@dataclass
+class Clip:
+    path: str
+    offset_sec: float | None = None  # fixed offset for evaluation (the official CSVs)
+    vstart_sec: float | None = None
+    key: str = ""  # name of its files in the cache
+    frames: int = 0  # decoded length at 25 fps
+
+
+def read_clip_list(source: str | os.PathLike) -> list[Clip]:
+    """A folder (searched recursively for video files) or a CSV with a ``path`` column (relative paths are
+    taken from the CSV's folder; optional ``offset_sec`` and ``vstart_sec`` columns give fixed offsets)."""
+    src = Path(source)
+    if src.is_dir():
+        clips = [Clip(str(p)) for p in sorted(src.rglob("*")) if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+        if not clips:
+            raise SynchformerError(src, "holds no video files")
+        return clips
+    if not src.is_file():
+        raise SynchformerError(src, "does not exist (expected a folder of videos or a CSV with a path column)")
+    try:
+        with open(src, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SynchformerError(src, f"cannot read it as a CSV ({e})") from None
+    if not rows or "path" not in rows[0]:
+        raise SynchformerError(src, "is not a CSV with a 'path' column (e.g. path,offset_sec,vstart_sec)")
+    clips = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            offset = _optional_float(row.get("offset_sec"))
+            vstart = _optional_float(row.get("vstart_sec"))
+        except ValueError as e:
+            raise SynchformerError(src, f"line {line}: {e}") from None
+        path = Path(row["path"])
+        clips.append(Clip(str(path if path.is_absolute() else src.parent / path), offset, vstart))
+    return clips
+
+
+def _optional_float(text):
+    if text is None or str(text).strip() == "":
+        return None
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+
+
+def _cache_key(path: str, size: int, max_sec: float) -> str:
+    st = os.stat(path)
+    ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{size}|{max_sec}|{CACHE_VERSION}"
+    return hashlib.sha1(ident.encode()).hexdigest()[:20]
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _decode_one(path: str, cache_dir: str, size: int, max_sec: float, need_sec: float, min_fps: float,
+                min_sample_rate: int) -> tuple[str, str | None, int]:
+    """Decode one clip into the cache. Returns (key, reason it was skipped or None, frames)."""
+    from synchformer.io.decode import load_av, probe
+
+    try:
+        key = _cache_key(path, size, max_sec)
+        meta = Path(cache_dir) / f"{key}.json"
+        if meta.exists():
+            return key, None, json.loads(meta.read_text())["frames"]
+        info = probe(path)
+        if not info["has_video"]:
+            return key, "no video", 0
+        if not info["has_audio"]:
+            return key, "no audio", 0
+        fps = info["video"]["fps"] or 0
+        if fps < min_fps:
+            return key, f"wrong rates: {fps:g} fps video (needs >= {min_fps:g})", 0
+        if (info["audio"]["sample_rate"] or 0) < min_sample_rate:
+            return key, f"wrong rates: {info['audio']['sample_rate']} Hz audio (needs >= {min_sample_rate})", 0
+        clip = load_av(path, 0.0, max_sec, size=size, crop=None)
+    except SynchformerError as e:
+        return "", _reason(e.problem), 0
+    except Exception as e:  # a decoder failure on one file must not stop a run over thousands
+        return "", f"unreadable: {type(e).__name__}: {e}", 0
+    n = len(clip.frames)
+    if n / VIDEO_FPS < need_sec:
+        return key, f"too short: {n / VIDEO_FPS:.2f} s (needs {need_sec:.2f} s)", n
+    _save_npy(Path(cache_dir) / f"{key}.video.npy", clip.frames.numpy())
+    _save_npy(Path(cache_dir) / f"{key}.audio.npy", clip.audio.numpy())
+    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"path": path, "frames": n, "size": size}))
+    os.replace(tmp, meta)  # written last: a clip is cached only once both arrays are complete
+    return key, None, n
+
+
+def _reason(problem: str) -> str:
+    low = problem.lower()
+    for word in ("too short", "no audio", "no video"):
+        if word in low:
+            return problem if low.startswith(word) else f"{word}: {problem}"
+    return problem
+
+
+@dataclass
+class Prepared:
+    clips: list[Clip]
+    skipped: Counter  # reason (first words) -> count
+    problems: list[tuple[str, str]]  # (path, reason)
+
+    def report(self, name: str) -> str:
+        line = f"{name}: {len(self.clips)} clips"
+        if self.skipped:
+            line += "; skipped " + ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
+        return line
+
+
+def prepare(clips: list[Clip], cache_dir: Path, size: int, max_sec: float, need_sec: float, *,
+            min_fps: float = 12.5, min_sample_rate: int = 16000, workers: int = 1, progress: bool = False) -> Prepared:
+    """Decode every clip into the cache (once) and keep those that can be trained on."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    args = [(c.path, str(cache_dir), size, max_sec, need_sec, min_fps, min_sample_rate) for c in clips]
+    if workers > 1 and len(clips) > 1:
+        with ProcessPoolExecutor(workers, mp_context=torch.multiprocessing.get_context("spawn")) as pool:
+            results = pool.map(_decode_one, *zip(*args), chunksize=4)
+            results = list(_progress(results, len(clips), progress))
+    else:
+        results = [_decode_one(*a) for a in _progress(args, len(clips), progress)]
+    kept, skipped, problems = [], Counter(), []
+    for clip, (key, reason, n) in zip(clips, results):
+        if reason is None:
+            kept.append(Clip(clip.path, clip.offset_sec, clip.vstart_sec, key, n))
+        else:
+            skipped[reason.split(":")[0]] += 1
+            problems.append((clip.path, reason))
+    return Prepared(kept, skipped, problems)
+
+
+def _progress(items, total, enabled):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc="decoding clips", unit="clip", leave=False)
+
+
+def load_cached(cache_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Memory-mapped ``(T, 3, H, W)`` uint8 frames and ``(T * 640,)`` float32 audio of a cached clip."""
+    return (np.load(cache_dir / f"{key}.video.npy", mmap_mode="r"),
+            np.load(cache_dir / f"{key}.audio.npy", mmap_mode="r"))
+
+
+# ---------------------------------------------------------------------------------------------- the samples
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+
+
+def required_sec(stage: str, cfg: ModelConfig, segment_stride: int) -> float:
+    """Shortest clip a stage can take a sample from (its window plus the largest shift of the audio)."""
+    span = (SEGMENT_FRAMES + (cfg.n_segments - 1) * segment_stride) / VIDEO_FPS
+    if stage == "contrastive":
+        return span
+    if stage == "synchronizability":
+        return 2 * span
+    return span + cfg.max_offset_sec
+
+
+@dataclass
+class Placement:
+    first_frame: int
+    first_sample: int
+    target: int
+    offset_sec: float
+
+
+class SyncDataset(torch.utils.data.Dataset):
+    """Samples of one stage. ``train=True``: random offsets, crops and augmentation, different every epoch
+    (call ``set_epoch``). ``train=False``: the clip's fixed offset, or one drawn once from ``seed``; centre crop.
+
+    An item is a dict of ``video`` (S, 16, 3, c, c) in [-1, 1], ``audio`` (S, 1, 128, 66), ``target``
+    (offset class, or 1 = synchronizable), ``offset_sec`` and ``index``.
+    """
+
+    def __init__(self, clips: list[Clip], cache_dir: Path, stage: str, cfg: ModelConfig, *, train: bool,
+                 seed: int = 0, augment: Augment | None = None, audio_jitter_sec: float = 0.05,
+                 segment_stride: int = 8):
+        self.clips, self.cache_dir, self.stage, self.cfg = clips, Path(cache_dir), stage, cfg
+        self.train, self.seed, self.augment = train, seed, augment or Augment()
+        self.jitter = int(round(audio_jitter_sec * AUDIO_SR)) if train else 0
+        self.stride = segment_stride
+        self.grid = cfg.offset_grid().double()
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.clips)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def span_frames(self) -> int:
+        return SEGMENT_FRAMES + (self.cfg.n_segments - 1) * self.stride
+
+    def place(self, index: int, n_frames: int, gen: torch.Generator, frame_step: int = 1) -> Placement:
+        """Where the window's video and audio start, and its target. ``frame_step``: the video start is a
+        multiple of it (features cached every ``frame_step`` frames; random placements only)."""
+        clip, n_samples = self.clips[index], n_frames * SAMPLES_PER_FRAME
+        span, a_span = self.span_frames, self.span_frames * SAMPLES_PER_FRAME
+        if not self.train and clip.offset_sec is not None and clip.vstart_sec is not None and self.stage != "contrastive":
+            # the reference's fixed-offset layout: 5-s crop at vstart, segments 2 frames in
+            first = int(clip.vstart_sec * VIDEO_FPS) + LEAD_FRAMES
+            a_first = int((clip.vstart_sec + round(clip.offset_sec, 2)) * AUDIO_SR) + LEAD_SAMPLES
+            a_first = min(max(a_first, 0), n_samples - a_span)
+            return Placement(first, a_first, *self._target(clip.offset_sec))
+        if self.stage == "contrastive":
+            offset, target = 0.0, 0
+        elif self.stage == "synchronizability" and _rand(gen) < 0.5:
+            offset, target = (span / VIDEO_FPS) * (1 if _rand(gen) < 0.5 else -1), 0  # from a part that does not overlap
+        else:
+            c = int(torch.randint(len(self.grid), (1,), generator=gen))
+            offset, target = float(self.grid[c]), (c if self.stage == "sync" else 1)
+        shift = int(round(offset * AUDIO_SR))
+        lo = max(0, math.ceil(-shift / SAMPLES_PER_FRAME))
+        hi = min(n_frames - span, (n_samples - a_span - shift) // SAMPLES_PER_FRAME)
+        if hi < lo and self.stage == "synchronizability" and target == 0:
+            shift = -shift  # only the other side fits
+            lo = max(0, math.ceil(-shift / SAMPLES_PER_FRAME))
+            hi = min(n_frames - span, (n_samples - a_span - shift) // SAMPLES_PER_FRAME)
+        lo, hi = -(-lo // frame_step), hi // frame_step  # in units of frame_step
+        if hi < lo:
+            raise SynchformerError(clip.path, f"too short for a {offset:+.2f} s offset window")
+        first = int(torch.randint(lo, hi + 1, (1,), generator=gen)) if (self.train or lo == hi) else (lo + hi) // 2
+        first *= frame_step
+        a_first = first * SAMPLES_PER_FRAME + shift
+        if self.jitter:
+            a_first += int(torch.randint(-self.jitter, self.jitter + 1, (1,), generator=gen))
+            a_first = min(max(a_first, 0), n_samples - a_span)
+        return Placement(first, a_first, target, offset)
+
+    def _target(self, offset_sec: float) -> tuple[int, float]:
+        if self.stage == "synchronizability":
+            return int(abs(offset_sec) <= self.cfg.max_offset_sec + 1e-6), offset_sec
+        return int((self.grid - offset_sec).abs().argmin()), offset_sec
+
+    def __getitem__(self, index: int) -> dict:
+        gen = sample_generator(self.seed, self.epoch if self.train else 0, index)
+        frames, audio = load_cached(self.cache_dir, self.clips[index].key)
+        p = self.place(index, len(frames), gen)
+        video = torch.from_numpy(np.array(frames[p.first_frame:p.first_frame + self.span_frames]))
+        wave = torch.from_numpy(np.array(audio[p.first_sample:p.first_sample + self.span_frames * SAMPLES_PER_FRAME]))
+        size = self.cfg.image_size
+        if self.train:
+            video = self.augment.video(video, size, gen)
+            wave = self.augment.audio(wave, gen)
+        else:
+            video = center_crop(video, size)
+        v = video.unfold(0, SEGMENT_FRAMES, self.stride).movedim(-1, 1)  # (S, 16, 3, c, c)
+        a = wave.unfold(0, SEGMENT_SAMPLES, self.stride * SAMPLES_PER_FRAME)  # (S, 10240)
+        return {"video": frames_to_model(v.contiguous()), "audio": audio_to_model(a.float()),
+                "target": p.target, "offset_sec": p.offset_sec, "index": index}
+
+
+def _rand(gen: torch.Generator) -> float:
+    return float(torch.rand((), generator=gen))

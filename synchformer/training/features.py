@@ -1,0 +1,117 @@
+"""Stage II/III with frozen encoders: encode every clip once, then train only the sync transformer.
+
+The reference recomputes both encoders at every step although they never change. Here each clip's
+segment features are computed for a segment starting at *every* frame (visual) and every 640-sample
+audio position, so any window, offset and start a sample needs is a lookup. The features are of the
+centre crop without augmentation (the encoders are frozen, so only the crop and flip would differ) and
+the audio jitter is rounded to whole frames (0.04 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synchformer.constants import SAMPLES_PER_FRAME, SEGMENT_FRAMES, SEGMENT_SAMPLES
+from synchformer.features.segments import audio_to_model, center_crop, frames_to_model
+from synchformer.model import Synchformer
+
+from .data import SyncDataset, load_cached, sample_generator
+
+
+def encoder_digest(model: Synchformer) -> str:
+    """A name for the encoders' weights: features of other weights are never reused."""
+    h = hashlib.sha1()
+    for k, v in model.state_dict().items():
+        if k.startswith(("vfeat_extractor.", "afeat_extractor.")):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.no_grad()
+def encode_clip(model: Synchformer, frames: np.ndarray, audio: np.ndarray, device: str, video_step: int = 1,
+                chunk: int = 64):
+    """Features (float16) of the visual segments starting at every ``video_step``-th frame, ``(., 8, Dv)``,
+    and of the audio segments starting at every frame's first sample, ``(K, 6, Da)``. Offsets are whole
+    frames apart (0.2 s = 5 frames), so audio is needed at every frame; the video start can be coarser."""
+    size = model.cfg.image_size
+    video = center_crop(torch.from_numpy(np.array(frames)), size)
+    wave = torch.from_numpy(np.array(audio, dtype=np.float32))
+    vsegs = video.unfold(0, SEGMENT_FRAMES, video_step).movedim(-1, 1)  # (., 16, 3, c, c), a view
+    asegs = wave.unfold(0, SEGMENT_SAMPLES, SAMPLES_PER_FRAME)  # (K, 10240)
+    vf = [model.extract_vfeats(frames_to_model(vsegs[i:i + chunk].contiguous())[None].to(device))[0].half().cpu()
+          for i in range(0, len(vsegs), chunk)]
+    af = [model.extract_afeats(audio_to_model(asegs[i:i + chunk])[None].to(device))[0].half().cpu()
+          for i in range(0, len(asegs), chunk)]
+    return torch.cat(vf).numpy(), torch.cat(af).numpy()
+
+
+def build_feature_cache(model: Synchformer, clips, cache_dir: Path, device: str, d, video_step: int = 1,
+                        progress: bool = False) -> Path:
+    """Encode every clip not yet encoded (each process takes every world-th clip); returns the folder."""
+    import torch.distributed as dist
+
+    out = Path(cache_dir) / f"features-{encoder_digest(model)}"
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in sorted({c.key: c for c in clips}.values(), key=lambda c: c.key)
+            if not (out / f"{c.key}.audio.npy").exists() or not (out / f"{c.key}.video{video_step}.npy").exists()]
+    mine = todo[d.rank::d.world]
+    if progress and mine:
+        from tqdm import tqdm
+
+        mine = tqdm(mine, desc="encoding clips", unit="clip", leave=False)
+    was_training = model.training
+    model.eval()
+    for clip in mine:
+        vf, af = encode_clip(model, *load_cached(Path(cache_dir), clip.key), device, video_step)
+        for name, arr in ((f"video{video_step}", vf), ("audio", af)):
+            tmp = out / f".{clip.key}.{name}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+            os.replace(tmp, out / f"{clip.key}.{name}.npy")
+    model.train(was_training)
+    if d.world > 1:
+        dist.barrier()
+    return out
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """The samples of a ``SyncDataset`` (same offsets, starts and targets), as cached encoder features:
+    items hold ``vfeats`` (S, 8, Dv) and ``afeats`` (S, 6, Da) instead of ``video``/``audio``.
+    ``video_step`` > 1: windows start on that frame grid (a fixed placement is moved to the nearest grid
+    frame, its audio with it: the offset stays exact)."""
+
+    def __init__(self, base: SyncDataset, feature_dir: Path, video_step: int = 1):
+        if base.stride % video_step:
+            raise ValueError(f"video_step {video_step} must divide the segment stride {base.stride}")
+        self.base, self.dir, self.step = base, Path(feature_dir), video_step
+
+    def __len__(self):
+        return len(self.base)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        b = self.base
+        clip = b.clips[index]
+        vf = np.load(self.dir / f"{clip.key}.video{self.step}.npy", mmap_mode="r")
+        af = np.load(self.dir / f"{clip.key}.audio.npy", mmap_mode="r")
+        gen = sample_generator(b.seed, b.epoch if b.train else 0, index)
+        p = b.place(index, clip.frames, gen, self.step)
+        n, stride = b.cfg.n_segments, b.stride
+        a_first = min(int(round(p.first_sample / SAMPLES_PER_FRAME)), len(af) - 1 - (n - 1) * stride)
+        if p.first_frame % self.step:  # a fixed placement: move video and audio together
+            last = (clip.frames - b.span_frames) // self.step
+            moved = min(round(p.first_frame / self.step), last) * self.step
+            a_first = min(max(a_first + moved - p.first_frame, 0), len(af) - 1 - (n - 1) * stride)
+            p.first_frame = moved
+        v0, vs = p.first_frame // self.step, stride // self.step
+        v = torch.from_numpy(np.array(vf[v0:v0 + (n - 1) * vs + 1:vs]))
+        a = torch.from_numpy(np.array(af[a_first:a_first + (n - 1) * stride + 1:stride]))
+        return {"vfeats": v, "afeats": a, "target": p.target, "offset_sec": p.offset_sec, "index": index}

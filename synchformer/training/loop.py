@@ -1,0 +1,486 @@
+"""The training loop of all three stages: one process or many (``torchrun``), resumable, early-stopped.
+
+Distributed runs split every global batch (``batch_size`` x processes, in an order drawn from the seed) by
+rank, and samples do not depend on which process makes them, so N processes follow the same loss curve as
+one process with an N times larger batch. Checkpoints are written every ``save_every`` steps and at each
+epoch end (weights as safetensors, optimiser/scheduler/sampler/RNG state beside them, then a pointer file
+renamed into place), so a run killed at any moment resumes from its last checkpoint and ends where an
+uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from synchformer.errors import SynchformerError
+from synchformer.features.segments import decode_size
+from synchformer.model import Synchformer
+from synchformer.model.checkpoint import read_checkpoint, save_safetensors
+from synchformer.model.load import FORMAT_VERSION
+
+from .augment import Augment
+from .config import TrainConfig, save_config
+from .data import SyncDataset, prepare, read_clip_list, required_sec
+from .features import FeatureDataset, build_feature_cache
+from .logs import ScalarLog
+from .losses import ContrastiveLoss
+from .metrics import offset_metrics, sync_metrics
+
+METRIC = {"contrastive": "segment_accuracy", "sync": "accuracy_1", "synchronizability": "accuracy"}
+
+
+# ------------------------------------------------------------------------------------------- distribution
+
+
+@dataclasses.dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str) -> Dist:
+    """From torchrun's environment: NCCL on GPUs, gloo on CPU; a plain run is one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), local)
+
+
+def pick_device(name: str, d: Dist) -> str:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and d.world > 1:
+        name = f"cuda:{d.local_rank}"
+    return name
+
+
+class GlobalBatches(torch.utils.data.Sampler):
+    """Batches of indices for this process: global batch k of an epoch is ``order[k*G:(k+1)*G]`` with
+    G = batch x world; rank r takes its r-th slice. Starts at ``first_step`` (resuming mid-epoch)."""
+
+    def __init__(self, n: int, batch: int, d: Dist, seed: int, epoch: int, shuffle: bool, first_step: int = 0):
+        self.n, self.batch, self.d, self.first_step = n, batch, d, first_step
+        g = torch.Generator().manual_seed(seed * 7919 + epoch)
+        self.order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+
+    def __len__(self):
+        return self.n // (self.batch * self.d.world) - self.first_step
+
+    def __iter__(self):
+        size = self.batch * self.d.world
+        for k in range(self.first_step, self.n // size):
+            start = k * size + self.d.rank * self.batch
+            yield self.order[start:start + self.batch]
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+class Stage(nn.Module):
+    """The model plus what a stage adds (the contrastive temperature); ``forward(batch) -> (loss, outputs)``."""
+
+    def __init__(self, model: Synchformer, stage: str, gather_for_loss: bool = False, center: bool = False,
+                 freeze_encoders: bool = True):
+        super().__init__()
+        self.model, self.stage = model, stage
+        self.frozen = stage != "contrastive" and freeze_encoders
+        if stage == "contrastive":
+            if model.cfg.v_width != model.cfg.a_width:
+                raise ValueError("stage I compares visual and audio features directly: v_width must equal a_width")
+            self.loss = ContrastiveLoss(gather=gather_for_loss, center=center)
+            for part in (model.vproj, model.aproj, model.transformer):  # unused until stage II
+                part.requires_grad_(False)
+        elif self.frozen:  # stages II and III train only the projections and the sync transformer
+            for enc in (model.vfeat_extractor, model.afeat_extractor):
+                enc.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:  # frozen encoders stay in eval mode (the reference's toggle_mode)
+            self.model.vfeat_extractor.eval()
+            self.model.afeat_extractor.eval()
+        return self
+
+    def forward(self, batch: dict):
+        m = self.model
+        if self.stage == "contrastive":
+            # segment embeddings: mean over each segment's tokens (the reference's AveragePooling in stage I)
+            v = m.extract_vfeats(batch["video"]).mean(2).flatten(0, 1)
+            a = m.extract_afeats(batch["audio"]).mean(2).flatten(0, 1)
+            return self.loss(v, a)  # (loss, [segments matched, segments])
+        if "vfeats" in batch:
+            vf, af = batch["vfeats"], batch["afeats"]
+        else:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+                vf, af = m.extract_vfeats(batch["video"]), m.extract_afeats(batch["audio"])
+        logits = m.compare_v_a(vf.float(), af.float())
+        return F.cross_entropy(logits.float(), batch["target"]), logits
+
+
+def build_model(cfg: TrainConfig) -> Synchformer:
+    """A fresh model of the configured size, with the ``init`` weights loaded where given."""
+    mcfg = cfg.model_config()
+    if cfg.init and not cfg.model:  # sizes from the init file, head (and stage III's 13 segments) from the stage
+        from synchformer.model.load import _config_of
+
+        mcfg = _config_of(read_checkpoint(cfg.init))
+        if cfg.stage == "synchronizability":
+            mcfg = dataclasses.replace(mcfg, head="synchronizability", n_segments=13)
+        else:
+            mcfg = dataclasses.replace(mcfg, head="offset")
+    model = Synchformer(mcfg)
+    if cfg.init:
+        init_from(model, cfg.init)
+    return model
+
+
+def init_from(model: Synchformer, path: str) -> None:
+    """Load a stage I file (encoders) or a stage II model (for stage III: all but the head)."""
+    sd = read_checkpoint(path).state_dict
+    own = model.state_dict()
+    head_keys = {k for k in list(own) + list(sd) if k.startswith(("transformer.off_head.", "transformer.sync_head."))}
+    wrong = [k for k in sd if k in own and k != "transformer.pos_emb_cfg.pos_emb" and sd[k].shape != own[k].shape]
+    if wrong:
+        raise SynchformerError(path, f"does not fit the configured model: {', '.join(wrong[:3])} differ in shape "
+                                     "(leave `model` empty to take the sizes from this file)")
+    result = model.load_state_dict({k: v for k, v in sd.items() if k not in head_keys}, strict=False)
+    encoders = [k for k in result.missing_keys if k.startswith(("vfeat_extractor.", "afeat_extractor."))]
+    if encoders or result.unexpected_keys:
+        raise SynchformerError(path, f"does not fit the model: {len(encoders)} encoder tensors missing, "
+                                     f"{len(result.unexpected_keys)} unexpected")
+
+
+# ----------------------------------------------------------------------------------------------- schedule
+
+
+def lr_lambda(cfg: TrainConfig, total_steps: int):
+    warm = max(cfg.optim.warmup_steps, 0)
+
+    def factor(step: int) -> float:
+        if step < warm:  # linear warm-up from 1% (the reference's LinearLR start factor)
+            return 0.01 + 0.99 * step / warm
+        if cfg.optim.scheduler == "cosine":
+            progress = min(1.0, (step - warm) / max(1, total_steps - warm))
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def make_optimizer(stage: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for name, p in stage.named_parameters():
+        if p.requires_grad:
+            # no weight decay on gains, biases, tokens and the temperature (as the reference)
+            (no_decay if p.ndim < 2 or "token" in name or "logit_scale" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if cfg.optim.optimizer not in kinds:
+        raise SynchformerError(None, f"optim.optimizer must be adam or adamw, not {cfg.optim.optimizer!r}")
+    return kinds[cfg.optim.optimizer](groups, lr=cfg.optim.lr, betas=cfg.optim.betas, eps=cfg.optim.eps)
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_weights(model: Synchformer, path: Path, extra: dict | None = None, encoders_only: bool = False) -> None:
+    sd = model.state_dict()
+    if encoders_only:  # a stage I result: the sync transformer was never trained
+        sd = {k: v for k, v in sd.items() if k.startswith(("vfeat_extractor.", "afeat_extractor."))}
+    save_safetensors(sd, path, {"synchformer_format": FORMAT_VERSION, "model": model.cfg.to_dict(), **(extra or {})})
+
+
+def save_checkpoint(out: Path, stage: Stage, opt, sched, scaler, progress: dict) -> None:
+    """Step-named files, then ``last.json`` pointing at them (renamed into place: never half-written)."""
+    step = progress["step"]
+    ckdir = out / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    weights, state = ckdir / f"step-{step:08d}.safetensors", ckdir / f"step-{step:08d}.state.pt"
+    save_weights(stage.model, weights, {"step": step})
+    tmp = state.with_name(f".{state.name}.tmp")
+    torch.save({"stage": {k: v for k, v in stage.state_dict().items() if not k.startswith("model.")},
+                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": torch.get_rng_state(), "progress": progress}, tmp)
+    os.replace(tmp, state)
+    pointer = ckdir / "last.json"
+    tmp = pointer.with_name(".last.json.tmp")
+    tmp.write_text(json.dumps({"step": step, "weights": weights.name, "state": state.name}))
+    os.replace(tmp, pointer)
+    for old in ckdir.glob("step-*"):  # keep only the newest checkpoint
+        if not old.name.startswith(f"step-{step:08d}."):
+            old.unlink(missing_ok=True)
+
+
+def load_checkpoint(out: Path, stage: Stage, opt, sched, scaler) -> dict | None:
+    pointer = out / "checkpoints" / "last.json"
+    if not pointer.exists():
+        return None
+    info = json.loads(pointer.read_text())
+    sd = read_checkpoint(out / "checkpoints" / info["weights"]).state_dict
+    stage.model.load_state_dict(sd)
+    state = torch.load(out / "checkpoints" / info["state"], map_location="cpu", weights_only=True)
+    stage.load_state_dict({**{f"model.{k}": v for k, v in stage.model.state_dict().items()}, **state["stage"]})
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    return state["progress"]
+
+
+# -------------------------------------------------------------------------------------------- evaluation
+
+
+def _to(batch: dict, device: str) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def run_eval(stage: Stage, dataset, cfg: TrainConfig, d: Dist, device: str) -> dict:
+    """Metrics over the whole validation set (each process takes every world-th sample)."""
+    stage.eval()
+    idx = list(range(d.rank, len(dataset), d.world))
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, idx), batch_size=cfg.data.batch_size,
+                                         num_workers=cfg.data.num_workers)
+    outs, targets, losses = [], [], []
+    with torch.no_grad(), _autocast(cfg, device):
+        for batch in loader:
+            batch = _to(batch, device)
+            loss, out = stage(batch)
+            losses.append(float(loss) * len(batch["target"]))
+            outs.append(out.float().cpu())
+            targets.append(batch["target"].cpu())
+    parts = [(outs, targets, losses)]
+    if d.world > 1:
+        parts = [None] * d.world
+        dist.all_gather_object(parts, (outs, targets, losses))
+    outs = [o for p in parts for o in p[0]]
+    targets = torch.cat([t for p in parts for t in p[1]])
+    n = len(targets)
+    result = {"loss": sum(l for p in parts for l in p[2]) / max(n, 1), "n": n}
+    if stage.stage == "contrastive":
+        hits = torch.stack(outs).sum(0)
+        result["segment_accuracy"] = float(hits[0] / hits[1])
+    elif stage.stage == "sync":
+        result.update({k: v for k, v in offset_metrics(torch.cat(outs), targets).items() if k != "per_class_accuracy"})
+    else:
+        result.update(sync_metrics(torch.cat(outs), targets))
+    stage.train()
+    return result
+
+
+def _autocast(cfg: TrainConfig, device: str):
+    if cfg.precision == "fp32":
+        return contextlib.nullcontext()
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if cfg.precision == "fp16" and kind == "cpu":
+        raise SynchformerError(None, "precision fp16 needs a GPU; use bf16 on CPU")
+    return torch.autocast(kind, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool):
+    """Decode (rank 0 fills the cache, the others wait) and check the clips; the train and valid datasets."""
+    need = required_sec(cfg.stage, mcfg, cfg.data.segment_stride)
+    size = decode_size(mcfg.image_size)
+    out = {}
+    for name in ("train", "valid"):
+        source = getattr(cfg.data, name)
+        if not source:
+            if name == "train":
+                raise SynchformerError(None, "no training data: set data.train to a folder of videos or a CSV")
+            continue
+        clips = read_clip_list(source)
+        if d.main:
+            prep = prepare(clips, cfg.cache_dir, size, cfg.data.max_clip_sec, need, min_fps=cfg.data.min_fps,
+                           min_sample_rate=cfg.data.min_sample_rate, workers=cfg.data.decode_workers,
+                           progress=progress)
+        if d.world > 1:
+            dist.barrier()
+        if not d.main:  # everything is cached now: this pass only reads the metadata
+            prep = prepare(clips, cfg.cache_dir, size, cfg.data.max_clip_sec, need, min_fps=cfg.data.min_fps,
+                           min_sample_rate=cfg.data.min_sample_rate)
+        if not prep.clips:
+            raise SynchformerError(source, f"no usable clips ({prep.report(name)})")
+        out[name] = (prep, SyncDataset(prep.clips, cfg.cache_dir, cfg.stage, mcfg, train=name == "train",
+                                       seed=cfg.seed, augment=Augment.from_dict(cfg.data.augment),
+                                       audio_jitter_sec=cfg.data.audio_jitter_sec,
+                                       segment_stride=cfg.data.segment_stride))
+    return out
+
+
+def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> dict:
+    """Train one stage as configured; resumes from ``out_dir`` if it holds a checkpoint. Returns a summary.
+    ``stop_after``: leave after this many steps of this call (tests use it to stand in for a kill)."""
+    d = init_distributed(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = pick_device(cfg.device, d)
+    out = Path(cfg.out_dir)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.json")
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
+    model = build_model(cfg)
+    mcfg = model.cfg
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    data = make_datasets(cfg, mcfg, d, progress and d.main)
+    prep, train_set = data["train"]
+    valid_set = data["valid"][1] if "valid" in data else None
+    log = ScalarLog(out / "logs", enabled=d.main)
+    if d.main:
+        for name, (p, _) in data.items():
+            print(p.report(name), flush=True)
+            for path, why in p.problems[:20]:
+                print(f"  skipped {path}: {why}", flush=True)
+
+    model.to(device)
+    stage = Stage(model, cfg.stage, cfg.gather_for_loss, cfg.center_embeddings, cfg.freeze_encoders).to(device)
+    if cfg.cache_features and cfg.stage != "contrastive":
+        if not cfg.freeze_encoders:
+            raise SynchformerError(None, "cache_features needs freeze_encoders=true (features of changing encoders "
+                                         "cannot be cached)")
+        if cfg.data.segment_stride != 8:
+            raise SynchformerError(None, "cache_features needs data.segment_stride=8")
+        step = cfg.feature_video_step
+        feat_dir = build_feature_cache(model, train_set.clips, cfg.cache_dir, device, d, step, progress and d.main)
+        train_set = FeatureDataset(train_set, feat_dir, step)
+        if valid_set:
+            build_feature_cache(model, valid_set.clips, cfg.cache_dir, device, d, step, progress and d.main)
+            valid_set = FeatureDataset(valid_set, feat_dir, step)
+
+    steps_per_epoch = len(train_set) // (cfg.data.batch_size * d.world)
+    if steps_per_epoch == 0:
+        raise SynchformerError(None, f"{len(train_set)} training clips are fewer than one batch "
+                                     f"({cfg.data.batch_size} x {d.world} processes)")
+    total = cfg.max_steps or cfg.epochs * steps_per_epoch
+    opt = make_optimizer(stage, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
+    scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    prog = {"step": 0, "epoch": 0, "step_in_epoch": 0, "best": None, "best_epoch": -1, "bad_epochs": 0}
+    resumed = load_checkpoint(out, stage, opt, sched, scaler)
+    if resumed is not None:
+        prog = resumed
+        if d.main:
+            print(f"resuming from step {prog['step']} (epoch {prog['epoch']})", flush=True)
+    ddp = stage
+    if d.world > 1:
+        ddp = nn.parallel.DistributedDataParallel(stage, device_ids=[d.local_rank] if device.startswith("cuda")
+                                                  else None)
+    metric = METRIC[cfg.stage]
+    bar = _bar(total, prog["step"], progress and d.main)
+    calls, stop, t0 = 0, False, time.time()
+    stage.train()
+    while prog["epoch"] < cfg.epochs and not stop:
+        train_set.set_epoch(prog["epoch"])
+        sampler = GlobalBatches(len(train_set), cfg.data.batch_size, d, cfg.seed, prog["epoch"], True,
+                                prog["step_in_epoch"])
+        # its own generator: making the loader must not draw from the global RNG (resumed runs would drift)
+        workers = 0 if isinstance(train_set, FeatureDataset) else cfg.data.num_workers  # a few KB per sample
+        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
+                                             pin_memory=device.startswith("cuda"), generator=torch.Generator())
+        for batch in loader:
+            batch = _to(batch, device)
+            with _autocast(cfg, device):
+                loss, _ = ddp(batch)
+            opt.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
+            else:
+                loss.backward()
+            norm = nn.utils.clip_grad_norm_([p for p in stage.parameters() if p.requires_grad], cfg.optim.clip_norm)
+            scaler.step(opt) if scaler is not None else opt.step()
+            if scaler is not None:
+                scaler.update()
+            sched.step()
+            prog["step"] += 1
+            prog["step_in_epoch"] += 1
+            calls += 1
+            value = float(loss.detach())
+            if d.world > 1:  # the loss of the global batch, for the log
+                t = torch.tensor([value], device=device)
+                dist.all_reduce(t)
+                value = float(t) / d.world
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", epoch=prog["epoch"])
+            if prog["step"] % cfg.log_every == 0 or prog["step"] == 1:
+                scalars = {"train/loss": value, "train/lr": sched.get_last_lr()[0], "train/grad_norm": float(norm)}
+                if cfg.stage == "contrastive":
+                    scalars["train/temperature"] = float(stage.loss.logit_scale.detach())
+                log.add(prog["step"], **scalars)
+            done = cfg.max_steps and prog["step"] >= cfg.max_steps
+            if prog["step"] % cfg.save_every == 0 and not done and d.main:
+                save_checkpoint(out, stage, opt, sched, scaler, prog)
+            if done or (stop_after and calls >= stop_after):
+                stop = True
+                break
+        if stop and not (cfg.max_steps and prog["step"] >= cfg.max_steps):
+            break  # stop_after: leave without finishing the epoch (as a killed run would)
+        # epoch end (or max_steps reached): validate, keep the best, stop early
+        prog["epoch"] += 1
+        prog["step_in_epoch"] = 0
+        if valid_set is not None and (prog["epoch"] % cfg.valid_every == 0 or stop):
+            res = run_eval(stage, valid_set, cfg, d, device)
+            log.add(prog["step"], **{f"valid/{k}": v for k, v in res.items() if isinstance(v, (int, float))})
+            if d.main:
+                msg = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items())
+                (bar.write if bar is not None else print)(f"epoch {prog['epoch']} step {prog['step']}: valid {msg}")
+            if prog["best"] is None or res[metric] > prog["best"]:
+                prog.update(best=res[metric], best_epoch=prog["epoch"], bad_epochs=0)
+                if d.main:
+                    save_weights(model, out / "best.safetensors", {"step": prog["step"], metric: res[metric]},
+                                 encoders_only=cfg.stage == "contrastive")
+            else:
+                prog["bad_epochs"] += 1
+                if prog["bad_epochs"] >= cfg.patience:
+                    stop = True
+                    if d.main:
+                        print(f"early stop: no better {metric} for {cfg.patience} epochs", flush=True)
+        if d.main:
+            save_checkpoint(out, stage, opt, sched, scaler, prog)
+    if bar is not None:
+        bar.close()
+    finished = not (stop_after and calls >= stop_after and not (cfg.max_steps and prog["step"] >= cfg.max_steps))
+    if d.main and finished:
+        save_weights(model, out / "last.safetensors", {"step": prog["step"]}, encoders_only=cfg.stage == "contrastive")
+        if valid_set is None:  # without validation the last weights are the result
+            save_weights(model, out / "best.safetensors", {"step": prog["step"]},
+                         encoders_only=cfg.stage == "contrastive")
+    log.close()
+    if d.world > 1:
+        dist.barrier()
+    return {"steps": prog["step"], "epochs": prog["epoch"], "best": prog["best"], "best_epoch": prog["best_epoch"],
+            "seconds": round(time.time() - t0, 1), "out_dir": str(out), "rank": d.rank}
+
+
+def _bar(total: int, done: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc="training", unit="step", dynamic_ncols=True)

@@ -1,0 +1,139 @@
+"""Evaluation metrics for offset classification (stages II/III) and binary in-sync detection, and their plots.
+
+Everything takes logits and targets as tensors on any device and returns plain Python numbers, so results can
+go straight into JSON logs. The plots need matplotlib (the ``plot`` extra), imported only when a plot is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+from torch import Tensor
+
+
+def offset_metrics(logits: Tensor, targets: Tensor) -> dict:
+    """Top-1, top-1 within one neighbouring class, top-5 and per-class accuracy of offset-class logits (N, C).
+
+    ``accuracy_1_tol1`` is the reference's "Acc@1 ±1 class": the classes are ordered offsets, so predicting an
+    adjacent one is a near miss. ``per_class_accuracy`` is NaN for a class with no samples, so the mean over
+    classes can skip it rather than count it as 0.
+    """
+    logits, targets = logits.detach().float().cpu(), targets.detach().long().cpu()
+    n, n_classes = logits.shape
+    pred = logits.argmax(dim=1)
+    correct = pred == targets
+    top5 = logits.topk(min(5, n_classes), dim=1).indices
+    per_class = [correct[targets == c].float().mean().item() if (targets == c).any() else math.nan
+                 for c in range(n_classes)]
+    return {
+        "accuracy_1": _mean(correct),
+        "accuracy_1_tol1": _mean((pred - targets).abs() <= 1),
+        "accuracy_5": _mean((top5 == targets[:, None]).any(dim=1)),
+        "n": n,
+        "per_class_accuracy": per_class,
+    }
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, n_classes: int) -> Tensor:
+    """Counts (C, C) with rows = true class and columns = predicted class."""
+    flat = target.detach().long().cpu() * n_classes + pred.detach().long().cpu()
+    return torch.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def roc_auc(scores: Tensor, labels: Tensor) -> float:
+    """Area under the ROC curve: P(random positive scores above random negative), ties counted 1/2.
+
+    Uses the Mann-Whitney rank-sum with tied scores sharing their average rank, which is exactly the pairwise
+    count in O(n log n). NaN when only one class is present (the area is undefined).
+    """
+    scores = scores.detach().double().cpu().flatten()
+    labels = labels.detach().cpu().flatten().bool()
+    n_pos = int(labels.sum())
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return math.nan
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    # 1-based rank of each distinct score's last member, minus half the ties before it = its average rank
+    last_rank = counts.cumsum(0).double()
+    avg_rank = last_rank - (counts.double() - 1) / 2
+    rank_sum = avg_rank[inverse][labels].sum().item()
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def sync_metrics(logits: Tensor, targets: Tensor) -> dict:
+    """Accuracy and ROC AUC of in-sync (class 1) vs. off-sync (class 0) logits (N, 2)."""
+    logits, targets = logits.detach().float().cpu(), targets.detach().long().cpu()
+    return {
+        "accuracy": _mean(logits.argmax(dim=1) == targets),
+        "roc_auc": roc_auc(logits.softmax(dim=1)[:, 1], targets == 1),
+        "n": len(targets),
+    }
+
+
+def plot_confusion(matrix: Tensor, class_names: list[str], path, title: str = "") -> None:
+    """Save a confusion matrix as an image: colour = row-normalised rate, text = count."""
+    counts = torch.as_tensor(matrix).cpu().long()
+    rates = counts.double() / counts.sum(dim=1, keepdim=True).clamp(min=1)  # empty rows stay 0, not NaN
+    fig = _figure(figsize=(1 + 0.45 * len(class_names),) * 2)
+    ax = fig.add_subplot()
+    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
+    ticks = range(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=90)
+    ax.set_yticks(ticks, class_names)
+    ax.set_xlabel("predicted offset (s)")
+    ax.set_ylabel("true offset (s)")
+    for i, j in counts.nonzero().tolist():
+        ax.text(j, i, str(counts[i, j].item()), ha="center", va="center", fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_roc(scores: Tensor, labels: Tensor, path) -> None:
+    """Save the ROC curve of binary scores, with its area in the title."""
+    scores = scores.detach().double().cpu().flatten()
+    labels = labels.detach().cpu().flatten().bool()
+    order = scores.argsort(descending=True)
+    tp = labels[order].double().cumsum(0)
+    fp = (~labels[order]).double().cumsum(0)
+    # one point per distinct threshold: the last sample of each run of equal scores
+    keep = torch.ones_like(order, dtype=torch.bool)
+    keep[:-1] = scores[order][1:] != scores[order][:-1]
+    tpr = torch.cat([torch.zeros(1, dtype=torch.double), tp[keep] / max(tp[-1].item(), 1)])
+    fpr = torch.cat([torch.zeros(1, dtype=torch.double), fp[keep] / max(fp[-1].item(), 1)])
+    fig = _figure(figsize=(4, 4))
+    ax = fig.add_subplot()
+    ax.plot(fpr.numpy(), tpr.numpy())
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(f"ROC (AUC = {roc_auc(scores, labels):.3f})")
+    _save(fig, path)
+
+
+def _mean(mask: Tensor) -> float:
+    return mask.float().mean().item() if mask.numel() else math.nan
+
+
+def _figure(figsize):
+    # a bare Figure renders with Agg and leaves pyplot's global state (and any GUI backend) alone
+    from matplotlib.figure import Figure
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _save(fig, path) -> None:
+    # write next to the target with the same suffix (savefig picks the format from it), then rename, so a
+    # reader never sees a half-written image
+    # (a plain name rather than mkstemp, whose 0600 mode would outlive the rename)
+    root, ext = os.path.splitext(os.fspath(path))
+    tmp = f"{root}.tmp{os.getpid()}{ext}"
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,377 @@
+"""A synthetic sparse-cue benchmark: clips whose only sync evidence is a few brief audio-visual events.
+
+Each 5 s stretch holds 1-4 events: a shape that flashes, a ball that hits an edge, or a ball that bounces off a
+bar, each exactly when a short sound (a tone, a noise burst or a click train) starts. Everything else is there to
+mislead: shapes that glide and rebound silently, and background noise with quiet sounds that have no picture.
+A clip is a pure function of its seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import av
+import numpy as np
+
+from synchformer.constants import AUDIO_SR, MAX_OFFSET_SEC, N_OFFSET_CLASSES, SAMPLES_PER_FRAME, VIDEO_FPS
+from synchformer.errors import SynchformerError
+from synchformer.io.outputs import write_atomic
+
+VERSION = 1
+CROP_SEC = 5.0  # the evaluation crop (video and audio) that clips.csv places
+STRETCH_SEC = 5.0  # events are counted per stretch of this length
+MIN_GAP_FRAMES = 10  # 0.4 s between events
+EDGE_FRAMES = 5  # 0.2 s: events keep 0.1 s from the clip ends, and half the gap from a stretch border
+KINDS = ("flash", "hit", "bounce")
+
+
+@dataclass(eq=False)  # sprites are told apart by identity
+class Sprite:
+    """A circle (radius ``hx``) or a rectangle (half sides ``hx``, ``hy``) of one colour, shown on frames
+    ``first..last`` at ``centre(k)`` = (x, y) in pixels."""
+
+    shape: str
+    colour: np.ndarray
+    hx: float
+    hy: float
+    first: int
+    last: int
+    centre: Callable[[int], tuple[float, float]]
+
+
+@dataclass
+class Plan:
+    """Everything a clip shows and plays; the sprites are drawn in order, so events are on top."""
+
+    events: list[float]  # seconds, on the frame grid
+    kinds: list[str]
+    actors: list[Sprite]  # the sprite that makes each event (a bounce's ball, not its bar)
+    n_frames: int
+    background: np.ndarray  # (size, size, 3) float
+    sprites: list[Sprite]
+    audio: np.ndarray  # float32 (n_frames * 640,)
+
+
+def _colour(rng) -> np.ndarray:
+    # bright enough to stand out from the dark background: one channel near full
+    c = rng.integers(0, 256, 3)
+    c[rng.integers(3)] = rng.integers(200, 256)
+    return c.astype(np.float64)
+
+
+def _still(x: float, y: float):
+    return lambda k: (x, y)
+
+
+def _reflect(x: float, lo: float, hi: float) -> float:
+    """``x`` folded into [lo, hi] like a point bouncing between two walls."""
+    span = hi - lo
+    y = (x - lo) % (2 * span)
+    return lo + span - abs(y - span)
+
+
+def _event_frames(rng, n_frames: int) -> list[int]:
+    """1-4 event frames per full 5 s stretch, uniform subject to the gaps (sorted draws spread by the gap)."""
+    per = round(STRETCH_SEC * VIDEO_FPS)
+    frames = []
+    for start in range(0, n_frames, per):
+        lo, hi = start + EDGE_FRAMES, min(start + per, n_frames) - EDGE_FRAMES
+        fits = (hi - lo) // MIN_GAP_FRAMES + 1 if hi >= lo else 0  # a short last stretch holds fewer
+        m = min(int(rng.integers(1, 5)), fits)
+        draws = np.sort(rng.integers(lo, hi - (m - 1) * MIN_GAP_FRAMES + 1, m))
+        frames += [int(d) + i * MIN_GAP_FRAMES for i, d in enumerate(draws)]
+    return frames
+
+
+def _flash(rng, f: int, size: int) -> list[Sprite]:
+    """A filled circle or square, 15-40 % of the frame, shown for two frames from frame f."""
+    half = size * rng.uniform(0.15, 0.40) / 2
+    x, y = rng.uniform(half, size - half, 2)
+    shape = "circle" if rng.random() < 0.5 else "rect"
+    return [Sprite(shape, _colour(rng), half, half, f, f + 1, _still(x, y))]
+
+
+def _hit(rng, f: int, size: int) -> list[Sprite]:
+    """A ball that travels (accelerating, like a fall) to the bottom or a side edge and touches it at frame f,
+    then vanishes or lies there a moment."""
+    r = size * rng.uniform(0.05, 0.09)
+    axis, sign = [(1, 1), (0, 1), (0, -1)][rng.integers(3)]  # (0 = x, 1 = y): bottom, right, left
+    lead = int(rng.integers(8, 16))
+    contact = size - r if sign > 0 else r
+    dist = rng.uniform(0.3, 0.7) * (size - 2 * r)
+    across_end = rng.uniform(r, size - r)
+    drift = rng.uniform(-0.15, 0.15) * size
+    linear = rng.uniform(0.2, 1.0)  # the rest of the way is covered by a constant acceleration
+
+    def centre(k):
+        s = min(1.0, (k - (f - lead)) / lead)
+        along = contact - sign * dist * (1 - (linear * s + (1 - linear) * s * s))
+        across = across_end + drift * (1 - s)
+        return (along, across) if axis == 0 else (across, along)
+
+    rest = 0 if rng.random() < 0.5 else int(rng.integers(5, 15))
+    return [Sprite("circle", _colour(rng), r, r, f - lead, f + rest, centre)]
+
+
+def _bounce(rng, f: int, size: int) -> list[Sprite]:
+    """A ball that meets a bar at frame f, where its velocity across the bar reverses."""
+    r = size * rng.uniform(0.05, 0.08)
+    thick = max(1.0, 0.02 * size)  # half thickness of the bar
+    length = size * rng.uniform(0.15, 0.3)  # half length
+    axis, sign = int(rng.integers(2)), 1 if rng.random() < 0.5 else -1
+    lead = int(rng.integers(8, 16))
+    travel = min(size * rng.uniform(0.02, 0.04) * lead, size - 2 * r - 2 * thick - 2)
+    speed = travel / lead
+    bar = rng.uniform(2 * r + thick + travel, size - thick - 1)  # room for the ball on its side of the bar
+    if sign < 0:
+        bar = size - bar
+    contact = bar - sign * (thick + r)
+    bar_across = rng.uniform(length, size - length)
+    across_at_f = bar_across + rng.uniform(-0.5, 0.5) * length
+    slide = rng.uniform(-0.5, 0.5) * speed  # along the bar, kept through the bounce
+
+    def centre(k):
+        along = contact - sign * speed * abs(k - f)
+        across = across_at_f + slide * (k - f)
+        return (along, across) if axis == 0 else (across, along)
+
+    hx, hy = (thick, length) if axis == 0 else (length, thick)
+    bx, by = (bar, bar_across) if axis == 0 else (bar_across, bar)
+    return [Sprite("rect", _colour(rng), hx, hy, f - lead, f + lead, _still(bx, by)),
+            Sprite("circle", _colour(rng), r, r, f - lead, f + lead, centre)]
+
+
+def _distractor(rng, n_frames: int, size: int) -> Sprite:
+    """A shape gliding at constant speed for the whole clip, rebounding off the frame edges without a sound."""
+    half = size * rng.uniform(0.04, 0.10)
+    x0, y0 = rng.uniform(half, size - half, 2)
+    speed = size * rng.uniform(0.1, 0.6) / VIDEO_FPS
+    angle = rng.uniform(0, 2 * np.pi)
+    vx, vy = speed * np.cos(angle), speed * np.sin(angle)
+    shape = "circle" if rng.random() < 0.5 else "rect"
+
+    def centre(k):
+        return _reflect(x0 + vx * k, half, size - half), _reflect(y0 + vy * k, half, size - half)
+
+    return Sprite(shape, _colour(rng), half, half, 0, n_frames - 1, centre)
+
+
+def _background(rng, size: int) -> np.ndarray:
+    top = rng.integers(0, 70, 3).astype(np.float64)
+    bottom = np.clip(top + rng.integers(-30, 31, 3), 0, 90) if rng.random() < 0.5 else top
+    ramp = np.linspace(0, 1, size)[:, None, None]
+    img = top + (bottom - top) * ramp  # (size, 1, 3): a vertical gradient ...
+    img = np.broadcast_to(img, (size, size, 3))
+    return img if rng.random() < 0.5 else img.transpose(1, 0, 2)  # ... or a horizontal one
+
+
+def _sound(rng, peak: float) -> np.ndarray:
+    """40-80 ms: a decaying tone, a noise burst or a click train, with its loudest sample at ``peak``."""
+    n = int(rng.uniform(0.04, 0.08) * AUDIO_SR)
+    t = np.arange(n) / AUDIO_SR
+    kind = rng.integers(3)
+    if kind == 0:
+        freq = math.exp(rng.uniform(math.log(300), math.log(3000)))
+        x = np.sin(2 * np.pi * freq * t) * np.exp(-t / (n / AUDIO_SR * rng.uniform(0.15, 0.4)))
+    elif kind == 1:
+        x = rng.normal(0, 1, n) * np.exp(-t / (n / AUDIO_SR * rng.uniform(0.08, 0.2)))
+    else:
+        x = np.zeros(n)
+        step, click = int(rng.uniform(0.005, 0.015) * AUDIO_SR), int(0.002 * AUDIO_SR)
+        for i, s in enumerate(range(0, n - click, step)):
+            x[s:s + click] += rng.normal(0, 1, click) * np.exp(-np.arange(click) / (click / 4)) * 0.8 ** i
+    x[-80:] *= np.linspace(1, 0, 80)  # 5 ms fade out: no click at the cut
+    return x * (peak / np.abs(x).max())
+
+
+def _add(audio: np.ndarray, sound: np.ndarray, at_sec: float) -> None:
+    """Mix ``sound`` in starting at ``at_sec``; the parts outside the clip are lost."""
+    s = round(at_sec * AUDIO_SR)
+    a, b = max(s, 0), min(s + len(sound), len(audio))
+    if a < b:
+        audio[a:b] += sound[a - s:b - s]
+
+
+def _plan(seed: int, duration: float, size: int, offset_sec: float) -> Plan:
+    """The clip ``seed`` makes; cheap (no pixels drawn), so the events of a clip can be had without it."""
+    rng = np.random.default_rng(seed)
+    n_frames = round(duration * VIDEO_FPS)
+    frames = _event_frames(rng, n_frames)
+    kinds = [KINDS[i] for i in rng.integers(len(KINDS), size=len(frames))]
+    background = _background(rng, size)
+    sprites = [_distractor(rng, n_frames, size) for _ in range(rng.integers(1, 4))]
+    make = {"flash": _flash, "hit": _hit, "bounce": _bounce}
+    actors = []
+    for f, kind in zip(frames, kinds):
+        sprites += make[kind](rng, f, size)
+        actors.append(sprites[-1])
+
+    n = n_frames * SAMPLES_PER_FRAME
+    noise = rng.normal(0, 1, n)
+    if rng.random() < 0.5:  # low-passed (first order, cut-off 200-2000 Hz) instead of white
+        spectrum = np.fft.rfft(noise) / np.sqrt(1 + (np.fft.rfftfreq(n, 1 / AUDIO_SR) / rng.uniform(200, 2000)) ** 2)
+        noise = np.fft.irfft(spectrum, n)
+    audio = noise * (rng.uniform(0.005, 0.03) / noise.std())
+    events = [f / VIDEO_FPS for f in frames]
+    for t in events:
+        _add(audio, _sound(rng, rng.uniform(0.5, 0.8)), t - offset_sec)
+    for start in np.arange(0, duration, STRETCH_SEC):  # quiet sounds that nothing on screen makes
+        for t in rng.uniform(start, min(start + STRETCH_SEC, duration), rng.integers(0, 4)):
+            _add(audio, _sound(rng, rng.uniform(0.1, 0.25) * rng.uniform(0.5, 0.8)), t)
+    return Plan(events, kinds, actors, n_frames, background, sprites, audio.astype(np.float32))
+
+
+def _render(plan: Plan, size: int) -> np.ndarray:
+    """(T, size, size, 3) uint8 frames; each shape is drawn as a mask over its bounding box only."""
+    video = np.repeat(plan.background[None], plan.n_frames, axis=0)
+    coords = np.arange(size) + 0.5  # pixel centres
+    for sp in plan.sprites:
+        for k in range(max(sp.first, 0), min(sp.last, plan.n_frames - 1) + 1):
+            cx, cy = sp.centre(k)
+            x0, x1 = max(0, int(cx - sp.hx)), min(size, int(cx + sp.hx) + 2)
+            y0, y1 = max(0, int(cy - sp.hy)), min(size, int(cy + sp.hy) + 2)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            dx, dy = coords[x0:x1][None, :] - cx, coords[y0:y1][:, None] - cy
+            if sp.shape == "circle":
+                mask = dx * dx + dy * dy <= sp.hx * sp.hx
+            else:
+                mask = (np.abs(dx) <= sp.hx) & (np.abs(dy) <= sp.hy)
+            video[k, y0:y1, x0:x1][mask] = sp.colour
+    return np.round(video).astype(np.uint8)
+
+
+def _encode(path: str, video: np.ndarray, audio: np.ndarray) -> None:
+    with av.open(path, "w") as out:
+        vs = out.add_stream("libx264", rate=VIDEO_FPS)
+        vs.width = vs.height = video.shape[1]
+        vs.pix_fmt = "yuv420p"
+        # mbtree off: with it this x264 gives different bytes from run to run, and a clip must be a function of
+        # its seed. One thread: the frames are tiny, and synth() runs clips in parallel processes instead.
+        vs.options = {"preset": "veryfast", "crf": "23", "threads": "1", "x264-params": "mbtree=0"}
+        as_ = out.add_stream("aac", rate=AUDIO_SR, layout="mono")
+        for k, img in enumerate(video):
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, VIDEO_FPS)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+        # float samples converted to the encoder's sample format, in frames of the encoder's size
+        resampler = av.AudioResampler(format=as_.codec_context.codec.audio_formats[0].name, layout="mono",
+                                      rate=AUDIO_SR, frame_size=as_.codec_context.frame_size or 1024)
+        frame = av.AudioFrame.from_ndarray(np.clip(audio, -1, 1)[None], format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_SR, 0, Fraction(1, AUDIO_SR)
+        for f in resampler.resample(frame) + resampler.resample(None):
+            out.mux(as_.encode(f))
+        out.mux(as_.encode(None))
+
+
+def make_sparse_clip(path: str | os.PathLike, seed: int, duration: float = 10.0, size: int = 96,
+                     offset_sec: float = 0.0) -> dict:
+    """Write one clip (H.264 + AAC mp4, 25 fps, ``size`` x ``size``, 16 kHz mono) made from ``seed``.
+
+    ``offset_sec > 0``: the audio leads, each event's sound starts ``offset_sec`` before its picture. Returns
+    ``{"events": [s, ...], "kinds": ["flash" | "hit" | "bounce", ...], "offset_sec": offset_sec}``; event times
+    are on the frame grid (the event's frame is ``round(t * 25)``).
+    """
+    path = Path(path)
+    if path.exists():
+        raise SynchformerError(path, "already exists; a synthetic clip never overwrites a file")
+    if duration < CROP_SEC:
+        raise SynchformerError(path, f"duration must be at least {CROP_SEC} s, got {duration}")
+    plan = _plan(seed, duration, size, offset_sec)
+    video = _render(plan, size)
+    write_atomic(path, lambda tmp: _encode(tmp, video, plan.audio))
+    return {"events": plan.events, "kinds": plan.kinds, "offset_sec": offset_sec}
+
+
+def clip_seed(seed: int, i: int) -> int:
+    return seed * 1_000_003 + i
+
+
+def crop_row(seed: int, duration: float) -> tuple[float, float]:
+    """(offset_sec, vstart_sec) of a clip: an offset from the 21 classes that lets both 5 s crops fit in the
+    clip (in clips shorter than 9 s only the small ones do), and a video start on the frame grid."""
+    rng = np.random.default_rng([seed, 1])  # a stream of its own: the clip's content does not move it
+    grid = np.round(np.linspace(-MAX_OFFSET_SEC, MAX_OFFSET_SEC, N_OFFSET_CLASSES), 2)
+    offset = float(rng.choice(grid[np.abs(grid) <= duration - CROP_SEC + 1e-9]))
+    lo, hi = max(0.0, -offset), duration - CROP_SEC - max(0.0, offset)
+    frame = max(math.floor(rng.uniform(lo, hi) * VIDEO_FPS + 1e-9), round(lo * VIDEO_FPS))
+    return offset, round(frame / VIDEO_FPS, 2)
+
+
+def _make_one(job: tuple[int, str, int, float, int]) -> tuple[int, dict]:
+    i, path, seed, duration, size = job
+    return i, make_sparse_clip(path, seed, duration, size)
+
+
+def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 10.0, size: int = 96,
+          workers: int = 1, progress: bool = True) -> Path:
+    """Write ``n`` in-sync clips ``clip_00000.mp4``... into ``out_dir`` (clip i from seed
+    ``seed * 1_000_003 + i``), ``clips.csv`` (path, offset_sec, vstart_sec: the crops an evaluation takes),
+    ``events.jsonl`` (each clip's event times and kinds) and ``synth.json`` (these arguments).
+
+    A folder made with the same arguments is resumed: only missing clips are made. Returns the CSV's path.
+    """
+    out_dir = Path(out_dir)
+    args = {"n": n, "seed": seed, "duration": float(duration), "size": size, "version": VERSION}
+    if duration < CROP_SEC:
+        raise SynchformerError(out_dir, f"duration must be at least {CROP_SEC} s (the evaluation crop), "
+                                        f"got {duration}")
+    if n < 1 or seed < 0 or size < 16 or workers < 1:
+        raise SynchformerError(out_dir, f"need n >= 1, seed >= 0, size >= 16, workers >= 1; got n={n}, "
+                                        f"seed={seed}, size={size}, workers={workers}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    meta, csv_path, events_path = out_dir / "synth.json", out_dir / "clips.csv", out_dir / "events.jsonl"
+    if meta.exists():
+        if json.loads(meta.read_text()) != args:
+            raise SynchformerError(out_dir, f"was made with other arguments ({meta.read_text().strip()}); "
+                                            "choose another folder")
+    elif csv_path.exists() or events_path.exists() or any(out_dir.glob("clip_*.mp4")):
+        raise SynchformerError(out_dir, "holds clips that synth did not make here (no synth.json); "
+                                        "choose another folder")
+    else:
+        write_atomic(meta, lambda tmp: Path(tmp).write_text(json.dumps(args) + "\n"))
+
+    names = [f"clip_{i:05d}.mp4" for i in range(n)]
+    jobs = [(i, str(out_dir / name), clip_seed(seed, i), duration, size)
+            for i, name in enumerate(names) if not (out_dir / name).exists()]
+    made = {}
+    if jobs:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="synth", unit="clip", disable=not progress)
+        if workers > 1:
+            with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+                for i, info in pool.imap_unordered(_make_one, jobs):
+                    made[i] = info
+                    bar.update()
+        else:
+            for job in jobs:
+                i, made[i] = _make_one(job)
+                bar.update()
+        bar.close()
+
+    if not events_path.exists():
+        lines = []
+        for i, name in enumerate(names):
+            # clips made by an earlier, interrupted run: their plan gives the events without decoding them
+            info = made.get(i) or vars(_plan(clip_seed(seed, i), duration, size, 0.0))
+            lines.append(json.dumps({"path": name, "events": info["events"], "kinds": info["kinds"]}))
+        write_atomic(events_path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    if not csv_path.exists():
+        def write_csv(tmp):
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(["path", "offset_sec", "vstart_sec"])
+                for i, name in enumerate(names):
+                    w.writerow([name, *crop_row(clip_seed(seed, i), duration)])
+        write_atomic(csv_path, write_csv)
+    return csv_path

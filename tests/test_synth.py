@@ -1,0 +1,145 @@
+"""The synthetic sparse-cue benchmark: events where and when they are said to be, sound shifted by the offset,
+deterministic clips, and a benchmark folder that is resumed but never overwritten."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import synchformer.cli.synth as synth_cli
+from synchformer.errors import SynchformerError
+from synchformer.io.decode import load_av
+from synchformer.training.synth import _plan, make_sparse_clip, synth
+
+SEED, OFFSET = 3, 0.6  # seed 3 has flashes, hits and bounces
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / "clip.mp4"
+    info = make_sparse_clip(path, SEED, offset_sec=OFFSET)
+    decoded = load_av(path, 0, None, size=None, crop=None)
+    frames = decoded.frames.permute(0, 2, 3, 1).float().numpy()  # (T, H, W, 3)
+    return info, frames, decoded.audio.numpy(), _plan(SEED, 10.0, 96, OFFSET)
+
+
+def _mask(sprite, k, size=96):
+    cx, cy = sprite.centre(k)
+    x, y = np.meshgrid(np.arange(size) + 0.5, np.arange(size) + 0.5)
+    if sprite.shape == "circle":
+        return (x - cx) ** 2 + (y - cy) ** 2 <= (sprite.hx - 1) ** 2  # inner pixels: edges blur in H.264
+    return (np.abs(x - cx) <= sprite.hx - 1) & (np.abs(y - cy) <= sprite.hy - 1)
+
+
+def _shows(frame, sprite, k):
+    """The decoded frame has the sprite's colour where the plan puts it at frame k."""
+    return np.abs(frame[_mask(sprite, k)] - sprite.colour).mean() < 30
+
+
+def test_lengths_and_returned_info(clip):
+    info, frames, audio, plan = clip
+    assert frames.shape == (250, 96, 96, 3) and audio.shape == (250 * 640,)
+    assert info == {"events": plan.events, "kinds": plan.kinds, "offset_sec": OFFSET}
+    assert set(info["kinds"]) == {"flash", "hit", "bounce"}
+
+
+def test_pictures_change_exactly_at_the_events(clip):
+    info, frames, _, plan = clip
+    for t, kind, actor in zip(info["events"], info["kinds"], plan.actors):
+        f = round(t * 25)
+        assert _shows(frames[f], actor, f), (t, kind)
+        if kind == "flash":  # appears at f, gone two frames later: a big brightness change both times
+            region = _mask(actor, f)
+            assert np.abs(frames[f] - frames[f - 1])[region].mean() > 60
+            assert np.abs(frames[f + 2] - frames[f + 1])[region].mean() > 60
+        elif kind == "hit":  # touches the bottom or a side edge at f, not before; then gone or at rest
+            def gap(k):
+                x, y = actor.centre(k)
+                return min(96 - y, x, 96 - x) - actor.hx
+            assert gap(f) == pytest.approx(0, abs=1e-9) and gap(f - 1) > 0.5
+            assert actor.last == f or actor.centre(f + 1) == actor.centre(f)
+        else:  # bounce: nearest the bar at f, the same distance one frame before and after (reversal)
+            bar = plan.sprites[plan.sprites.index(actor) - 1]
+
+            def dist(k):
+                return np.abs(np.subtract(actor.centre(k), bar.centre(k))).max()
+            assert dist(f - 1) > dist(f) + 0.5 and dist(f + 1) == pytest.approx(dist(f - 1))
+            assert _shows(frames[f], bar, f)
+
+
+def test_sounds_lead_the_pictures_by_the_offset(clip):
+    info, _, audio, _ = clip
+    loud = np.abs(audio) > 0.3  # events peak at 0.5-0.8; noise and unpictured sounds stay under 0.25
+    heard = 0
+    for t in info["events"]:
+        start = t - OFFSET
+        if start < 0:  # its sound would play before the clip starts
+            continue
+        window = loud[int((start - 0.2) * 16000):int((start + 0.2) * 16000)]
+        onset = start - 0.2 + np.argmax(window) / 16000
+        assert window.any() and onset == pytest.approx(start, abs=0.02), t
+        loud[int((start - 0.02) * 16000):int((start + 0.1) * 16000)] = False
+        heard += 1
+    assert heard >= 6 and not loud.any()  # and nothing else is that loud
+
+
+def test_event_rules_over_many_seeds():
+    kinds = set()
+    for seed in range(40):
+        plan = _plan(seed, 12.0, 96, 0.0)
+        t = np.array(plan.events)
+        assert np.all(np.diff(t) >= 0.4 - 1e-9) and t[0] >= 0.1 and t[-1] <= 12.0 - 0.1
+        for start in (0, 5):  # the full stretches; the last 2 s may hold fewer
+            assert 1 <= np.sum((t >= start) & (t < start + 5)) <= 4
+        assert np.allclose(t * 25, np.round(t * 25))  # on the frame grid
+        kinds |= set(plan.kinds)
+    assert kinds == {"flash", "hit", "bounce"}
+
+
+def test_same_seed_same_clip(tmp_path):
+    infos, frames = [], []
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        infos.append(make_sparse_clip(tmp_path / f"{name}.mp4", seed, duration=5.0, size=64))
+        frames.append(load_av(tmp_path / f"{name}.mp4", 0, None, size=None, crop=None).frames)
+    assert infos[0] == infos[1] and frames[0].equal(frames[1])
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()  # x264 made deterministic
+    assert infos[0] != infos[2] and not frames[0].equal(frames[2])
+    with pytest.raises(SynchformerError, match="already exists"):
+        make_sparse_clip(tmp_path / "a.mp4", 7, duration=5.0, size=64)
+
+
+def test_synth_folder_resumed_never_overwritten(tmp_path, capsys):
+    out = tmp_path / "bench"
+    parser = argparse.ArgumentParser()
+    args = synth_cli.add_parser(parser.add_subparsers()).parse_args
+    assert synth_cli.run(args([str(out), "--n", "3", "--duration", "6", "--size", "48"])) == 0
+    assert "3 clips" in capsys.readouterr().out
+
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["clip_00000.mp4", "clip_00001.mp4", "clip_00002.mp4", "clips.csv", "events.jsonl",
+                     "synth.json"]
+    rows = list(csv.DictReader(open(out / "clips.csv")))
+    assert [r["path"] for r in rows] == names[:3]
+    for r in rows:
+        off, vstart = float(r["offset_sec"]), float(r["vstart_sec"])
+        assert round(off * 5) == pytest.approx(off * 5) and abs(off) <= 1.0  # grid points that fit in 6 s
+        assert vstart >= 0 and vstart + off >= -1e-9 and max(vstart, vstart + off) + 5 <= 6 + 1e-9
+        assert round(vstart * 25) == pytest.approx(vstart * 25)
+    events = [json.loads(line) for line in open(out / "events.jsonl")]
+    assert [e["path"] for e in events] == names[:3] and all(e["events"] for e in events)
+
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "clip_00001.mp4").unlink()  # an interrupted run: the missing clip is made again, the rest kept
+    synth(out, 3, duration=6, size=48, progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "clip_00001.mp4"} == \
+           {k: v for k, v in mtimes.items() if k != "clip_00001.mp4"}
+    assert (out / "clip_00001.mp4").exists()
+
+    with pytest.raises(SynchformerError, match="other arguments"):
+        synth(out, 3, seed=1, duration=6, size=48, progress=False)
+    with pytest.raises(SynchformerError, match="at least 5"):
+        synth(tmp_path / "short", 3, duration=3, progress=False)

@@ -1,0 +1,399 @@
+"""Training: configs, clip lists and checks, the samples of each stage, the loss, the loop (resume, torchrun,
+cached features) and `synchformer eval`, all on tiny models and short synthetic clips."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from synchformer.cli import main
+from synchformer.errors import SynchformerError
+from synchformer.features.segments import decode_size, make_inputs
+from synchformer.io.decode import load_av
+from synchformer.model import ModelConfig, Synchformer, load_model
+from synchformer.training.config import load_config, parse_overrides
+from synchformer.training.data import SyncDataset, prepare, read_clip_list, required_sec
+from synchformer.training.features import FeatureDataset, build_feature_cache
+from synchformer.training.logs import read_events
+from synchformer.training.loop import Dist, train
+from synchformer.training.losses import ContrastiveLoss
+from synchformer.training.synth import make_sparse_clip
+
+from synthetic import make_clip
+
+TINY = {"preset": "tiny", "image_size": 32, "dropout": 0.0}
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """Eight 10-s synthetic clips and a CSV of them with fixed offsets."""
+    root = tmp_path_factory.mktemp("clips")
+    rows = ["path,offset_sec,vstart_sec"]
+    for i in range(8):
+        make_sparse_clip(root / f"c{i}.mp4", seed=100 + i, size=48)
+        rows.append(f"c{i}.mp4,{[-1.2, 0.0, 0.4, 2.0, -2.0, 0.8, -0.2, 1.6][i]},{[2.5, 1.0, 1.2, 0.3, 2.0, 1.5, 0.9, 1.0][i]}")
+    (root / "clips.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def config(tmp, clips, stage="sync", *extra):
+    base = [f"out_dir={tmp / 'run'}", f"data.train={clips / 'clips.csv'}", f"data.cache_dir={clips / 'cache'}",
+            f"model={json.dumps(TINY)}", "data.batch_size=4", "data.num_workers=0", "data.decode_workers=1",
+            "optim.lr=1e-3", "optim.warmup_steps=2", "epochs=2", "log_every=1", "device=cpu"]
+    return load_config(stage, None, base + list(extra))
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+
+def test_config_layers_defaults_file_and_overrides(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"optim": {"lr": 0.5}, "data": {"batch_size": 3}}))
+    cfg = load_config("sync", f, ["optim.warmup_steps=7", "data.augment.p_horizontal_flip=0.0"])
+    assert (cfg.optim.lr, cfg.optim.warmup_steps, cfg.data.batch_size) == (0.5, 7, 3)
+    assert cfg.optim.optimizer == "adam" and cfg.optim.scheduler == "constant"  # the reference's stage II
+    assert cfg.data.augment == {"p_horizontal_flip": 0.0}
+    s1 = load_config("contrastive")
+    assert (s1.optim.optimizer, s1.optim.scheduler, s1.data.segment_stride) == ("adamw", "cosine", 16)
+    assert load_config("synchronizability").model_config().n_segments == 13
+    assert parse_overrides(["a.b=1", "c=x/y"]) == {"a": {"b": 1}, "c": "x/y"}
+
+
+@pytest.mark.parametrize("text, overrides, problem", [
+    ("{", [], "not valid JSON"),
+    ("{}", ["optim.lr"], "key=value"),
+    ("{}", ["optim.learning_rate=1"], "unknown setting optim.learning_rate"),
+    ('{"stage": "contrastive"}', [], "config for stage 'contrastive'"),
+    ("{}", ["model.preset=huge"], "preset"),
+])
+def test_config_errors_name_the_file_and_setting(tmp_path, text, overrides, problem):
+    f = tmp_path / "c.json"
+    f.write_text(text)
+    with pytest.raises(SynchformerError, match=problem) as e:
+        load_config("sync", f, overrides)
+    assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def _video_only(path: Path, seconds: float, fps: int = 25):
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("mpeg4", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = 48, 48, "yuv420p"
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 48, 3), i % 255, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, fps)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+
+
+def test_bad_clips_are_reported_skipped_and_counted(tmp_path, clips):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    make_clip(bad / "short", 0.0, duration=3.0)  # mp4
+    _video_only(bad / "silent.mp4", 9.0)
+    make_clip(bad / "slow", 0.0, duration=10.0, fps=5)
+    (bad / "broken.mp4").write_bytes(b"not a video at all")
+    good = bad / "good.mp4"
+    good.write_bytes((clips / "c0.mp4").read_bytes())
+    cfg = ModelConfig.tiny(image_size=32)
+    listed = read_clip_list(bad)
+    assert sorted(Path(c.path).name for c in listed) == ["broken.mp4", "good.mp4", "short.mp4", "silent.mp4",
+                                                          "slow.mp4"]
+    prep = prepare(listed, tmp_path / "cache", decode_size(32), 10.0, required_sec("sync", cfg, 8))
+    assert [Path(c.path).name for c in prep.clips] == ["good.mp4"]
+    assert prep.skipped == {"too short": 1, "no audio": 1, "wrong rates": 1, "unreadable": 1} or \
+        sum(prep.skipped.values()) == 4 and {"too short", "no audio", "wrong rates"} <= set(prep.skipped)
+    report = prep.report("train")
+    assert report.startswith("train: 1 clips; skipped") and "too short" in report
+
+
+def test_clip_list_errors(tmp_path):
+    with pytest.raises(SynchformerError, match="does not exist"):
+        read_clip_list(tmp_path / "nope.csv")
+    (tmp_path / "x.csv").write_text("file,offset\na.mp4,1\n")
+    with pytest.raises(SynchformerError, match="'path' column"):
+        read_clip_list(tmp_path / "x.csv")
+    (tmp_path / "y.csv").write_text("path,offset_sec,vstart_sec\na.mp4,abc,1\n")
+    with pytest.raises(SynchformerError, match="line 2"):
+        read_clip_list(tmp_path / "y.csv")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SynchformerError, match="no video files"):
+        read_clip_list(tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def prepared(clips):
+    cfg = ModelConfig.tiny(image_size=32)
+    prep = prepare(read_clip_list(clips / "clips.csv"), clips / "cache", decode_size(32), 10.0,
+                   required_sec("synchronizability", ModelConfig.tiny(image_size=32, n_segments=13), 8))
+    assert len(prep.clips) == 8
+    return cfg, prep
+
+
+def test_fixed_offsets_give_the_reference_inputs(prepared, clips):
+    cfg, prep = prepared
+    ds = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=False)
+    grid = cfg.offset_grid()
+    for i in (0, 3, 4):
+        item, clip = ds[i], prep.clips[i]
+        decoded = load_av(clip.path, 0, 10, size=decode_size(32), crop=None)
+        video, audio = make_inputs(decoded.frames, decoded.audio, clip.vstart_sec, clip.offset_sec, crop=32)
+        assert torch.equal(item["video"], video) and torch.allclose(item["audio"], audio, atol=1e-5)
+        assert abs(float(grid[item["target"]]) - clip.offset_sec) < 1e-6
+
+
+def test_training_samples_draw_grid_offsets_with_jitter(prepared, clips):
+    cfg, prep = prepared
+    ds = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=True, seed=3)
+    grid = cfg.offset_grid().double()
+    seen = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            gen = torch.Generator().manual_seed(0)
+            from synchformer.training.data import sample_generator
+            p = ds.place(i, prep.clips[i].frames, sample_generator(3, epoch, i))
+            shift = p.first_sample - p.first_frame * 640
+            assert abs(shift - grid[p.target] * 16000) <= 800  # +-0.05 s jitter
+            assert p.first_frame >= 0 and p.first_frame + ds.span_frames <= prep.clips[i].frames
+            seen.add(p.target)
+            del gen
+    assert len(seen) >= 15  # uniform over the 21 classes
+    a, b = ds[2], ds[2]
+    assert torch.equal(a["video"], b["video"]) and a["target"] == b["target"]  # same (seed, epoch, index)
+
+
+def test_synchronizability_samples_are_half_out_of_sync(prepared, clips):
+    cfg3 = ModelConfig.tiny(image_size=32, n_segments=13, head="synchronizability")
+    _, prep = prepared
+    ds = SyncDataset(prep.clips, clips / "cache", "synchronizability", cfg3, train=True, seed=1)
+    from synchformer.training.data import sample_generator
+    targets = []
+    for epoch in range(10):
+        for i in range(len(ds)):
+            p = ds.place(i, prep.clips[i].frames, sample_generator(1, epoch, i))
+            targets.append(p.target)
+            if p.target == 0:
+                assert abs(abs(p.offset_sec) - 4.48) < 1e-6  # a window length away: no overlap
+                assert abs(abs(p.first_sample - p.first_frame * 640) - 4.48 * 16000) <= 800
+    assert 0.35 < np.mean(targets) < 0.65
+
+
+def test_contrastive_loss_and_temperature():
+    loss_fn = ContrastiveLoss()
+    x = torch.randn(20, 8)
+    low, hits = loss_fn(x, x + 0.01 * torch.randn(20, 8))
+    high, _ = loss_fn(x, torch.randn(20, 8))
+    assert low < 0.1 < high and hits.tolist() == [20.0, 20.0]
+    with torch.no_grad():
+        loss_fn.logit_scale.fill_(5.0)
+    loss_fn(x, x)
+    assert float(loss_fn.logit_scale.detach()) == 0.5  # clamped to [0.001, 0.5]
+
+
+# ------------------------------------------------------------------------------------------------ loop
+
+
+def test_each_stage_trains_and_writes_loadable_weights(tmp_path, clips):
+    s1 = train(config(tmp_path / "s1", clips, "contrastive", "data.segment_stride=16",
+                      f"data.valid={clips / 'clips.csv'}", "model.preset=tiny"), progress=False)
+    m1 = load_model(tmp_path / "s1" / "run" / "best.safetensors")
+    assert not m1.has_sync_head and s1["steps"] == 4 and s1["best"] is not None
+    events = read_events(next((tmp_path / "s1" / "run" / "logs").glob("events.out.tfevents.*")))
+    assert any("train/temperature" in e.get("scalars", {}) for e in events)
+    # stage II from the stage I encoders (sizes taken from the file), then stage III from stage II
+    train(config(tmp_path / "s2", clips, "sync", f"init={tmp_path / 's1' / 'run' / 'best.safetensors'}", "model={}",
+                 f"data.valid={clips / 'clips.csv'}"), progress=False)
+    m2 = load_model(tmp_path / "s2" / "run" / "best.safetensors")
+    for k, v in m1.state_dict().items():
+        if k.startswith(("vfeat_extractor.", "afeat_extractor.")):
+            assert torch.equal(v, m2.state_dict()[k]), k  # frozen in stage II
+    train(config(tmp_path / "s3", clips, "synchronizability", f"init={tmp_path / 's2' / 'run' / 'best.safetensors'}",
+                 "model={}"), progress=False)
+    m3 = load_model(tmp_path / "s3" / "run" / "best.safetensors")
+    assert m3.cfg.head == "synchronizability" and m3.cfg.n_segments == 13
+    lines = [json.loads(x) for x in (tmp_path / "s2" / "run" / "logs" / "metrics.jsonl").read_text().splitlines()]
+    assert any("valid/accuracy_1" in x for x in lines) and any("train/loss" in x for x in lines)
+
+
+def _weights(run: Path) -> dict:
+    return load_model(run / "last.safetensors").state_dict()
+
+
+def test_a_stopped_run_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_path, clips):
+    args = ["epochs=3", "save_every=1", "model.dropout=0.1", "data.augment.p_horizontal_flip=0.5"]
+    full = train(config(tmp_path / "a", clips, "sync", *args), progress=False)
+    part = train(config(tmp_path / "b", clips, "sync", *args), progress=False, stop_after=3)  # mid epoch 2
+    assert part["steps"] == 3 and not (tmp_path / "b" / "run" / "last.safetensors").exists()
+    rest = train(config(tmp_path / "b", clips, "sync", *args), progress=False)
+    assert full["steps"] == rest["steps"] == 6
+    a, b = _weights(tmp_path / "a" / "run"), _weights(tmp_path / "b" / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    losses = [[json.loads(x)["train/loss"] for x in (tmp_path / r / "run" / "logs" / "metrics.jsonl").read_text()
+               .splitlines() if "train/loss" in x] for r in ("a", "b")]
+    assert losses[0] == losses[1]
+
+
+def _cli_env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+
+def _cli_args(out: Path, clips: Path, *extra) -> list[str]:
+    return ["train", "sync", f"out_dir={out}", f"data.train={clips / 'clips.csv'}",
+            f"data.cache_dir={clips / 'cache'}", f"model={json.dumps(TINY)}", "data.num_workers=0",
+            "optim.lr=1e-3", "optim.warmup_steps=2", "log_every=1", "device=cpu", "--quiet", *extra]
+
+
+def test_a_killed_run_resumes_exactly(tmp_path, clips):
+    # every run in a subprocess with one thread: bit-equality holds for the same number of threads
+    args = ["epochs=30", "save_every=1", "data.batch_size=4"]
+
+    def cmd(out):
+        return [sys.executable, "-m", "synchformer", *_cli_args(out, clips, *args)]
+
+    subprocess.run(cmd(tmp_path / "full"), env=_cli_env(), check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(cmd(tmp_path / "killed"), env=_cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    pointer = tmp_path / "killed" / "checkpoints" / "last.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not pointer.exists() or json.loads(pointer.read_text())["step"] < 5):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert json.loads(pointer.read_text())["step"] < 60, "the run ended before it could be killed"
+    resumed = subprocess.run(cmd(tmp_path / "killed"), env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "resuming from step" in resumed.stdout
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "killed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("stage, extra", [("sync", []), ("contrastive", ["gather_for_loss=true", "data.segment_stride=16"])])
+def test_torchrun_two_processes_follow_the_one_process_loss_curve(tmp_path, clips, stage, extra):
+    args = ["epochs=2", "save_every=100", *extra]
+    one = _cli_args(tmp_path / "one", clips, "data.batch_size=4", *args)
+    one[1] = stage
+    assert main(one) == 0
+    two = _cli_args(tmp_path / "two", clips, "data.batch_size=2", *args)
+    two[1] = stage
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "synchformer",
+           *two]
+    proc = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    curves = [[json.loads(x)["train/loss"] for x in (tmp_path / r / "logs" / "metrics.jsonl").read_text().splitlines()]
+              for r in ("one", "two")]
+    assert len(curves[0]) == len(curves[1]) == 4
+    np.testing.assert_allclose(curves[0], curves[1], rtol=1e-5)
+
+
+def test_cached_features_are_the_encoders_outputs(tmp_path, prepared, clips):
+    cfg, prep = prepared
+    torch.manual_seed(0)
+    model = Synchformer(cfg).eval()
+    base = SyncDataset(prep.clips[:3], clips / "cache", "sync", cfg, train=False)
+    feats = FeatureDataset(base, build_feature_cache(model, base.clips, clips / "cache", "cpu", Dist()))
+    for i in range(3):
+        raw, cached = base[i], feats[i]
+        assert raw["target"] == cached["target"]
+        with torch.no_grad():
+            v = model.extract_vfeats(raw["video"][None])[0]
+            a = model.extract_afeats(raw["audio"][None])[0]
+        # the audio start is rounded to a whole frame (<= 20 ms); the synthetic audio barely changes in that time
+        assert torch.allclose(cached["vfeats"].float(), v, atol=2e-2)
+        assert torch.allclose(cached["afeats"].float(), a, atol=0.15)
+
+
+def test_stage_two_on_cached_features(tmp_path, clips):
+    s = train(config(tmp_path, clips, "sync", "cache_features=true", "feature_video_step=2",
+                     f"data.valid={clips / 'clips.csv'}"),
+              progress=False)
+    assert s["steps"] == 4 and s["best"] is not None
+    assert list((clips / "cache").glob("features-*/*.video2.npy")) and list((clips / "cache").glob("features-*/*.video1.npy"))
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = Synchformer(ModelConfig.tiny(image_size=32, dropout=0.0))
+    video, audio = torch.randn(1, 14, 16, 3, 32, 32), torch.randn(1, 14, 1, 128, 66)
+    grads = []
+    for on in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(on)
+        model(video, audio).square().sum().backward()
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][k], grads[1][k], atol=1e-6) for k in grads[0])
+
+
+# ------------------------------------------------------------------------------------------------ eval
+
+
+def test_eval_reports_model_and_baseline(tmp_path, clips):
+    train(config(tmp_path, clips, "sync"), progress=False)
+    out = tmp_path / "eval"
+    assert main(["eval", str(clips / "clips.csv"), "--weights", str(tmp_path / "run" / "best.safetensors"),
+                 "--out", str(out), "--device", "cpu"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert report["clips"] == 8 and set(report["results"]) == {"model", "baseline (onset x motion cross-correlation)"}
+    for res in report["results"].values():
+        assert 0 <= res["accuracy_1"] <= res["accuracy_1_tol1"] <= 1 and res["n"] == 8
+    assert (out / "model_confusion.png").stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------- demo, bundled model
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    from synchformer.model import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_model(Synchformer(ModelConfig.tiny(image_size=32)), path)
+    return path
+
+
+def test_demo_makes_a_shifted_clip_and_predicts_it(tiny_weights, tmp_path, capsys):
+    keep = tmp_path / "demo.mp4"
+    assert main(["demo", "--weights", str(tiny_weights), "--seed", "3", "--offset", "0.4", "--keep", str(keep),
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "true offset:      +0.40 s (audio leads the video by 0.40 s)" in out and "predicted offset:" in out
+    assert load_av(keep, 0, None, size=None, crop=None).frames.shape[0] == 250
+    assert main(["demo", "--weights", str(tiny_weights), "--offset", "3", "--device", "cpu"]) == 2
+
+
+def test_commands_without_weights_use_the_bundled_model(tiny_weights, monkeypatch, capsys, clips):
+    from synchformer.model import bundled
+    from synchformer.model.checkpoint import sha256sum
+
+    monkeypatch.setattr(bundled, "SYNTHETIC_TINY", tiny_weights.parent / "absent.safetensors")
+    assert main(["predict", str(clips / "c0.mp4"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "ships no bundled model" in err and err.count("\n") == 1
+    monkeypatch.setattr(bundled, "SYNTHETIC_TINY", tiny_weights)
+    monkeypatch.setattr(bundled, "SYNTHETIC_TINY_SHA256", "0" * 64)
+    assert main(["predict", str(clips / "c0.mp4"), "--device", "cpu"]) == 2
+    assert "checksum" in capsys.readouterr().err
+    monkeypatch.setattr(bundled, "SYNTHETIC_TINY_SHA256", sha256sum(tiny_weights))
+    assert main(["predict", str(clips / "c0.mp4"), "--device", "cpu", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "trained on synthetic" in captured.err and json.loads(captured.out)["file"].endswith("c0.mp4")
+
+
+@pytest.mark.parametrize("stage", ["contrastive", "sync"])
+def test_shipped_configs_parse(stage):
+    cfg = load_config(stage, Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{stage}.json")
+    assert cfg.stage == stage and cfg.data.train.endswith("clips.csv")
