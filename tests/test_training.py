@@ -397,3 +397,11 @@ def test_commands_without_weights_use_the_bundled_model(tiny_weights, monkeypatc
 def test_shipped_configs_parse(stage):
     cfg = load_config(stage, Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{stage}.json")
     assert cfg.stage == stage and cfg.data.train.endswith("clips.csv")
+
+
+def test_bf16_autocast_trains_on_cpu(tmp_path, clips):
+    s = train(config(tmp_path, clips, "sync", "precision=bf16", "epochs=1"), progress=False)
+    assert s["steps"] == 2
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values())
+    with pytest.raises(SynchformerError, match="fp16 needs a GPU"):
+        train(config(tmp_path / "b", clips, "sync", "precision=fp16", "epochs=1"), progress=False)

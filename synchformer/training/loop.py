@@ -295,8 +295,6 @@ def _autocast(cfg: TrainConfig, device: str):
     if cfg.precision == "fp32":
         return contextlib.nullcontext()
     kind = "cuda" if device.startswith("cuda") else "cpu"
-    if cfg.precision == "fp16" and kind == "cpu":
-        raise SynchformerError(None, "precision fp16 needs a GPU; use bf16 on CPU")
     return torch.autocast(kind, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
 
 
@@ -338,6 +336,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     ``stop_after``: leave after this many steps of this call (tests use it to stand in for a kill)."""
     d = init_distributed(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     device = pick_device(cfg.device, d)
+    if cfg.precision == "fp16" and not device.startswith("cuda"):
+        raise SynchformerError(None, "precision fp16 needs a GPU; use bf16 on CPU")
     out = Path(cfg.out_dir)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
