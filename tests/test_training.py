@@ -405,3 +405,10 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, clips):
     assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values())
     with pytest.raises(SynchformerError, match="fp16 needs a GPU"):
         train(config(tmp_path / "b", clips, "sync", "precision=fp16", "epochs=1"), progress=False)
+
+
+def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, clips):
+    s = train(config(tmp_path, clips, "sync", "optim.lr=0", "epochs=10", "patience=2",
+                     f"data.valid={clips / 'clips.csv'}"), progress=False)
+    assert s["epochs"] == 3 and s["best_epoch"] == 1  # epochs 2 and 3 were no better: stop
+    assert (tmp_path / "run" / "best.safetensors").exists()
