@@ -47,7 +47,7 @@ def worker_forward(args) -> dict:
 
     torch.manual_seed(0)
     cfg = ModelConfig() if args.config == "full" else ModelConfig.tiny()
-    model = Synchformer(cfg).eval().to(args.device)
+    model = Synchformer(cfg, segment_batch=args.segment_batch or None).eval().to(args.device)
     if args.impl == "reference":
         from reference_style import ReferenceStyle
 
@@ -140,7 +140,8 @@ def run_json(script: str, argv: list[str], threads: int) -> dict:
 
 def run_worker(kind: str, impl: str, args) -> dict:
     return run_json(__file__, ["--worker", kind, "--impl", impl, "--config", args.config, "--threads",
-                               str(args.threads), "--device", args.device, "--repeats", str(args.repeats)], args.threads)
+                               str(args.threads), "--device", args.device, "--repeats", str(args.repeats),
+                               "--segment-batch", str(args.segment_batch)], args.threads)
 
 
 def main():
@@ -149,6 +150,8 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=2, help="forward passes per implementation; the fastest counts")
+    p.add_argument("--segment-batch", type=int, default=0,
+                   help="segments per window per encoder call (ours; default: 2 on a CPU, 14 on a GPU; the reference: 14)")
     p.add_argument("--skip-reference", action="store_true", help="time only our implementation")
     p.add_argument("--worker", choices=["forward", "preprocess"], help=argparse.SUPPRESS)
     p.add_argument("--impl", choices=["ours", "reference"], default="ours", help=argparse.SUPPRESS)

@@ -407,11 +407,12 @@ class SyncTransformer(nn.Module):
 class Synchformer(nn.Module):
     has_sync_head = True  # False for weights that hold only the encoders (stage I files)
 
-    def __init__(self, cfg: ModelConfig | None = None, segment_batch: int = 2):
+    def __init__(self, cfg: ModelConfig | None = None, segment_batch: int | None = None):
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
-        # Segments are independent in the encoders: running a few at a time bounds the activation memory
-        # without slowing the (matmul-bound) encoders down.
+        # Segments are independent in the encoders. On a CPU, two per window at a time bound the activation
+        # memory without slowing the (matmul-bound) encoders down; a GPU needs whole windows per call to stay
+        # busy (benchmarks/bench_core.py on an H100: 0.24 s a window with 2, 0.15 s with 14). None: that choice.
         self.segment_batch = segment_batch
         self.vfeat_extractor = VisualEncoder(cfg)
         self.afeat_extractor = AudioEncoder(cfg)
@@ -427,7 +428,8 @@ class Synchformer(nn.Module):
     def _by_segments(self, encoder, x):  # (B, S, ...) -> (B, S, t, D)
         b, s = x.shape[:2]
         x = x.reshape(b * s, *x.shape[2:])
-        step = self.segment_batch * b if not torch.is_grad_enabled() else len(x)
+        per_window = self.segment_batch or (s if x.is_cuda else 2)
+        step = per_window * b if not torch.is_grad_enabled() else len(x)
         out = torch.cat([encoder(chunk) for chunk in x.split(max(step, 1))])
         return out.view(b, s, *out.shape[1:])
 
