@@ -20,6 +20,7 @@ p.add_argument('--batch', type=int, default=32); p.add_argument('--device', defa
 p.add_argument('--seconds', type=float, default=0, help='stop after this wall time')
 p.add_argument('--warmup', type=int, default=0); p.add_argument('--qk-std', type=float, default=0.0); p.add_argument('--tag', default='')
 p.add_argument('--curriculum', type=int, default=0, help='first N steps: one clean event per clip')
+p.add_argument('--ramp', type=int, default=0, help='then over N steps: events, noise and distractors grow to the full task')
 args = p.parse_args()
 dev = args.device
 torch.manual_seed(0)
@@ -49,9 +50,10 @@ with torch.no_grad():
             blk.attn.query.weight.normal_(0, args.qk_std); blk.attn.key.weight.normal_(0, args.qk_std)
 LO, HI = map(int, args.events.split(','))
 
-def batch(B, easy=False):
-    lo, hi = (1, 2) if easy else (LO, HI)
-    noise, distr = (0.0, 0.0) if easy else (args.noise, args.distr)
+def batch(B, easy=False, frac=1.0):
+    lo = 1 if easy else 1 + round(frac * (LO - 1))
+    hi = 2 if easy else max(lo + 1, round(2 + frac * (HI - 2)))
+    noise, distr = (0.0, 0.0) if easy else (frac * args.noise, frac * args.distr)
     c = torch.randint(21, (B,), device=dev)
     n = torch.randint(lo, hi, (B, 1), device=dev)
     ev = torch.rand(B, hi, device=dev) * 9.0
@@ -85,7 +87,8 @@ with torch.no_grad():
     v, a, c, ve, ae = batch(2048)
     print(json.dumps({'tag': args.tag, 'xcorr_acc': xcorr_acc(ve, ae, c)}), flush=True)
 for i in range(args.steps + 1):
-    v, a, c, _, _ = batch(args.batch, easy=i < args.curriculum)
+    frac = min(1.0, (i - args.curriculum + 1) / args.ramp) if args.ramp else 1.0
+    v, a, c, _, _ = batch(args.batch, easy=i < args.curriculum, frac=frac)
     loss = F.cross_entropy(m.compare_v_a(v, a), c)
     opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(params, 1.0); opt.step(); sched.step()
     run = loss.item() if run is None else 0.98 * run + 0.02 * loss.item()
