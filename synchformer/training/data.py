@@ -28,6 +28,7 @@ import torch
 from synchformer.constants import AUDIO_SR, SAMPLES_PER_FRAME, SEGMENT_FRAMES, SEGMENT_SAMPLES, VIDEO_FPS
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import LEAD_FRAMES, LEAD_SAMPLES, audio_to_model, center_crop, frames_to_model
+from synchformer.io.outputs import write_atomic
 from synchformer.model import ModelConfig
 
 from .augment import Augment
@@ -93,11 +94,9 @@ def _cache_key(path: str, size: int, max_sec: float) -> str:
     return hashlib.sha1(ident.encode()).hexdigest()[:20]
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """``array`` as ``.npy``, written atomically (a reader never maps a half-written file)."""
+    write_atomic(path, lambda tmp: np.save(tmp, array, allow_pickle=False))
 
 
 def _decode_one(path: str, cache_dir: str, size: int, max_sec: float, need_sec: float, min_fps: float,
@@ -128,11 +127,10 @@ def _decode_one(path: str, cache_dir: str, size: int, max_sec: float, need_sec: 
     n = len(clip.frames)
     if n / VIDEO_FPS < need_sec:
         return key, f"too short: {n / VIDEO_FPS:.2f} s (needs {need_sec:.2f} s)", n
-    _save_npy(Path(cache_dir) / f"{key}.video.npy", clip.frames.numpy())
-    _save_npy(Path(cache_dir) / f"{key}.audio.npy", clip.audio.numpy())
-    tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"path": path, "frames": n, "size": size}))
-    os.replace(tmp, meta)  # written last: a clip is cached only once both arrays are complete
+    save_npy(Path(cache_dir) / f"{key}.video.npy", clip.frames.numpy())
+    save_npy(Path(cache_dir) / f"{key}.audio.npy", clip.audio.numpy())
+    # written last: a clip is cached only once both arrays are complete
+    write_atomic(meta, lambda tmp: Path(tmp).write_text(json.dumps({"path": path, "frames": n, "size": size})))
     return key, None, n
 
 

@@ -11,6 +11,7 @@ import torch
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
 
+from .config import DataConfig
 from .data import SyncDataset, prepare, read_clip_list, required_sec
 from .metrics import confusion_matrix, offset_metrics, plot_confusion, plot_roc, sync_metrics
 
@@ -20,8 +21,9 @@ def eval_dataset(source, cfg, *, seed: int = 0, cache_dir=None, workers: int = 1
     given, otherwise one offset per clip drawn from ``seed``. Returns (dataset, Prepared)."""
     stage = "sync" if cfg.head == "offset" else "synchronizability"
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="synchformer-eval-"))
-    prep = prepare(read_clip_list(source), cache, decode_size(cfg.image_size), 10.0, required_sec(stage, cfg, 8),
-                   workers=workers, progress=progress)
+    data = DataConfig()  # the training defaults: 10 s clips, segments 8 frames apart
+    prep = prepare(read_clip_list(source), cache, decode_size(cfg.image_size), data.max_clip_sec,
+                   required_sec(stage, cfg, data.segment_stride), workers=workers, progress=progress)
     if not prep.clips:
         raise SynchformerError(source, f"no usable clips ({prep.report('clips')})")
     return SyncDataset(prep.clips, cache, stage, cfg, train=False, seed=seed), prep

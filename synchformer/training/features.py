@@ -10,7 +10,6 @@ the audio jitter is rounded to whole frames (0.04 s).
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from synchformer.constants import SAMPLES_PER_FRAME, SEGMENT_FRAMES, SEGMENT_SAM
 from synchformer.features.segments import audio_to_model, center_crop, frames_to_model
 from synchformer.model import Synchformer
 
-from .data import SyncDataset, load_cached, sample_generator
+from .data import SyncDataset, load_cached, sample_generator, save_npy
 
 
 def encoder_digest(model: Synchformer) -> str:
@@ -70,10 +69,7 @@ def build_feature_cache(model: Synchformer, clips, cache_dir: Path, device: str,
     for clip in mine:
         vf, af = encode_clip(model, *load_cached(Path(cache_dir), clip.key), device, video_step)
         for name, arr in ((f"video{video_step}", vf), ("audio", af)):
-            tmp = out / f".{clip.key}.{name}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-            os.replace(tmp, out / f"{clip.key}.{name}.npy")
+            save_npy(out / f"{clip.key}.{name}.npy", arr)
     model.train(was_training)
     if d.world > 1:
         dist.barrier()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -25,6 +26,7 @@ from torch import nn
 
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
+from synchformer.io.outputs import write_atomic
 from synchformer.model import Synchformer
 from synchformer.model.checkpoint import read_checkpoint, save_safetensors
 from synchformer.model.load import FORMAT_VERSION
@@ -35,7 +37,7 @@ from .data import SyncDataset, prepare, read_clip_list, required_sec
 from .features import FeatureDataset, build_feature_cache
 from .logs import ScalarLog
 from .losses import ContrastiveLoss
-from .metrics import offset_metrics, sync_metrics
+from .evaluate import metrics_of
 
 METRIC = {"contrastive": "segment_accuracy", "sync": "accuracy_1", "synchronizability": "accuracy"}
 
@@ -219,16 +221,13 @@ def save_checkpoint(out: Path, stage: Stage, opt, sched, scaler, progress: dict)
     ckdir.mkdir(parents=True, exist_ok=True)
     weights, state = ckdir / f"step-{step:08d}.safetensors", ckdir / f"step-{step:08d}.state.pt"
     save_weights(stage.model, weights, {"step": step})
-    tmp = state.with_name(f".{state.name}.tmp")
-    torch.save({"stage": {k: v for k, v in stage.state_dict().items() if not k.startswith("model.")},
-                "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None,
-                "rng": torch.get_rng_state(), "progress": progress}, tmp)
-    os.replace(tmp, state)
-    pointer = ckdir / "last.json"
-    tmp = pointer.with_name(".last.json.tmp")
-    tmp.write_text(json.dumps({"step": step, "weights": weights.name, "state": state.name}))
-    os.replace(tmp, pointer)
+    resume = {"stage": {k: v for k, v in stage.state_dict().items() if not k.startswith("model.")},
+              "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+              "scaler": scaler.state_dict() if scaler is not None else None,
+              "rng": torch.get_rng_state(), "progress": progress}
+    write_atomic(state, lambda tmp: torch.save(resume, tmp))
+    pointer = json.dumps({"step": step, "weights": weights.name, "state": state.name})
+    write_atomic(ckdir / "last.json", lambda tmp: Path(tmp).write_text(pointer))
     for old in ckdir.glob("step-*"):  # keep only the newest checkpoint
         if not old.name.startswith(f"step-{step:08d}."):
             old.unlink(missing_ok=True)
@@ -283,10 +282,8 @@ def run_eval(stage: Stage, dataset, cfg: TrainConfig, d: Dist, device: str) -> d
     if stage.stage == "contrastive":
         hits = torch.stack(outs).sum(0)
         result["segment_accuracy"] = float(hits[0] / hits[1])
-    elif stage.stage == "sync":
-        result.update({k: v for k, v in offset_metrics(torch.cat(outs), targets).items() if k != "per_class_accuracy"})
     else:
-        result.update(sync_metrics(torch.cat(outs), targets))
+        result.update(metrics_of(torch.cat(outs), targets, "offset" if stage.stage == "sync" else "synchronizability"))
     stage.train()
     return result
 
@@ -312,16 +309,14 @@ def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool):
             if name == "train":
                 raise SynchformerError(None, "no training data: set data.train to a folder of videos or a CSV")
             continue
-        clips = read_clip_list(source)
+        check = functools.partial(prepare, read_clip_list(source), cfg.cache_dir, size, cfg.data.max_clip_sec, need,
+                                  min_fps=cfg.data.min_fps, min_sample_rate=cfg.data.min_sample_rate)
         if d.main:
-            prep = prepare(clips, cfg.cache_dir, size, cfg.data.max_clip_sec, need, min_fps=cfg.data.min_fps,
-                           min_sample_rate=cfg.data.min_sample_rate, workers=cfg.data.decode_workers,
-                           progress=progress)
+            prep = check(workers=cfg.data.decode_workers, progress=progress)
         if d.world > 1:
             dist.barrier()
         if not d.main:  # everything is cached now: this pass only reads the metadata
-            prep = prepare(clips, cfg.cache_dir, size, cfg.data.max_clip_sec, need, min_fps=cfg.data.min_fps,
-                           min_sample_rate=cfg.data.min_sample_rate)
+            prep = check()
         if not prep.clips:
             raise SynchformerError(source, f"no usable clips ({prep.report(name)})")
         out[name] = (prep, SyncDataset(prep.clips, cfg.cache_dir, cfg.stage, mcfg, train=name == "train",
@@ -334,7 +329,7 @@ def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool):
 def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> dict:
     """Train one stage as configured; resumes from ``out_dir`` if it holds a checkpoint. Returns a summary.
     ``stop_after``: leave after this many steps of this call (tests use it to stand in for a kill)."""
-    d = init_distributed(cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    d = init_distributed(pick_device(cfg.device, Dist()))
     device = pick_device(cfg.device, d)
     if cfg.precision == "fp16" and not device.startswith("cuda"):
         raise SynchformerError(None, "precision fp16 needs a GPU; use bf16 on CPU")
@@ -392,7 +387,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
                                                   else None)
     metric = METRIC[cfg.stage]
     bar = _bar(total, prog["step"], progress and d.main)
-    calls, stop, t0 = 0, False, time.time()
+    calls, stop, interrupted, t0 = 0, False, False, time.time()
+    stage1 = cfg.stage == "contrastive"
     stage.train()
     while prog["epoch"] < cfg.epochs and not stop:
         train_set.set_epoch(prog["epoch"])
@@ -437,9 +433,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
             if prog["step"] % cfg.save_every == 0 and not done and d.main:
                 save_checkpoint(out, stage, opt, sched, scaler, prog)
             if done or (stop_after and calls >= stop_after):
-                stop = True
+                stop, interrupted = True, not done
                 break
-        if stop and not (cfg.max_steps and prog["step"] >= cfg.max_steps):
+        if interrupted:
             break  # stop_after: leave without finishing the epoch (as a killed run would)
         # epoch end (or max_steps reached): validate, keep the best, stop early
         prog["epoch"] += 1
@@ -454,7 +450,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
                 prog.update(best=res[metric], best_epoch=prog["epoch"], bad_epochs=0)
                 if d.main:
                     save_weights(model, out / "best.safetensors", {"step": prog["step"], metric: res[metric]},
-                                 encoders_only=cfg.stage == "contrastive")
+                                 encoders_only=stage1)
             else:
                 prog["bad_epochs"] += 1
                 if prog["bad_epochs"] >= cfg.patience:
@@ -465,12 +461,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
             save_checkpoint(out, stage, opt, sched, scaler, prog)
     if bar is not None:
         bar.close()
-    finished = not (stop_after and calls >= stop_after and not (cfg.max_steps and prog["step"] >= cfg.max_steps))
-    if d.main and finished:
-        save_weights(model, out / "last.safetensors", {"step": prog["step"]}, encoders_only=cfg.stage == "contrastive")
+    if d.main and not interrupted:
+        save_weights(model, out / "last.safetensors", {"step": prog["step"]}, encoders_only=stage1)
         if valid_set is None:  # without validation the last weights are the result
-            save_weights(model, out / "best.safetensors", {"step": prog["step"]},
-                         encoders_only=cfg.stage == "contrastive")
+            save_weights(model, out / "best.safetensors", {"step": prog["step"]}, encoders_only=stage1)
     log.close()
     if d.world > 1:
         dist.barrier()

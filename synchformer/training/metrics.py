@@ -7,10 +7,11 @@ go straight into JSON logs. The plots need matplotlib (the ``plot`` extra), impo
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 from torch import Tensor
+
+from synchformer.io.outputs import write_atomic
 
 
 def offset_metrics(logits: Tensor, targets: Tensor) -> dict:
@@ -125,15 +126,5 @@ def _figure(figsize):
 
 
 def _save(fig, path) -> None:
-    # write next to the target with the same suffix (savefig picks the format from it), then rename, so a
-    # reader never sees a half-written image
-    # (a plain name rather than mkstemp, whose 0600 mode would outlive the rename)
-    root, ext = os.path.splitext(os.fspath(path))
-    tmp = f"{root}.tmp{os.getpid()}{ext}"
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # the temporary file keeps the target's suffix, from which savefig picks the format
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
