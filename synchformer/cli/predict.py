@@ -38,7 +38,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    model = load_or_bundled(args.weights, args.device)
+    model = load(args.weights, args.device) if args.weights else load_or_bundled(None, args.device)
     if args.start is not None:
         return _single_window(model, args)
     if model.cfg.head != "offset":
