@@ -13,7 +13,7 @@ import pytest
 import synchformer.cli.synth as synth_cli
 from synchformer.errors import SynchformerError
 from synchformer.io.decode import load_av
-from synchformer.training.synth import _plan, make_sparse_clip, synth
+from synchformer.training.synth import Cues, _plan, ceiling, make_sparse_clip, synth
 
 SEED, OFFSET = 3, 0.6  # seed 3 has flashes, hits and bounces
 
@@ -143,3 +143,62 @@ def test_synth_folder_resumed_never_overwritten(tmp_path, capsys):
         synth(out, 3, seed=1, duration=6, size=48, progress=False)
     with pytest.raises(SynchformerError, match="at least 5"):
         synth(tmp_path / "short", 3, duration=3, progress=False)
+
+
+def _bench(folder, rows):
+    """A synth-style folder from (events, offset_sec, vstart_sec) rows, without videos."""
+    folder.mkdir()
+    (folder / "events.jsonl").write_text("".join(
+        json.dumps({"path": f"c{i}.mp4", "events": ev, "kinds": ["flash"] * len(ev)}) + "\n"
+        for i, (ev, _, _) in enumerate(rows)))
+    (folder / "clips.csv").write_text("path,offset_sec,vstart_sec\n" + "".join(
+        f"c{i}.mp4,{off},{vstart}\n" for i, (_, off, vstart) in enumerate(rows)))
+    return folder / "clips.csv"
+
+
+def test_ceiling_counts_the_offsets_the_events_allow(tmp_path):
+    # windows: video [vstart + 0.08, + 4.8), audio the same shifted by the offset
+    two_events = ([3.0, 4.0], 0.6, 1.0)  # both seen in both windows: only +0.6 lines them up
+    none_seen = ([0.2, 9.8], -1.0, 2.0)  # nothing in either window: all 21 offsets are possible
+    csv_path = _bench(tmp_path / "a", [two_events, none_seen])
+    res = ceiling(csv_path)
+    assert res["clips"] == 2 and res["unique"] == 0.5
+    assert res["accuracy_1"] == pytest.approx((1 + 1 / 21) / 2)
+    assert res["accuracy_1_tol1"] == pytest.approx((1 + 3 / 21) / 2)
+
+    # heard at 3.92 s into the audio window, seen 0.12 s after the video window ends: any offset that would
+    # put the picture inside the video window is ruled out, which leaves +1.0 .. +2.0
+    just_outside = ([6.0], 1.0, 1.0)
+    res = ceiling(_bench(tmp_path / "b", [just_outside]))
+    assert res["accuracy_1"] == pytest.approx(1 / 6) and res["accuracy_1_tol1"] == pytest.approx(3 / 6)
+    # a model that sees the ball coming (margin) pins it down
+    assert ceiling(tmp_path / "b" / "clips.csv", margin_sec=0.64)["accuracy_1"] == 1.0
+
+    (tmp_path / "b" / "events.jsonl").unlink()
+    with pytest.raises(SynchformerError, match="no events.jsonl"):
+        ceiling(tmp_path / "b" / "clips.csv")
+
+
+def test_easier_cues_make_a_curriculum(tmp_path):
+    easy = Cues(events=(1, 1), distractors=(0, 0), quiet_sounds=(0, 0), noise=False)
+    for seed in range(5):
+        plan = _plan(seed, 10.0, 64, 0.0, easy)
+        assert len(plan.events) == 2  # one per 5 s stretch
+        assert all(sp in plan.actors or sp.shape == "rect" for sp in plan.sprites)  # events only (and bars)
+        quiet = np.ones(len(plan.audio), bool)
+        for t in plan.events:
+            quiet[round(t * 16000):round((t + 0.08) * 16000)] = False
+        assert np.abs(plan.audio[quiet]).max() == 0  # no noise, no stray sounds
+    assert len(_plan(0, 10.0, 64, 0.0).sprites) > len(_plan(0, 10.0, 64, 0.0, easy).sprites)
+
+    out = tmp_path / "easy"
+    parser = argparse.ArgumentParser()
+    args = synth_cli.add_parser(parser.add_subparsers()).parse_args
+    assert synth_cli.run(args([str(out), "--n", "1", "--duration", "5", "--size", "32", "--events", "1,1",
+                               "--distractors", "0,0", "--quiet-sounds", "0,0", "--no-noise"])) == 0
+    assert json.loads((out / "synth.json").read_text())["cues"] == {
+        "events": [1, 1], "distractors": [0, 0], "quiet_sounds": [0, 0], "noise": False}
+    with pytest.raises(SynchformerError, match="other arguments"):  # a folder holds one difficulty
+        synth(out, 1, duration=5, size=32, progress=False)
+    with pytest.raises(SynchformerError, match="events must be a range"):
+        synth_cli.run(args([str(tmp_path / "bad"), "--events", "3,1"]))

@@ -39,11 +39,13 @@ TINY = {"preset": "tiny", "image_size": 32, "dropout": 0.0}
 def clips(tmp_path_factory):
     """Eight 10-s synthetic clips and a CSV of them with fixed offsets."""
     root = tmp_path_factory.mktemp("clips")
-    rows = ["path,offset_sec,vstart_sec"]
+    rows, events = ["path,offset_sec,vstart_sec"], []
     for i in range(8):
-        make_sparse_clip(root / f"c{i}.mp4", seed=100 + i, size=48)
+        info = make_sparse_clip(root / f"c{i}.mp4", seed=100 + i, size=48)
         rows.append(f"c{i}.mp4,{[-1.2, 0.0, 0.4, 2.0, -2.0, 0.8, -0.2, 1.6][i]},{[2.5, 1.0, 1.2, 0.3, 2.0, 1.5, 0.9, 1.0][i]}")
+        events.append(json.dumps({"path": f"c{i}.mp4", **info}))
     (root / "clips.csv").write_text("\n".join(rows) + "\n")
+    (root / "events.jsonl").write_text("\n".join(events) + "\n")  # as synth writes it: eval adds the ceiling
     return root
 
 
@@ -83,6 +85,31 @@ def test_config_errors_name_the_file_and_setting(tmp_path, text, overrides, prob
     with pytest.raises(SynchformerError, match=problem) as e:
         load_config("sync", f, overrides)
     assert str(f) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_sharp_start_gives_time_positions_and_sharper_attention(tmp_path):
+    from synchformer.model import save_model
+    from synchformer.training.loop import build_model
+
+    tiny = ["model.preset=tiny", "model.width=64", "model.heads=4"]
+    ref = build_model(load_config("sync", None, tiny))
+    sharp = build_model(load_config("sync", None, tiny + ["sync_start=sharp"]))
+    for m, std in ((ref, 0.02), (sharp, 2 / 64 ** 0.5)):
+        assert m.transformer.blocks[0].attn.query.weight.std().item() == pytest.approx(std, rel=0.1)
+    pe = torch.nn.functional.normalize(sharp.transformer.pos_emb_cfg.pos_emb[0], dim=-1)
+    vis, aud = pe[1:1 + 14 * 8], pe[2 + 14 * 8:]  # token centres 0.08 s and 0.107 s apart, segments 0.32 s apart
+    assert vis[0] @ aud[0] > 0.8  # visual 0.04 s, audio 0.053 s: nearly the same time
+    assert vis[0] @ vis[1] > 0.3 + vis[0] @ vis[26]  # 0.08 s vs about 1 s apart
+    assert vis[3 * 8] @ aud[3 * 6] > 0.8 > 0.3 > vis[3 * 8] @ aud[9 * 6]  # same segment start vs 1.9 s apart
+    # a file that holds a sync transformer (stage II, for stage III) overrides the fresh start
+    save_model(ref, tmp_path / "s2.safetensors")
+    s3 = build_model(load_config("synchronizability", None, [f"init={tmp_path / 's2.safetensors'}", "sync_start=sharp"]))
+    own = s3.transformer.pos_emb_cfg.pos_emb
+    assert torch.equal(own, ref.transformer.pos_emb_cfg.pos_emb[:, :own.shape[1]])  # trimmed, as the reference
+    again = build_model(load_config("sync", None, [f"init={tmp_path / 's2.safetensors'}", "sync_start=sharp"]))
+    assert all(torch.equal(v, ref.state_dict()[k]) for k, v in again.state_dict().items())  # stage II in rounds
+    with pytest.raises(SynchformerError, match="sync_start"):
+        load_config("sync", None, ["sync_start=sharpest"])
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -349,6 +376,7 @@ def test_eval_reports_model_and_baseline(tmp_path, clips):
     assert report["clips"] == 8 and set(report["results"]) == {"model", "baseline (onset x motion cross-correlation)"}
     for res in report["results"].values():
         assert 0 <= res["accuracy_1"] <= res["accuracy_1_tol1"] <= 1 and res["n"] == 8
+    assert report["ceiling"]["clips"] == 8 and 0 < report["ceiling"]["accuracy_1"] <= report["ceiling"]["accuracy_1_tol1"] <= 1
     assert (out / "model_confusion.png").stat().st_size > 1000
 
 

@@ -57,7 +57,24 @@ def run(args):
             plot(logits, targets, cfg, out / f"{tag}_{'confusion' if cfg.head == 'offset' else 'roc'}.png",
                  f"{tag}: Acc@1 {res.get('accuracy_1', res.get('accuracy')):.3f}")
             torch.save({"logits": logits, "targets": targets}, out / f"{tag}_logits.pt")
+    bound = _ceiling(args.data, cfg)
+    if bound:
+        report["ceiling"] = bound
+        print(f"ceiling (every event found exactly; synth's events.jsonl): accuracy_1 {bound['accuracy_1']:.4f}  "
+              f"accuracy_1_tol1 {bound['accuracy_1_tol1']:.4f}")
     if out:
         (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {out / 'eval.json'}")
     return 0
+
+
+def _ceiling(data, cfg) -> dict | None:
+    """On a folder made by ``synchformer synth`` (its CSV with events.jsonl beside it): the best scores the
+    window's events allow, so a model's numbers can be read against what is possible at all."""
+    from synchformer.constants import SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
+    from synchformer.training.synth import ceiling
+
+    path = Path(data)
+    if cfg.head != "offset" or path.suffix.lower() != ".csv" or not (path.parent / "events.jsonl").is_file():
+        return None
+    return ceiling(path, window_sec=(SEGMENT_FRAMES + (cfg.n_segments - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS)

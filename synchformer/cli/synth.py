@@ -19,13 +19,36 @@ def add_parser(sub):
     p.add_argument("--duration", type=float, default=10.0, metavar="SEC", help="clip length, >= 5 (default: 10)")
     p.add_argument("--size", type=int, default=96, metavar="PX", help="frame side in pixels (default: 96)")
     p.add_argument("--workers", type=int, default=1, metavar="K", help="processes making clips (default: 1)")
+    easier = p.add_argument_group("difficulty (an easier set is a curriculum for training from scratch)")
+    easier.add_argument("--events", type=_range, default=(1, 4), metavar="LO,HI",
+                        help="events per 5 s stretch (default: 1,4)")
+    easier.add_argument("--distractors", type=_range, default=(1, 3), metavar="LO,HI",
+                        help="silent moving shapes per clip (default: 1,3)")
+    easier.add_argument("--quiet-sounds", type=_range, default=(0, 3), metavar="LO,HI",
+                        help="quiet sounds without a picture per 5 s stretch (default: 0,3)")
+    easier.add_argument("--no-noise", action="store_true", help="no background noise")
     return p
 
 
-def run(args) -> int:
-    from synchformer.training.synth import synth
+def _range(text: str) -> tuple[int, int]:
+    import argparse
 
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two whole numbers), got {text!r}") from None
+    return lo, hi
+
+
+def run(args) -> int:
+    from synchformer.errors import SynchformerError
+    from synchformer.training.synth import Cues, synth
+
+    try:
+        cues = Cues(args.events, args.distractors, args.quiet_sounds, not args.no_noise)
+    except ValueError as e:
+        raise SynchformerError(args.out_dir, str(e)) from None
     csv_path = synth(args.out_dir, args.n, seed=args.seed, duration=args.duration, size=args.size,
-                     workers=args.workers)
+                     workers=args.workers, cues=cues)
     print(f"{args.n} clips of {args.duration:g} s in {args.out_dir}; offsets and crops: {csv_path}")
     return 0

@@ -69,6 +69,7 @@ class TrainConfig:
     gather_for_loss: bool = False  # stage I: negatives from every process's batch (the reference: False)
     center_embeddings: bool = False  # stage I: subtract the batch mean (needed for encoders trained from scratch)
     freeze_encoders: bool = True  # stages II/III: the reference freezes them; False fine-tunes them too
+    sync_start: str = "reference"  # stage II's fresh sync transformer: "reference" (std 0.02) or "sharp" (see loop)
     device: str = "auto"
 
     def __post_init__(self):
@@ -80,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {self.stage!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.sync_start not in ("reference", "sharp"):
+            raise ValueError(f"sync_start must be reference or sharp, not {self.sync_start!r}")
         self.optim.betas = tuple(self.optim.betas)
 
     def model_config(self) -> ModelConfig:

@@ -24,6 +24,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from synchformer.constants import SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
 from synchformer.io.outputs import write_atomic
@@ -153,16 +154,51 @@ def build_model(cfg: TrainConfig) -> Synchformer:
         else:
             mcfg = dataclasses.replace(mcfg, head="offset")
     model = Synchformer(mcfg)
+    if cfg.sync_start == "sharp":
+        sharp_start(model.transformer, mcfg)  # an init file that holds a sync transformer overwrites it below
     if cfg.init:
         init_from(model, cfg.init)
     return model
 
 
+def sharp_start(transformer: nn.Module, mcfg) -> None:
+    """Re-initialise a fresh sync transformer so that it can leave the plateau it otherwise sits on when
+    trained from scratch (the loss stays at ln 21: the reference's issues #5 and #19).
+
+    Two changes, found with benchmarks/probe_sync_head.py: query and key weights drawn with std 2/sqrt(width)
+    instead of 0.02 (the reference's std gives near-uniform attention at small widths, so no token can pick
+    out its partner), and positions that are sines and cosines of each token's time in the window (periods
+    0.05 to 20 s), so that tokens at the same time in the two streams start out alike.
+    """
+    d = mcfg.width
+    seg, stride = SEGMENT_FRAMES / VIDEO_FPS, SEGMENT_STRIDE_FRAMES / VIDEO_FPS
+
+    def times(per_segment: int) -> torch.Tensor:  # token centres, seconds from the window start
+        k = torch.arange(per_segment, dtype=torch.float64)
+        starts = torch.arange(mcfg.n_segments, dtype=torch.float64)[:, None] * stride
+        return (starts + (k + 0.5) * seg / per_segment).flatten()
+
+    def sincos(t: torch.Tensor) -> torch.Tensor:
+        freqs = torch.exp(torch.linspace(math.log(1 / 0.05), math.log(1 / 20.0), d // 2, dtype=torch.float64))
+        angle = 2 * math.pi * t[:, None] * freqs[None]
+        return torch.cat([angle.sin(), angle.cos()], 1).float()
+
+    with torch.no_grad():
+        pe, nv = transformer.pos_emb_cfg.pos_emb, mcfg.n_segments * mcfg.v_tokens
+        pe[0, 1:1 + nv, :d // 2 * 2] = sincos(times(mcfg.v_tokens))
+        pe[0, 2 + nv:, :d // 2 * 2] = sincos(times(mcfg.a_tokens))
+        for block in transformer.blocks:
+            block.attn.query.weight.normal_(0, 2 / math.sqrt(d))
+            block.attn.key.weight.normal_(0, 2 / math.sqrt(d))
+
+
 def init_from(model: Synchformer, path: str) -> None:
-    """Load a stage I file (encoders) or a stage II model (for stage III: all but the head)."""
+    """Load a stage I file (encoders) or a stage II model: all of it for another stage II run (training in
+    rounds), all but the head for stage III."""
     sd = read_checkpoint(path).state_dict
     own = model.state_dict()
-    head_keys = {k for k in list(own) + list(sd) if k.startswith(("transformer.off_head.", "transformer.sync_head."))}
+    head_keys = {k for k in list(own) + list(sd) if k.startswith(("transformer.off_head.", "transformer.sync_head."))
+                 and not (k in own and k in sd and own[k].shape == sd[k].shape)}
     wrong = [k for k in sd if k in own and k != "transformer.pos_emb_cfg.pos_emb" and sd[k].shape != own[k].shape]
     if wrong:
         raise SynchformerError(path, f"does not fit the configured model: {', '.join(wrong[:3])} differ in shape "

@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import os
+import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -47,6 +48,28 @@ class Sprite:
     centre: Callable[[int], tuple[float, float]]
 
 
+@dataclass(frozen=True)
+class Cues:
+    """How hard a clip is: events per 5 s stretch, silent moving shapes and quiet unpictured sounds per
+    clip / stretch (inclusive ranges), and background noise. The defaults are the benchmark; easier settings
+    (one event, nothing else) serve as a curriculum for models trained from scratch."""
+
+    events: tuple[int, int] = (1, 4)
+    distractors: tuple[int, int] = (1, 3)
+    quiet_sounds: tuple[int, int] = (0, 3)
+    noise: bool = True
+
+    def __post_init__(self):
+        for name, lo_min in (("events", 1), ("distractors", 0), ("quiet_sounds", 0)):
+            lo, hi = getattr(self, name)
+            if not lo_min <= lo <= hi:
+                raise ValueError(f"{name} must be a range lo,hi with {lo_min} <= lo <= hi, got {lo},{hi}")
+
+    def changed(self) -> dict:
+        """The settings that differ from the benchmark's (what synth.json records)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v != getattr(Cues(), k)}
+
+
 @dataclass
 class Plan:
     """Everything a clip shows and plays; the sprites are drawn in order, so events are on top."""
@@ -78,14 +101,15 @@ def _reflect(x: float, lo: float, hi: float) -> float:
     return lo + span - abs(y - span)
 
 
-def _event_frames(rng, n_frames: int) -> list[int]:
-    """1-4 event frames per full 5 s stretch, uniform subject to the gaps (sorted draws spread by the gap)."""
+def _event_frames(rng, n_frames: int, lo_hi: tuple[int, int] = (1, 4)) -> list[int]:
+    """1-4 (``lo_hi``) event frames per full 5 s stretch, uniform subject to the gaps (sorted draws spread by
+    the gap)."""
     per = round(STRETCH_SEC * VIDEO_FPS)
     frames = []
     for start in range(0, n_frames, per):
         lo, hi = start + EDGE_FRAMES, min(start + per, n_frames) - EDGE_FRAMES
         fits = (hi - lo) // MIN_GAP_FRAMES + 1 if hi >= lo else 0  # a short last stretch holds fewer
-        m = min(int(rng.integers(1, 5)), fits)
+        m = min(int(rng.integers(lo_hi[0], lo_hi[1] + 1)), fits)
         draws = np.sort(rng.integers(lo, hi - (m - 1) * MIN_GAP_FRAMES + 1, m))
         frames += [int(d) + i * MIN_GAP_FRAMES for i, d in enumerate(draws)]
     return frames
@@ -200,14 +224,15 @@ def _add(audio: np.ndarray, sound: np.ndarray, at_sec: float) -> None:
         audio[a:b] += sound[a - s:b - s]
 
 
-def _plan(seed: int, duration: float, size: int, offset_sec: float) -> Plan:
-    """The clip ``seed`` makes; cheap (no pixels drawn), so the events of a clip can be had without it."""
+def _plan(seed: int, duration: float, size: int, offset_sec: float, cues: Cues = Cues()) -> Plan:
+    """The clip ``seed`` makes; cheap (no pixels drawn), so the events of a clip can be had without it.
+    The default ``cues`` make the benchmark's clips (any other setting makes other clips from the seed)."""
     rng = np.random.default_rng(seed)
     n_frames = round(duration * VIDEO_FPS)
-    frames = _event_frames(rng, n_frames)
+    frames = _event_frames(rng, n_frames, cues.events)
     kinds = [KINDS[i] for i in rng.integers(len(KINDS), size=len(frames))]
     background = _background(rng, size)
-    sprites = [_distractor(rng, n_frames, size) for _ in range(rng.integers(1, 4))]
+    sprites = [_distractor(rng, n_frames, size) for _ in range(rng.integers(cues.distractors[0], cues.distractors[1] + 1))]
     make = {"flash": _flash, "hit": _hit, "bounce": _bounce}
     actors = []
     for f, kind in zip(frames, kinds):
@@ -219,12 +244,13 @@ def _plan(seed: int, duration: float, size: int, offset_sec: float) -> Plan:
     if rng.random() < 0.5:  # low-passed (first order, cut-off 200-2000 Hz) instead of white
         spectrum = np.fft.rfft(noise) / np.sqrt(1 + (np.fft.rfftfreq(n, 1 / AUDIO_SR) / rng.uniform(200, 2000)) ** 2)
         noise = np.fft.irfft(spectrum, n)
-    audio = noise * (rng.uniform(0.005, 0.03) / noise.std())
+    audio = noise * (rng.uniform(0.005, 0.03) / noise.std() * cues.noise)
     events = [f / VIDEO_FPS for f in frames]
     for t in events:
         _add(audio, _sound(rng, rng.uniform(0.5, 0.8)), t - offset_sec)
     for start in np.arange(0, duration, STRETCH_SEC):  # quiet sounds that nothing on screen makes
-        for t in rng.uniform(start, min(start + STRETCH_SEC, duration), rng.integers(0, 4)):
+        count = rng.integers(cues.quiet_sounds[0], cues.quiet_sounds[1] + 1)
+        for t in rng.uniform(start, min(start + STRETCH_SEC, duration), count):
             _add(audio, _sound(rng, rng.uniform(0.1, 0.25) * rng.uniform(0.5, 0.8)), t)
     return Plan(events, kinds, actors, n_frames, background, sprites, audio.astype(np.float32))
 
@@ -274,7 +300,7 @@ def _encode(path: str, video: np.ndarray, audio: np.ndarray) -> None:
 
 
 def make_sparse_clip(path: str | os.PathLike, seed: int, duration: float = 10.0, size: int = 96,
-                     offset_sec: float = 0.0) -> dict:
+                     offset_sec: float = 0.0, cues: Cues = Cues()) -> dict:
     """Write one clip (H.264 + AAC mp4, 25 fps, ``size`` x ``size``, 16 kHz mono) made from ``seed``.
 
     ``offset_sec > 0``: the audio leads, each event's sound starts ``offset_sec`` before its picture. Returns
@@ -286,7 +312,7 @@ def make_sparse_clip(path: str | os.PathLike, seed: int, duration: float = 10.0,
         raise SynchformerError(path, "already exists; a synthetic clip never overwrites a file")
     if duration < CROP_SEC:
         raise SynchformerError(path, f"duration must be at least {CROP_SEC} s, got {duration}")
-    plan = _plan(seed, duration, size, offset_sec)
+    plan = _plan(seed, duration, size, offset_sec, cues)
     video = _render(plan, size)
     write_atomic(path, lambda tmp: _encode(tmp, video, plan.audio))
     return {"events": plan.events, "kinds": plan.kinds, "offset_sec": offset_sec}
@@ -307,13 +333,13 @@ def crop_row(seed: int, duration: float) -> tuple[float, float]:
     return offset, round(frame / VIDEO_FPS, 2)
 
 
-def _make_one(job: tuple[int, str, int, float, int]) -> tuple[int, dict]:
-    i, path, seed, duration, size = job
-    return i, make_sparse_clip(path, seed, duration, size)
+def _make_one(job: tuple[int, str, int, float, int, Cues]) -> tuple[int, dict]:
+    i, path, seed, duration, size, cues = job
+    return i, make_sparse_clip(path, seed, duration, size, cues=cues)
 
 
 def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 10.0, size: int = 96,
-          workers: int = 1, progress: bool = True) -> Path:
+          workers: int = 1, progress: bool = True, cues: Cues = Cues()) -> Path:
     """Write ``n`` in-sync clips ``clip_00000.mp4``... into ``out_dir`` (clip i from seed
     ``seed * 1_000_003 + i``), ``clips.csv`` (path, offset_sec, vstart_sec: the crops an evaluation takes),
     ``events.jsonl`` (each clip's event times and kinds) and ``synth.json`` (these arguments).
@@ -322,6 +348,8 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
     """
     out_dir = Path(out_dir)
     args = {"n": n, "seed": seed, "duration": float(duration), "size": size, "version": VERSION}
+    if cues.changed():  # a benchmark folder's synth.json stays as it was
+        args["cues"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cues.changed().items()}
     if duration < CROP_SEC:
         raise SynchformerError(out_dir, f"duration must be at least {CROP_SEC} s (the evaluation crop), "
                                         f"got {duration}")
@@ -341,7 +369,7 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
         write_atomic(meta, lambda tmp: Path(tmp).write_text(json.dumps(args) + "\n"))
 
     names = [f"clip_{i:05d}.mp4" for i in range(n)]
-    jobs = [(i, str(out_dir / name), clip_seed(seed, i), duration, size)
+    jobs = [(i, str(out_dir / name), clip_seed(seed, i), duration, size, cues)
             for i, name in enumerate(names) if not (out_dir / name).exists()]
     made = {}
     if jobs:
@@ -363,7 +391,7 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
         lines = []
         for i, name in enumerate(names):
             # clips made by an earlier, interrupted run: their plan gives the events without decoding them
-            info = made.get(i) or vars(_plan(clip_seed(seed, i), duration, size, 0.0))
+            info = made.get(i) or vars(_plan(clip_seed(seed, i), duration, size, 0.0, cues))
             lines.append(json.dumps({"path": name, "events": info["events"], "kinds": info["kinds"]}))
         write_atomic(events_path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     if not csv_path.exists():
@@ -375,3 +403,63 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
                     w.writerow([name, *crop_row(clip_seed(seed, i), duration)])
         write_atomic(csv_path, write_csv)
     return csv_path
+
+
+def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_sec: float | None = None,
+            margin_sec: float = 0.0) -> dict:
+    """The best Acc@1 and Acc@1 +-1 any model can reach on a synth folder's fixed-offset windows.
+
+    The only sync evidence is the events: a model that finds every event exactly (picture and sound) still
+    cannot tell apart the offsets under which the events it sees in the video window and in the audio
+    window agree, so it guesses among them (uniform prior, as the offsets are drawn). An event counts as seen
+    in a window it falls in; ``margin_sec`` widens the video window by that much on both sides (a ball's
+    approach or rest hints at an event just outside it), which gives an upper bound.
+
+    Returns ``{"accuracy_1", "accuracy_1_tol1", "unique", "clips"}``; ``unique`` is the share of windows
+    whose events allow one offset only.
+    """
+    from synchformer.constants import WINDOW_SEC
+    from synchformer.features.segments import LEAD_FRAMES
+
+    csv_path = Path(csv_path)
+    window_sec = WINDOW_SEC if window_sec is None else window_sec
+    lead_sec = LEAD_FRAMES / VIDEO_FPS if lead_sec is None else lead_sec
+    events_path = csv_path.parent / "events.jsonl"
+    if not events_path.is_file():
+        raise SynchformerError(csv_path, "has no events.jsonl beside it (not a folder made by synchformer synth)")
+    events = {}
+    for line in events_path.read_text().splitlines():
+        row = json.loads(line)
+        events[row["path"]] = np.asarray(row["events"], dtype=np.float64)
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # in samples, with the windows cut exactly as SyncDataset.place cuts them (int() of float seconds, as
+    # the reference does: a CSV's 1.16 s starts the video at frame 28, 0.04 s early)
+    grid = np.round(np.linspace(-MAX_OFFSET_SEC, MAX_OFFSET_SEC, N_OFFSET_CLASSES) * AUDIO_SR)
+    win, margin = round(window_sec * AUDIO_SR), round(margin_sec * AUDIO_SR)
+    lead_frames = round(lead_sec * VIDEO_FPS)
+    tol = SAMPLES_PER_FRAME  # the int() above may start the video a frame early
+    acc, acc_pm1, unique = [], [], []
+    for row in rows:
+        vstart, offset = float(row["vstart_sec"]), round(float(row["offset_sec"]), 2)
+        ev = np.round(events[row["path"]] * AUDIO_SR)
+        v0 = (int(vstart * VIDEO_FPS) + lead_frames) * SAMPLES_PER_FRAME
+        a0 = int((vstart + offset) * AUDIO_SR) + lead_frames * SAMPLES_PER_FRAME
+        seen_v = ev[(ev >= v0 - margin) & (ev < v0 + win + margin)] - v0
+        seen_a = ev[(ev >= a0) & (ev < a0 + win)] - a0
+
+        def agrees(o: float) -> bool:
+            # under offset o, an event at video time t sounds at audio time t - o; events within tol of a
+            # window's edge may fall either side of it and prove nothing
+            return (all(np.any(np.abs(seen_a - (t - o)) <= tol) for t in seen_v if tol <= t - o < win - tol)
+                    and all(np.any(np.abs(seen_v - (t + o)) <= tol) for t in seen_a
+                            if tol - margin <= t + o < win + margin - tol))
+
+        ok = np.array([agrees(o) for o in grid])
+        k = int(ok.sum())  # >= 1: the true offset agrees
+        near = [int(ok[max(0, i - 1):i + 2].sum()) for i in range(len(grid))]
+        acc.append(1 / k)
+        acc_pm1.append(max(near) / k)  # the guess whose +-1 neighbourhood holds the most agreeing offsets
+        unique.append(k == 1)
+    return {"accuracy_1": float(np.mean(acc)), "accuracy_1_tol1": float(np.mean(acc_pm1)),
+            "unique": float(np.mean(unique)), "clips": len(rows)}
