@@ -17,3 +17,45 @@ def test_probe_sync_head_runs_and_its_features_hold_the_offset():
     # are built with the package's sign convention, so a model could learn it
     assert rows[0]["xcorr_acc"] > 0.6
     assert [r["step"] for r in rows[1:]] == [0, 1, 2] and all(0 <= r["acc1"] <= 1 for r in rows[1:])
+
+
+def test_probe_encoder_timing_reads_offsets_from_novelty(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import probe_encoder_timing as probe
+    finally:
+        sys.path.remove(str(BENCH))
+    import torch
+
+    from synchformer.model import ModelConfig
+
+    grid = ModelConfig.tiny().offset_grid()
+    vt, at = probe.token_times(14, 8), probe.token_times(14, 6)
+    events = torch.tensor([0.9, 2.1, 2.6, 4.3])  # seconds into the video window
+    gen = torch.Generator().manual_seed(0)
+    for c in (0, 7, 10, 13, 20):
+        offset = float(grid[c])  # audio leads by `offset`: each event is heard at t - offset
+
+        def feats(times, shift, per):
+            near = ((times[:, None] - (events - shift)[None]).abs() < 0.06).any(1).float()
+            base = torch.randn(16, generator=gen)
+            f = base + near[:, None] * 3 * torch.ones(16) + 0.1 * torch.randn(len(times), 16, generator=gen)
+            return f.view(14, per, 16)
+
+        assert probe.predict(feats(vt, 0.0, 8), feats(at, offset, 6), grid) == c
+
+
+def test_probe_encoder_timing_runs_on_a_synth_folder(tmp_path):
+    from synchformer.training.synth import synth
+
+    csv_path = synth(tmp_path / "bench", 2, seed=5, duration=7.0, size=32, progress=False)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": {"preset": "tiny", "image_size": 32}, "cache_features": True,
+                               "feature_video_step": 8,
+                               "data": {"train": str(csv_path), "valid": str(csv_path),
+                                        "cache_dir": str(tmp_path / "cache")}}))
+    out = subprocess.run([sys.executable, str(BENCH / "probe_encoder_timing.py"), "--config", str(cfg)],
+                         capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    res = json.loads(out.stdout.splitlines()[-1])
+    assert res["windows"] == 2 and res["encoders"] == "random" and res["ceiling"]["clips"] == 2
+    assert 0 <= res["accuracy_1"] <= res["accuracy_1_tol1"] <= 1
