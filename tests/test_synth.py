@@ -174,6 +174,10 @@ def test_ceiling_counts_the_offsets_the_events_allow(tmp_path):
     # a model that sees the ball coming (margin) pins it down
     assert ceiling(tmp_path / "b" / "clips.csv", margin_sec=0.64)["accuracy_1"] == 1.0
 
+    with open(tmp_path / "b" / "clips.csv", "a") as fh:
+        fh.write("other.mp4,0.0,1.0\n")
+    with pytest.raises(SynchformerError, match="'other.mp4', which events.jsonl does not"):
+        ceiling(tmp_path / "b" / "clips.csv")
     (tmp_path / "b" / "events.jsonl").unlink()
     with pytest.raises(SynchformerError, match="no events.jsonl"):
         ceiling(tmp_path / "b" / "clips.csv")

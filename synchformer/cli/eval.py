@@ -72,9 +72,13 @@ def _ceiling(data, cfg) -> dict | None:
     """On a folder made by ``synchformer synth`` (its CSV with events.jsonl beside it): the best scores the
     window's events allow, so a model's numbers can be read against what is possible at all."""
     from synchformer.constants import SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
+    from synchformer.errors import SynchformerError
     from synchformer.training.synth import ceiling
 
     path = Path(data)
     if cfg.head != "offset" or path.suffix.lower() != ".csv" or not (path.parent / "events.jsonl").is_file():
         return None
-    return ceiling(path, window_sec=(SEGMENT_FRAMES + (cfg.n_segments - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS)
+    try:
+        return ceiling(path, window_sec=(SEGMENT_FRAMES + (cfg.n_segments - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS)
+    except (SynchformerError, KeyError, ValueError):  # a CSV of other clips beside a synth folder's events
+        return None

@@ -441,6 +441,8 @@ def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_s
     tol = SAMPLES_PER_FRAME  # the int() above may start the video a frame early
     acc, acc_pm1, unique = [], [], []
     for row in rows:
+        if row.get("path") not in events:
+            raise SynchformerError(csv_path, f"lists {row.get('path')!r}, which events.jsonl does not")
         vstart, offset = float(row["vstart_sec"]), round(float(row["offset_sec"]), 2)
         ev = np.round(events[row["path"]] * AUDIO_SR)
         v0 = (int(vstart * VIDEO_FPS) + lead_frames) * SAMPLES_PER_FRAME
