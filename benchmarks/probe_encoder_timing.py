@@ -12,7 +12,6 @@ On a synth folder the ceiling (every event found exactly) is printed beside it.
 """
 import argparse
 import json
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from synchformer.training.config import load_config
 from synchformer.training.features import FeatureDataset, build_feature_cache
 from synchformer.training.loop import Dist, build_model, make_datasets
+from synchformer.training.synth import ceiling_of
 
 BIN = 0.04  # seconds: one video frame
 
@@ -81,11 +81,9 @@ def main():
         near += abs(guess - item["target"]) <= 1
     out = {"windows": len(ds), "accuracy_1": hits / len(ds), "accuracy_1_tol1": near / len(ds),
            "encoders": cfg.init or "random"}
-    valid = Path(cfg.data.valid)
-    if (valid.parent / "events.jsonl").is_file() and valid.suffix == ".csv":
-        from synchformer.training.synth import ceiling
-
-        out["ceiling"] = ceiling(valid)
+    bound = ceiling_of(cfg.data.valid, model.cfg.n_segments)
+    if bound:
+        out["ceiling"] = bound
     print(json.dumps(out))
 
 

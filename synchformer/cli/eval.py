@@ -31,6 +31,7 @@ def run(args):
 
     from synchformer.inference.baseline import OnsetCorrelation
     from synchformer.training.evaluate import eval_dataset, metrics_of, plot, predict_dataset
+    from synchformer.training.synth import ceiling_of
 
     model = common.load_or_bundled(args.weights, args.device)
     cfg = model.cfg
@@ -57,7 +58,7 @@ def run(args):
             plot(logits, targets, cfg, out / f"{tag}_{'confusion' if cfg.head == 'offset' else 'roc'}.png",
                  f"{tag}: Acc@1 {res.get('accuracy_1', res.get('accuracy')):.3f}")
             torch.save({"logits": logits, "targets": targets}, out / f"{tag}_logits.pt")
-    bound = _ceiling(args.data, cfg)
+    bound = ceiling_of(args.data, cfg.n_segments) if cfg.head == "offset" else None
     if bound:
         report["ceiling"] = bound
         print(f"ceiling (every event found exactly; synth's events.jsonl): accuracy_1 {bound['accuracy_1']:.4f}  "
@@ -67,18 +68,3 @@ def run(args):
         print(f"wrote {out / 'eval.json'}")
     return 0
 
-
-def _ceiling(data, cfg) -> dict | None:
-    """On a folder made by ``synchformer synth`` (its CSV with events.jsonl beside it): the best scores the
-    window's events allow, so a model's numbers can be read against what is possible at all."""
-    from synchformer.constants import SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
-    from synchformer.errors import SynchformerError
-    from synchformer.training.synth import ceiling
-
-    path = Path(data)
-    if cfg.head != "offset" or path.suffix.lower() != ".csv" or not (path.parent / "events.jsonl").is_file():
-        return None
-    try:
-        return ceiling(path, window_sec=(SEGMENT_FRAMES + (cfg.n_segments - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS)
-    except (SynchformerError, KeyError, ValueError):  # a CSV of other clips beside a synth folder's events
-        return None

@@ -54,6 +54,14 @@ def span_frames(n_segments: int) -> int:
     return SEGMENT_FRAMES + (n_segments - 1) * SEGMENT_STRIDE_FRAMES
 
 
+def token_times(n_segments: int, per_segment: int) -> torch.Tensor:
+    """Centres (seconds from the window start, float64) of a stream's tokens: ``per_segment`` evenly
+    spaced over each 0.64 s segment, segments 0.32 s apart, flattened segment by segment."""
+    k = torch.arange(per_segment, dtype=torch.float64)
+    starts = torch.arange(n_segments, dtype=torch.float64)[:, None] * (SEGMENT_STRIDE_FRAMES / VIDEO_FPS)
+    return (starts + (k + 0.5) * (SEGMENT_FRAMES / VIDEO_FPS) / per_segment).flatten()
+
+
 def span_samples(n_segments: int) -> int:
     """Audio samples covered by ``n_segments`` consecutive segments (76,800 for 14)."""
     return SEGMENT_SAMPLES + (n_segments - 1) * SEGMENT_STRIDE_SAMPLES

@@ -24,9 +24,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from synchformer.constants import SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
 from synchformer.errors import SynchformerError
-from synchformer.features.segments import decode_size
+from synchformer.features.segments import decode_size, token_times
 from synchformer.io.outputs import write_atomic
 from synchformer.model import Synchformer
 from synchformer.model.checkpoint import read_checkpoint, save_safetensors
@@ -171,12 +170,6 @@ def sharp_start(transformer: nn.Module, mcfg) -> None:
     0.05 to 20 s), so that tokens at the same time in the two streams start out alike.
     """
     d = mcfg.width
-    seg, stride = SEGMENT_FRAMES / VIDEO_FPS, SEGMENT_STRIDE_FRAMES / VIDEO_FPS
-
-    def times(per_segment: int) -> torch.Tensor:  # token centres, seconds from the window start
-        k = torch.arange(per_segment, dtype=torch.float64)
-        starts = torch.arange(mcfg.n_segments, dtype=torch.float64)[:, None] * stride
-        return (starts + (k + 0.5) * seg / per_segment).flatten()
 
     def sincos(t: torch.Tensor) -> torch.Tensor:
         freqs = torch.exp(torch.linspace(math.log(1 / 0.05), math.log(1 / 20.0), d // 2, dtype=torch.float64))
@@ -185,8 +178,8 @@ def sharp_start(transformer: nn.Module, mcfg) -> None:
 
     with torch.no_grad():
         pe, nv = transformer.pos_emb_cfg.pos_emb, mcfg.n_segments * mcfg.v_tokens
-        pe[0, 1:1 + nv, :d // 2 * 2] = sincos(times(mcfg.v_tokens))
-        pe[0, 2 + nv:, :d // 2 * 2] = sincos(times(mcfg.a_tokens))
+        pe[0, 1:1 + nv, :d // 2 * 2] = sincos(token_times(mcfg.n_segments, mcfg.v_tokens))
+        pe[0, 2 + nv:, :d // 2 * 2] = sincos(token_times(mcfg.n_segments, mcfg.a_tokens))
         for block in transformer.blocks:
             block.attn.query.weight.normal_(0, 2 / math.sqrt(d))
             block.attn.key.weight.normal_(0, 2 / math.sqrt(d))

@@ -9,11 +9,11 @@ A clip is a pure function of its seed.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import multiprocessing
 import os
-import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -348,8 +348,9 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
     """
     out_dir = Path(out_dir)
     args = {"n": n, "seed": seed, "duration": float(duration), "size": size, "version": VERSION}
-    if cues.changed():  # a benchmark folder's synth.json stays as it was
-        args["cues"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cues.changed().items()}
+    changed = cues.changed()
+    if changed:  # a benchmark folder's synth.json stays as it was
+        args["cues"] = {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
     if duration < CROP_SEC:
         raise SynchformerError(out_dir, f"duration must be at least {CROP_SEC} s (the evaluation crop), "
                                         f"got {duration}")
@@ -403,6 +404,20 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
                     w.writerow([name, *crop_row(clip_seed(seed, i), duration)])
         write_atomic(csv_path, write_csv)
     return csv_path
+
+
+def ceiling_of(data: str | os.PathLike, n_segments: int) -> dict | None:
+    """``ceiling`` of ``data`` when it is a CSV made by ``synth`` (events.jsonl beside it, every clip in it),
+    for windows of ``n_segments`` segments; None for other data."""
+    from synchformer.features.segments import span_frames
+
+    path = Path(data)
+    if path.suffix.lower() != ".csv" or not (path.parent / "events.jsonl").is_file():
+        return None
+    try:
+        return ceiling(path, window_sec=span_frames(n_segments) / VIDEO_FPS)
+    except (SynchformerError, KeyError, ValueError):  # a CSV of other clips beside a synth folder's events
+        return None
 
 
 def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_sec: float | None = None,
