@@ -59,3 +59,12 @@ def test_probe_encoder_timing_runs_on_a_synth_folder(tmp_path):
     res = json.loads(out.stdout.splitlines()[-1])
     assert res["windows"] == 2 and res["encoders"] == "random" and res["ceiling"]["clips"] == 2
     assert 0 <= res["accuracy_1"] <= res["accuracy_1_tol1"] <= 1
+
+
+def test_bench_loader_compares_where_inputs_are_made():
+    out = subprocess.run([sys.executable, str(BENCH / "bench_loader.py"), "--image-size", "32", "--clips", "2",
+                          "--samples", "4", "--batch-size", "2", "--device", "cpu"],
+                         capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    r = json.loads(out.stdout.splitlines()[-1])
+    assert r["worker_ms_per_sample"]["device"] > 0 and r["worker_speedup"] > 0
+    assert r["bytes_per_sample"]["device"] < r["bytes_per_sample"]["loader"] / 2  # uint8 frames, raw audio

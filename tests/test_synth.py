@@ -206,3 +206,22 @@ def test_easier_cues_make_a_curriculum(tmp_path):
         synth(out, 1, duration=5, size=32, progress=False)
     with pytest.raises(SynchformerError, match="events must be a range"):
         synth_cli.run(args([str(tmp_path / "bad"), "--events", "3,1"]))
+
+
+def test_linked_sounds_give_each_event_kind_its_own_sound():
+    # a tone is one narrow spectral peak, a noise burst is flat, a click train is a comb of its click rate
+    def flatness(x):
+        p = np.abs(np.fft.rfft(x)) ** 2 + 1e-12
+        return np.exp(np.log(p).mean()) / p.mean()
+
+    linked, free = Cues(quiet_sounds=(0, 0), noise=False, linked_sounds=True), Cues(quiet_sounds=(0, 0), noise=False)
+    by_kind: dict[str, list[float]] = {"flash": [], "hit": [], "bounce": []}
+    for seed in range(12):
+        a, b = _plan(seed, 10.0, 64, 0.0, linked), _plan(seed, 10.0, 64, 0.0, free)
+        assert a.events == b.events and a.kinds == b.kinds  # only the sounds differ
+        for t, kind in zip(a.events, a.kinds):
+            s = round(t * 16000)
+            by_kind[kind].append(flatness(a.audio[s:s + 640]))
+    assert all(len(v) >= 3 for v in by_kind.values())
+    assert max(by_kind["flash"]) < min(by_kind["hit"])  # tones are peaky, noise bursts are flat
+    assert set(np.round(by_kind["flash"], 6)) != set(np.round(by_kind["hit"], 6))

@@ -22,8 +22,9 @@ from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size, make_inputs
 from synchformer.io.decode import load_av
 from synchformer.model import ModelConfig, Synchformer, load_model
+from synchformer.training.augment import Augment
 from synchformer.training.config import load_config, parse_overrides
-from synchformer.training.data import SyncDataset, prepare, read_clip_list, required_sec
+from synchformer.training.data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
 from synchformer.training.features import FeatureDataset, build_feature_cache
 from synchformer.training.logs import read_events
 from synchformer.training.loop import Dist, train
@@ -180,6 +181,21 @@ def test_fixed_offsets_give_the_reference_inputs(prepared, clips):
         video, audio = make_inputs(decoded.frames, decoded.audio, clip.vstart_sec, clip.offset_sec, crop=32)
         assert torch.equal(item["video"], video) and torch.allclose(item["audio"], audio, atol=1e-5)
         assert abs(float(grid[item["target"]]) - clip.offset_sec) < 1e-6
+
+
+def test_raw_items_become_the_same_inputs_on_the_device(prepared, clips):
+    cfg, prep = prepared
+    aug = Augment(p_horizontal_flip=0.5, p_color_jitter=0.5)
+    ready = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=True, seed=5, augment=aug)
+    raw = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=True, seed=5, augment=aug, raw=True)
+    batch = torch.utils.data.default_collate([raw[i] for i in range(3)])
+    assert batch["frames"].dtype == torch.uint8 and batch["wave"].shape == (3, 14, 10240)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the inputs are made in float32 all the same
+        video, audio = model_inputs(batch)
+    expect = torch.utils.data.default_collate([ready[i] for i in range(3)])
+    assert torch.equal(video, expect["video"]) and audio.dtype == torch.float32
+    assert torch.allclose(audio, expect["audio"], atol=1e-5)
+    assert torch.equal(batch["target"], expect["target"])
 
 
 def test_training_samples_draw_grid_offsets_with_jitter(prepared, clips):
@@ -440,3 +456,20 @@ def test_early_stopping_after_patience_epochs_without_improvement(tmp_path, clip
                      f"data.valid={clips / 'clips.csv'}"), progress=False)
     assert s["epochs"] == 3 and s["best_epoch"] == 1  # epochs 2 and 3 were no better: stop
     assert (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_inputs_made_on_the_device_train_as_in_the_loader(tmp_path, clips):
+    runs = [train(config(tmp_path / w, clips, "sync", f"data.inputs_on={w}", "epochs=1"), progress=False)
+            for w in ("loader", "device")]
+    assert runs[0]["steps"] == runs[1]["steps"] == 2
+    losses = [[json.loads(x)["train/loss"] for x in (tmp_path / w / "run" / "logs" / "metrics.jsonl").read_text()
+               .splitlines() if "train/loss" in x] for w in ("loader", "device")]
+    assert np.allclose(losses[0], losses[1], rtol=1e-4)
+    with pytest.raises(SynchformerError, match="data.inputs_on must be"):
+        config(tmp_path, clips, "sync", "data.inputs_on=gpu")
+
+
+def test_max_minutes_stops_after_the_time_budget_and_saves(tmp_path, clips):
+    s = train(config(tmp_path, clips, "sync", "epochs=50", "max_minutes=1e-9"), progress=False)
+    assert s["steps"] == 1 and s["epochs"] == 1  # the first step already ran over: validate-free stop, saved
+    assert (tmp_path / "run" / "last.safetensors").exists() and (tmp_path / "run" / "best.safetensors").exists()

@@ -27,6 +27,9 @@ def add_parser(sub):
     easier.add_argument("--quiet-sounds", type=_range, default=(0, 3), metavar="LO,HI",
                         help="quiet sounds without a picture per 5 s stretch (default: 0,3)")
     easier.add_argument("--no-noise", action="store_true", help="no background noise")
+    easier.add_argument("--linked-sounds", action="store_true",
+                        help="each event kind makes its own sound (flash: tone, hit: noise burst, bounce: click "
+                        "train); by default any event makes any of the three")
     return p
 
 
@@ -45,7 +48,7 @@ def run(args) -> int:
     from synchformer.training.synth import Cues, synth
 
     try:
-        cues = Cues(args.events, args.distractors, args.quiet_sounds, not args.no_noise)
+        cues = Cues(args.events, args.distractors, args.quiet_sounds, not args.no_noise, args.linked_sounds)
     except ValueError as e:
         raise SynchformerError(args.out_dir, str(e)) from None
     csv_path = synth(args.out_dir, args.n, seed=args.seed, duration=args.duration, size=args.size,

@@ -220,13 +220,14 @@ class SyncDataset(torch.utils.data.Dataset):
     (call ``set_epoch``). ``train=False``: the clip's fixed offset, or one drawn once from ``seed``; centre crop.
 
     An item is a dict of ``video`` (S, 16, 3, c, c) in [-1, 1], ``audio`` (S, 1, 128, 66), ``target``
-    (offset class, or 1 = synchronizable), ``offset_sec`` and ``index``.
+    (offset class, or 1 = synchronizable), ``offset_sec`` and ``index``. ``raw=True`` leaves the last step to
+    the training device (``model_inputs``): ``frames`` (S, 16, 3, c, c) uint8 and ``wave`` (S, 10240) instead.
     """
 
     def __init__(self, clips: list[Clip], cache_dir: Path, stage: str, cfg: ModelConfig, *, train: bool,
                  seed: int = 0, augment: Augment | None = None, audio_jitter_sec: float = 0.05,
-                 segment_stride: int = 8):
-        self.clips, self.cache_dir, self.stage, self.cfg = clips, Path(cache_dir), stage, cfg
+                 segment_stride: int = 8, raw: bool = False):
+        self.clips, self.cache_dir, self.stage, self.cfg, self.raw = clips, Path(cache_dir), stage, cfg, raw
         self.train, self.seed, self.augment = train, seed, augment or Augment()
         self.jitter = int(round(audio_jitter_sec * AUDIO_SR)) if train else 0
         self.stride = segment_stride
@@ -296,10 +297,23 @@ class SyncDataset(torch.utils.data.Dataset):
             wave = self.augment.audio(wave, gen)
         else:
             video = center_crop(video, size)
-        v = video.unfold(0, SEGMENT_FRAMES, self.stride).movedim(-1, 1)  # (S, 16, 3, c, c)
-        a = wave.unfold(0, SEGMENT_SAMPLES, self.stride * SAMPLES_PER_FRAME)  # (S, 10240)
-        return {"video": frames_to_model(v.contiguous()), "audio": audio_to_model(a.float()),
-                "target": p.target, "offset_sec": p.offset_sec, "index": index}
+        v = video.unfold(0, SEGMENT_FRAMES, self.stride).movedim(-1, 1).contiguous()  # (S, 16, 3, c, c)
+        a = wave.unfold(0, SEGMENT_SAMPLES, self.stride * SAMPLES_PER_FRAME).float().contiguous()  # (S, 10240)
+        inputs = {"frames": v, "wave": a} if self.raw else {"video": frames_to_model(v), "audio": audio_to_model(a)}
+        return {**inputs, "target": p.target, "offset_sec": p.offset_sec, "index": index}
+
+
+def model_inputs(batch: dict, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(video, audio) model inputs of a batch of ``SyncDataset`` items, made on ``device`` (default: where
+    the batch is) from raw items, in float32 even under autocast (the log-mel must not run in bf16)."""
+    def moved(x: torch.Tensor) -> torch.Tensor:
+        return x if device is None else x.to(device)
+
+    if "wave" not in batch:
+        return moved(batch["video"]), moved(batch["audio"])
+    frames, wave = moved(batch["frames"]), moved(batch["wave"])
+    with torch.autocast(frames.device.type, enabled=False):
+        return frames_to_model(frames), audio_to_model(wave.float())
 
 
 def _rand(gen: torch.Generator) -> float:

@@ -12,7 +12,7 @@ from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
 
 from .config import DataConfig
-from .data import SyncDataset, prepare, read_clip_list, required_sec
+from .data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
 from .metrics import confusion_matrix, offset_metrics, plot_confusion, plot_roc, sync_metrics
 
 
@@ -39,7 +39,7 @@ def predict_dataset(model, dataset, device: str = "cpu", batch_size: int = 8, pr
         loader = tqdm(loader, desc="evaluating", unit="batch", leave=False)
     logits, targets = [], []
     for batch in loader:
-        logits.append(model(batch["video"].to(device), batch["audio"].to(device)).float().cpu())
+        logits.append(model(*model_inputs(batch, device)).float().cpu())
         targets.append(batch["target"])
     return torch.cat(logits), torch.cat(targets)
 

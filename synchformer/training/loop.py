@@ -33,7 +33,7 @@ from synchformer.model.load import FORMAT_VERSION
 
 from .augment import Augment
 from .config import TrainConfig, save_config
-from .data import SyncDataset, prepare, read_clip_list, required_sec
+from .data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
 from .features import FeatureDataset, build_feature_cache
 from .logs import ScalarLog
 from .losses import ContrastiveLoss
@@ -129,16 +129,30 @@ class Stage(nn.Module):
         m = self.model
         if self.stage == "contrastive":
             # segment embeddings: mean over each segment's tokens (the reference's AveragePooling in stage I)
-            v = m.extract_vfeats(batch["video"]).mean(2).flatten(0, 1)
-            a = m.extract_afeats(batch["audio"]).mean(2).flatten(0, 1)
+            video, audio = model_inputs(batch)
+            v = m.extract_vfeats(video).mean(2).flatten(0, 1)
+            a = m.extract_afeats(audio).mean(2).flatten(0, 1)
             return self.loss(v, a)  # (loss, [segments matched, segments])
         if "vfeats" in batch:
             vf, af = batch["vfeats"], batch["afeats"]
         else:
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-                vf, af = m.extract_vfeats(batch["video"]), m.extract_afeats(batch["audio"])
+                video, audio = model_inputs(batch)
+                vf, af = m.extract_vfeats(video), m.extract_afeats(audio)
         logits = m.compare_v_a(vf.float(), af.float())
         return F.cross_entropy(logits.float(), batch["target"]), logits
+
+
+def _out_of_time(cfg: TrainConfig, t0: float, d, device: str) -> bool:
+    """``max_minutes`` spent (rank 0's clock decides, so that every process stops at the same step)."""
+    if not cfg.max_minutes:
+        return False
+    over = time.time() - t0 > cfg.max_minutes * 60
+    if d.world > 1:
+        t = torch.tensor([float(over)], device=device)
+        dist.broadcast(t, 0)
+        over = bool(t.item())
+    return over
 
 
 def build_model(cfg: TrainConfig) -> Synchformer:
@@ -327,8 +341,9 @@ def _autocast(cfg: TrainConfig, device: str):
 # ---------------------------------------------------------------------------------------------- training
 
 
-def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool):
+def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool, device: str = "cpu"):
     """Decode (rank 0 fills the cache, the others wait) and check the clips; the train and valid datasets."""
+    raw = cfg.data.inputs_on == "device" or (cfg.data.inputs_on == "auto" and device.startswith("cuda"))
     need = required_sec(cfg.stage, mcfg, cfg.data.segment_stride)
     size = decode_size(mcfg.image_size)
     out = {}
@@ -351,7 +366,7 @@ def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool):
         out[name] = (prep, SyncDataset(prep.clips, cfg.cache_dir, cfg.stage, mcfg, train=name == "train",
                                        seed=cfg.seed, augment=Augment.from_dict(cfg.data.augment),
                                        audio_jitter_sec=cfg.data.audio_jitter_sec,
-                                       segment_stride=cfg.data.segment_stride))
+                                       segment_stride=cfg.data.segment_stride, raw=raw))
     return out
 
 
@@ -371,7 +386,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     mcfg = model.cfg
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
-    data = make_datasets(cfg, mcfg, d, progress and d.main)
+    data = make_datasets(cfg, mcfg, d, progress and d.main, device)
     prep, train_set = data["train"]
     valid_set = data["valid"][1] if "valid" in data else None
     log = ScalarLog(out / "logs", enabled=d.main)
@@ -458,7 +473,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
                 if cfg.stage == "contrastive":
                     scalars["train/temperature"] = float(stage.loss.logit_scale.detach())
                 log.add(prog["step"], **scalars)
-            done = cfg.max_steps and prog["step"] >= cfg.max_steps
+            done = bool(cfg.max_steps and prog["step"] >= cfg.max_steps) or _out_of_time(cfg, t0, d, device)
             if prog["step"] % cfg.save_every == 0 and not done and d.main:
                 save_checkpoint(out, stage, opt, sched, scaler, prog)
             if done or (stop_after and calls >= stop_after):

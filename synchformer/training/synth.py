@@ -52,12 +52,15 @@ class Sprite:
 class Cues:
     """How hard a clip is: events per 5 s stretch, silent moving shapes and quiet unpictured sounds per
     clip / stretch (inclusive ranges), and background noise. The defaults are the benchmark; easier settings
-    (one event, nothing else) serve as a curriculum for models trained from scratch."""
+    (one event, nothing else) serve as a curriculum for models trained from scratch. ``linked_sounds`` gives
+    each event kind its own sound (flash: tone, hit: noise burst, bounce: click train), a cue of *what*
+    matches besides *when*, as real videos have: stage I trained from scratch needs it to get started."""
 
     events: tuple[int, int] = (1, 4)
     distractors: tuple[int, int] = (1, 3)
     quiet_sounds: tuple[int, int] = (0, 3)
     noise: bool = True
+    linked_sounds: bool = False  # each event kind makes its own kind of sound (the default: any kind)
 
     def __post_init__(self):
         for name, lo_min in (("events", 1), ("distractors", 0), ("quiet_sounds", 0)):
@@ -197,11 +200,13 @@ def _background(rng, size: int) -> np.ndarray:
     return img if rng.random() < 0.5 else img.transpose(1, 0, 2)  # ... or a horizontal one
 
 
-def _sound(rng, peak: float) -> np.ndarray:
-    """40-80 ms: a decaying tone, a noise burst or a click train, with its loudest sample at ``peak``."""
+def _sound(rng, peak: float, kind: int | None = None) -> np.ndarray:
+    """40-80 ms: a decaying tone (kind 0), a noise burst (1) or a click train (2), random unless ``kind`` is
+    given, with its loudest sample at ``peak``."""
     n = int(rng.uniform(0.04, 0.08) * AUDIO_SR)
     t = np.arange(n) / AUDIO_SR
-    kind = rng.integers(3)
+    drawn = rng.integers(3)  # drawn either way: the rest of the clip is the same whether linked or not
+    kind = drawn if kind is None else kind
     if kind == 0:
         freq = math.exp(rng.uniform(math.log(300), math.log(3000)))
         x = np.sin(2 * np.pi * freq * t) * np.exp(-t / (n / AUDIO_SR * rng.uniform(0.15, 0.4)))
@@ -246,8 +251,9 @@ def _plan(seed: int, duration: float, size: int, offset_sec: float, cues: Cues =
         noise = np.fft.irfft(spectrum, n)
     audio = noise * (rng.uniform(0.005, 0.03) / noise.std() * cues.noise)
     events = [f / VIDEO_FPS for f in frames]
-    for t in events:
-        _add(audio, _sound(rng, rng.uniform(0.5, 0.8)), t - offset_sec)
+    for t, kind in zip(events, kinds):
+        _add(audio, _sound(rng, rng.uniform(0.5, 0.8), KINDS.index(kind) if cues.linked_sounds else None),
+             t - offset_sec)
     for start in np.arange(0, duration, STRETCH_SEC):  # quiet sounds that nothing on screen makes
         count = rng.integers(cues.quiet_sounds[0], cues.quiet_sounds[1] + 1)
         for t in rng.uniform(start, min(start + STRETCH_SEC, duration), count):
