@@ -68,3 +68,27 @@ def test_bench_loader_compares_where_inputs_are_made():
     r = json.loads(out.stdout.splitlines()[-1])
     assert r["worker_ms_per_sample"]["device"] > 0 and r["worker_speedup"] > 0
     assert r["bytes_per_sample"]["device"] < r["bytes_per_sample"]["loader"] / 2  # uint8 frames, raw audio
+
+
+def test_probe_stage1_reads_out_segment_embeddings(tmp_path):
+    import torch
+
+    from synchformer.training.config import load_config
+    from synchformer.training.loop import build_model, save_weights
+    from synchformer.training.synth import synth
+
+    csv_path = synth(tmp_path / "bench", 3, seed=5, duration=10.0, size=32, progress=False)
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": {"preset": "tiny", "image_size": 32},
+                               "data": {"train": str(csv_path), "cache_dir": str(tmp_path / "cache")}}))
+    c = load_config("contrastive", cfg)
+    torch.manual_seed(c.seed)
+    save_weights(build_model(c), tmp_path / "start.safetensors", {}, encoders_only=True)  # the same start
+    out = subprocess.run([sys.executable, str(BENCH / "probe_stage1.py"), "--config", str(cfg), "--weights",
+                          str(tmp_path / "start.safetensors")],
+                         capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    start, again = (json.loads(line) for line in out.stdout.splitlines()[-2:])
+    assert start["windows"] == 3 and start["segments"] == 42 and start["chance"] == round(1 / 42, 4)
+    for m in ("visual", "audio"):
+        assert 0 < start[m]["spread"] < 1 and "event_sep" in start[m]  # a synth folder: events are known
+    assert {k: v for k, v in again.items() if k != "weights"} == {k: v for k, v in start.items() if k != "weights"}
