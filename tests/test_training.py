@@ -247,6 +247,27 @@ def test_contrastive_loss_and_temperature():
     assert float(loss_fn.logit_scale.detach()) == 0.5  # clamped to [0.001, 0.5]
 
 
+def test_per_clip_centring_ignores_what_a_clip_shows_throughout(tmp_path, clips):
+    from synchformer.training.loop import Stage
+
+    torch.manual_seed(0)
+    model = Synchformer(ModelConfig.tiny(image_size=32)).eval()
+    batch = {"video": torch.randn(2, 14, 16, 3, 32, 32), "audio": torch.randn(2, 14, 1, 128, 66)}
+    losses = []
+    for shift in (0.0, 1.0):
+        stage = Stage(model, "contrastive", center="clip")
+        vfeats = model.extract_vfeats
+        per_clip = shift * torch.randn(2, 1, 1, model.cfg.v_width)  # a different constant for each clip
+        stage.model.extract_vfeats = lambda x, f=vfeats, c=per_clip: f(x) + c
+        losses.append(float(stage(batch)[0]))
+        del stage.model.extract_vfeats
+    assert losses[0] == pytest.approx(losses[1], abs=1e-3)
+    assert float(Stage(model, "contrastive", center=True)(batch)[0]) != pytest.approx(losses[0], abs=1e-2)
+    assert load_config("contrastive", None, ["center_embeddings=clip"]).center_embeddings == "clip"
+    with pytest.raises(SynchformerError, match="center_embeddings must be"):
+        load_config("contrastive", None, ["center_embeddings=yes"])
+
+
 # ------------------------------------------------------------------------------------------------ loop
 
 

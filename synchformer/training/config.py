@@ -71,7 +71,9 @@ class TrainConfig:
     feature_video_step: int = 1  # with cache_features: windows start every N frames (N | 8): N x fewer visual
     # encoder passes to build the cache; fixed validation windows move to the nearest such frame, audio with them
     gather_for_loss: bool = False  # stage I: negatives from every process's batch (the reference: False)
-    center_embeddings: bool = False  # stage I: subtract the batch mean (needed for encoders trained from scratch)
+    # stage I: true subtracts the batch mean (against the collapse of encoders trained from scratch); "clip"
+    # subtracts each clip's mean segment too, so that what a clip shows throughout cannot carry the loss
+    center_embeddings: bool | str = False
     freeze_encoders: bool = True  # stages II/III: the reference freezes them; False fine-tunes them too
     sync_start: str = "reference"  # stage II's fresh sync transformer: "reference" (std 0.02) or "sharp" (see loop)
     device: str = "auto"
@@ -182,6 +184,8 @@ def load_config(stage: str, path: str | os.PathLike | None = None, overrides: li
         values["stage"] = stage
         cfg = _build(TrainConfig, values)
         cfg.model_config()  # the model settings are checked now, not after the data is prepared
+        if cfg.center_embeddings not in (True, False, "clip"):
+            raise ValueError(f"center_embeddings must be true, false or \"clip\", not {cfg.center_embeddings!r}")
         if cfg.data.inputs_on not in ("auto", "loader", "device"):
             raise ValueError(f"data.inputs_on must be auto, loader or device, not {cfg.data.inputs_on!r}")
     except (ValueError, TypeError) as e:

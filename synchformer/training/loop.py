@@ -111,7 +111,8 @@ class Stage(nn.Module):
         if stage == "contrastive":
             if model.cfg.v_width != model.cfg.a_width:
                 raise ValueError("stage I compares visual and audio features directly: v_width must equal a_width")
-            self.loss = ContrastiveLoss(gather=gather_for_loss, center=center)
+            self.loss = ContrastiveLoss(gather=gather_for_loss, center=bool(center))
+            self.center_clip = center == "clip"
             for part in (model.vproj, model.aproj, model.transformer):  # unused until stage II
                 part.requires_grad_(False)
         elif self.frozen:  # stages II and III train only the projections and the sync transformer
@@ -130,8 +131,10 @@ class Stage(nn.Module):
         if self.stage == "contrastive":
             # segment embeddings: mean over each segment's tokens (the reference's AveragePooling in stage I)
             video, audio = model_inputs(batch)
-            v = m.extract_vfeats(video).mean(2).flatten(0, 1)
-            a = m.extract_afeats(audio).mean(2).flatten(0, 1)
+            v, a = m.extract_vfeats(video).mean(2), m.extract_afeats(audio).mean(2)  # (B, S, D)
+            if self.center_clip:  # what a clip shows throughout (its background) cannot tell its segments apart
+                v, a = v - v.mean(1, keepdim=True), a - a.mean(1, keepdim=True)
+            v, a = v.flatten(0, 1), a.flatten(0, 1)
             return self.loss(v, a)  # (loss, [segments matched, segments])
         if "vfeats" in batch:
             vf, af = batch["vfeats"], batch["afeats"]
