@@ -54,7 +54,7 @@ class Cues:
     clip / stretch (inclusive ranges), and background noise. The defaults are the benchmark; easier settings
     (one event, nothing else) serve as a curriculum for models trained from scratch. ``linked_sounds`` gives
     each event kind its own sound (flash: tone, hit: noise burst, bounce: click train), a cue of *what*
-    matches besides *when*, as real videos have: stage I trained from scratch needs it to get started."""
+    matches besides *when*, as real videos have."""
 
     events: tuple[int, int] = (1, 4)
     distractors: tuple[int, int] = (1, 3)
