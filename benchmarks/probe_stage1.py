@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from synchformer.constants import SEGMENT_FRAMES, VIDEO_FPS
 from synchformer.training.config import load_config
-from synchformer.training.data import model_inputs
-from synchformer.training.loop import Dist, build_model, init_from, make_datasets
+from synchformer.training.loop import Dist, Stage, build_model, init_from, make_datasets
+from synchformer.training.synth import event_times
 
 
 def segment_events(dataset, n: int, events: dict) -> torch.Tensor | None:
@@ -73,18 +73,16 @@ def main():
     dataset.train, dataset.jitter = False, 0  # fixed, central windows without augmentation
     n = min(args.clips, len(dataset))
     source = Path(getattr(cfg.data, name))
-    ev_file = (source if source.is_dir() else source.parent) / "events.jsonl"
-    events = ({(r := json.loads(line))["path"]: r["events"] for line in ev_file.read_text().splitlines() if line}
-              if ev_file.exists() else {})
+    folder = source if source.is_dir() else source.parent
+    events = event_times(folder) if (folder / "events.jsonl").exists() else {}
     has = segment_events(dataset, n, events) if events else None
     batch = torch.utils.data.default_collate([dataset[i] for i in range(n)])
+    stage = Stage(model, "contrastive")  # the embeddings as stage I makes them (batch centring is readout's)
     for label in ["start", *args.weights]:
         if label != "start":
             init_from(model, label)
         with torch.no_grad():
-            video, audio = model_inputs(batch)
-            v = model.extract_vfeats(video).mean(2).flatten(0, 1).float()
-            a = model.extract_afeats(audio).mean(2).flatten(0, 1).float()
+            v, a = (x.float() for x in stage.segment_embeddings(batch))
         print(json.dumps({"weights": label, "windows": n, "segments": len(v), **readout(v, a, has)}), flush=True)
 
 

@@ -126,16 +126,19 @@ class Stage(nn.Module):
             self.model.afeat_extractor.eval()
         return self
 
+    def segment_embeddings(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage I's (B * S, D) visual and audio embeddings: the mean over each segment's tokens (the
+        reference's AveragePooling), less each clip's mean segment with ``center="clip"``."""
+        video, audio = model_inputs(batch)
+        v, a = self.model.extract_vfeats(video).mean(2), self.model.extract_afeats(audio).mean(2)  # (B, S, D)
+        if self.center_clip:  # what a clip shows throughout (its background) cannot tell its segments apart
+            v, a = v - v.mean(1, keepdim=True), a - a.mean(1, keepdim=True)
+        return v.flatten(0, 1), a.flatten(0, 1)
+
     def forward(self, batch: dict):
         m = self.model
         if self.stage == "contrastive":
-            # segment embeddings: mean over each segment's tokens (the reference's AveragePooling in stage I)
-            video, audio = model_inputs(batch)
-            v, a = m.extract_vfeats(video).mean(2), m.extract_afeats(audio).mean(2)  # (B, S, D)
-            if self.center_clip:  # what a clip shows throughout (its background) cannot tell its segments apart
-                v, a = v - v.mean(1, keepdim=True), a - a.mean(1, keepdim=True)
-            v, a = v.flatten(0, 1), a.flatten(0, 1)
-            return self.loss(v, a)  # (loss, [segments matched, segments])
+            return self.loss(*self.segment_embeddings(batch))  # (loss, [segments matched, segments])
         if "vfeats" in batch:
             vf, af = batch["vfeats"], batch["afeats"]
         else:

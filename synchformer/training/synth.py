@@ -412,6 +412,12 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
     return csv_path
 
 
+def event_times(folder: str | os.PathLike) -> dict[str, list[float]]:
+    """Each clip's event times (seconds) from the ``events.jsonl`` that ``synth`` wrote in ``folder``."""
+    rows = (json.loads(line) for line in (Path(folder) / "events.jsonl").read_text().splitlines())
+    return {row["path"]: row["events"] for row in rows}
+
+
 def ceiling_of(data: str | os.PathLike, n_segments: int) -> dict | None:
     """``ceiling`` of ``data`` when it is a CSV made by ``synth`` (events.jsonl beside it, every clip in it),
     for windows of ``n_segments`` segments; None for other data."""
@@ -448,10 +454,7 @@ def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_s
     events_path = csv_path.parent / "events.jsonl"
     if not events_path.is_file():
         raise SynchformerError(csv_path, "has no events.jsonl beside it (not a folder made by synchformer synth)")
-    events = {}
-    for line in events_path.read_text().splitlines():
-        row = json.loads(line)
-        events[row["path"]] = np.asarray(row["events"], dtype=np.float64)
+    events = {name: np.asarray(times, dtype=np.float64) for name, times in event_times(csv_path.parent).items()}
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     # in samples, with the windows cut exactly as SyncDataset.place cuts them (int() of float seconds, as
