@@ -13,7 +13,7 @@ import pytest
 import synchformer.cli.synth as synth_cli
 from synchformer.errors import SynchformerError
 from synchformer.io.decode import load_av
-from synchformer.training.synth import Cues, _plan, ceiling, make_sparse_clip, synth
+from synchformer.training.synth import Cues, _plan, ceiling, crop_row, make_sparse_clip, synth
 
 SEED, OFFSET = 3, 0.6  # seed 3 has flashes, hits and bounces
 
@@ -100,6 +100,14 @@ def test_event_rules_over_many_seeds():
     assert kinds == {"flash", "hit", "bounce"}
 
 
+def test_crop_rows_start_the_video_on_their_frame():
+    # readers (the reference too) start the video at int(vstart_sec * 25): that must be the frame synth meant
+    starts = [crop_row(seed, 10.0)[1] for seed in range(2000)]
+    frames = [int(v * 25) for v in starts]
+    assert all(abs(v * 25 - f) < 0.01 for v, f in zip(starts, frames))
+    assert sum(v != round(v, 2) for v in starts) > 20  # values such as 1.16, which int() floors to 28, occur
+
+
 def test_same_seed_same_clip(tmp_path):
     infos, frames = [], []
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
@@ -128,7 +136,7 @@ def test_synth_folder_resumed_never_overwritten(tmp_path, capsys):
         off, vstart = float(r["offset_sec"]), float(r["vstart_sec"])
         assert round(off * 5) == pytest.approx(off * 5) and abs(off) <= 1.0  # grid points that fit in 6 s
         assert vstart >= 0 and vstart + off >= -1e-9 and max(vstart, vstart + off) + 5 <= 6 + 1e-9
-        assert round(vstart * 25) == pytest.approx(vstart * 25)
+        assert round(vstart * 25) == pytest.approx(vstart * 25, abs=0.01) == int(vstart * 25)
     events = [json.loads(line) for line in open(out / "events.jsonl")]
     assert [e["path"] for e in events] == names[:3] and all(e["events"] for e in events)
 

@@ -336,7 +336,10 @@ def crop_row(seed: int, duration: float) -> tuple[float, float]:
     offset = float(rng.choice(grid[np.abs(grid) <= duration - CROP_SEC + 1e-9]))
     lo, hi = max(0.0, -offset), duration - CROP_SEC - max(0.0, offset)
     frame = max(math.floor(rng.uniform(lo, hi) * VIDEO_FPS + 1e-9), round(lo * VIDEO_FPS))
-    return offset, round(frame / VIDEO_FPS, 2)
+    vstart = round(frame / VIDEO_FPS, 2)
+    if int(vstart * VIDEO_FPS) != frame:  # readers take int(vstart * 25), as the reference does: 1.16 s gives
+        vstart = round(vstart + 1e-4, 4)  # frame 28 (28.999...), so write 1.1601 s, which gives frame 29
+    return offset, vstart
 
 
 def _make_one(job: tuple[int, str, int, float, int, Cues]) -> tuple[int, dict]:
@@ -458,11 +461,11 @@ def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_s
     with open(csv_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
     # in samples, with the windows cut exactly as SyncDataset.place cuts them (int() of float seconds, as
-    # the reference does: a CSV's 1.16 s starts the video at frame 28, 0.04 s early)
+    # the reference does: a CSV's 1.16 s starts the video at frame 28, 0.04 s early; synth writes 1.1601)
     grid = np.round(np.linspace(-MAX_OFFSET_SEC, MAX_OFFSET_SEC, N_OFFSET_CLASSES) * AUDIO_SR)
     win, margin = round(window_sec * AUDIO_SR), round(margin_sec * AUDIO_SR)
     lead_frames = round(lead_sec * VIDEO_FPS)
-    tol = SAMPLES_PER_FRAME  # the int() above may start the video a frame early
+    tol = SAMPLES_PER_FRAME  # an event may sit up to a frame from its sound; older CSVs start a frame early
     acc, acc_pm1, unique = [], [], []
     for row in rows:
         if row.get("path") not in events:
