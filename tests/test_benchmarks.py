@@ -68,6 +68,7 @@ def test_bench_loader_compares_where_inputs_are_made():
     r = json.loads(out.stdout.splitlines()[-1])
     assert r["worker_ms_per_sample"]["device"] > 0 and r["worker_speedup"] > 0
     assert r["bytes_per_sample"]["device"] < r["bytes_per_sample"]["loader"] / 2  # uint8 frames, raw audio
+    assert r["epoch_batches"] == 1 and min(r["epoch_sec"].values()) > 0 and r["epoch_speedup_persistent"] > 0
 
 
 def test_probe_stage1_reads_out_segment_embeddings(tmp_path):

@@ -314,6 +314,17 @@ def test_a_stopped_run_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_path
     assert losses[0] == losses[1]
 
 
+def test_loader_workers_live_across_epochs_and_draw_each_epochs_samples(tmp_path, clips):
+    # the same run with two workers (started once, kept for all epochs) and with none: the same samples
+    args = ["epochs=3", "model.dropout=0.1", "data.augment.p_horizontal_flip=0.5", "data.augment.p_gray_scale=0.5"]
+    runs = {w: train(config(tmp_path / str(w), clips, "sync", *args, f"data.num_workers={w}"), progress=False)
+            for w in (0, 2)}
+    assert runs[0]["steps"] == runs[2]["steps"] == 6
+    losses = [[json.loads(x)["train/loss"] for x in (tmp_path / str(w) / "run" / "logs" / "metrics.jsonl")
+               .read_text().splitlines() if "train/loss" in x] for w in (0, 2)]
+    assert losses[0] == losses[1] and len(set(losses[0])) == 6
+
+
 def _cli_env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
 

@@ -285,8 +285,13 @@ class SyncDataset(torch.utils.data.Dataset):
             return int(abs(offset_sec) <= self.cfg.max_offset_sec + 1e-6), offset_sec
         return int((self.grid - offset_sec).abs().argmin()), offset_sec
 
-    def __getitem__(self, index: int) -> dict:
-        gen = sample_generator(self.seed, self.epoch if self.train else 0, index)
+    def sample_key(self, item: int | tuple[int, int]) -> tuple[torch.Generator, int]:
+        """The generator and clip index of ``index`` or ``(epoch, index)`` (training batches carry their epoch)."""
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
+        return sample_generator(self.seed, epoch if self.train else 0, index), index
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+        gen, index = self.sample_key(item)
         frames, audio = load_cached(self.cache_dir, self.clips[index].key)
         p = self.place(index, len(frames), gen)
         video = torch.from_numpy(np.array(frames[p.first_frame:p.first_frame + self.span_frames]))

@@ -19,7 +19,7 @@ from synchformer.constants import SAMPLES_PER_FRAME, SEGMENT_FRAMES, SEGMENT_SAM
 from synchformer.features.segments import audio_to_model, center_crop, frames_to_model
 from synchformer.model import Synchformer
 
-from .data import SyncDataset, load_cached, sample_generator, save_npy
+from .data import SyncDataset, load_cached, save_npy
 
 
 def encoder_digest(model: Synchformer) -> str:
@@ -93,12 +93,12 @@ class FeatureDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.base.set_epoch(epoch)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict:
         b = self.base
+        gen, index = b.sample_key(item)
         clip = b.clips[index]
         vf = np.load(self.dir / f"{clip.key}.video{self.step}.npy", mmap_mode="r")
         af = np.load(self.dir / f"{clip.key}.audio.npy", mmap_mode="r")
-        gen = sample_generator(b.seed, b.epoch if b.train else 0, index)
         p = b.place(index, clip.frames, gen, self.step)
         n, stride = b.cfg.n_segments, b.stride
         a_first = min(int(round(p.first_sample / SAMPLES_PER_FRAME)), len(af) - 1 - (n - 1) * stride)

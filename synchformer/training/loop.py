@@ -79,13 +79,19 @@ def pick_device(name: str, d: Dist) -> str:
 
 
 class GlobalBatches(torch.utils.data.Sampler):
-    """Batches of indices for this process: global batch k of an epoch is ``order[k*G:(k+1)*G]`` with
-    G = batch x world; rank r takes its r-th slice. Starts at ``first_step`` (resuming mid-epoch)."""
+    """Batches of (epoch, index) pairs for this process: global batch k of an epoch is ``order[k*G:(k+1)*G]``
+    with G = batch x world; rank r takes its r-th slice. Starts at ``first_step`` (resuming mid-epoch).
+    The epoch travels with each index because DataLoader workers that live across epochs keep their own copy
+    of the dataset, which ``set_epoch`` in this process does not reach."""
 
     def __init__(self, n: int, batch: int, d: Dist, seed: int, epoch: int, shuffle: bool, first_step: int = 0):
-        self.n, self.batch, self.d, self.first_step = n, batch, d, first_step
-        g = torch.Generator().manual_seed(seed * 7919 + epoch)
-        self.order = torch.randperm(n, generator=g).tolist() if shuffle else list(range(n))
+        self.n, self.batch, self.d, self.seed, self.shuffle = n, batch, d, seed, shuffle
+        self.set_epoch(epoch, first_step)
+
+    def set_epoch(self, epoch: int, first_step: int = 0) -> None:
+        self.epoch, self.first_step = epoch, first_step
+        g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        self.order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
 
     def __len__(self):
         return self.n // (self.batch * self.d.world) - self.first_step
@@ -94,7 +100,7 @@ class GlobalBatches(torch.utils.data.Sampler):
         size = self.batch * self.d.world
         for k in range(self.first_step, self.n // size):
             start = k * size + self.d.rank * self.batch
-            yield self.order[start:start + self.batch]
+            yield [(self.epoch, i) for i in self.order[start:start + self.batch]]
 
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -440,14 +446,16 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     calls, stop, interrupted, t0 = 0, False, False, time.time()
     stage1 = cfg.stage == "contrastive"
     stage.train()
+    sampler = GlobalBatches(len(train_set), cfg.data.batch_size, d, cfg.seed, prog["epoch"], True)
+    # one loader whose workers live across epochs (starting them again each epoch costs seconds); its own
+    # generator: making the loader must not draw from the global RNG (resumed runs would drift)
+    workers = 0 if isinstance(train_set, FeatureDataset) else cfg.data.num_workers  # a few KB per sample
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
+                                         persistent_workers=workers > 0, pin_memory=device.startswith("cuda"),
+                                         generator=torch.Generator())
     while prog["epoch"] < cfg.epochs and not stop:
-        train_set.set_epoch(prog["epoch"])
-        sampler = GlobalBatches(len(train_set), cfg.data.batch_size, d, cfg.seed, prog["epoch"], True,
-                                prog["step_in_epoch"])
-        # its own generator: making the loader must not draw from the global RNG (resumed runs would drift)
-        workers = 0 if isinstance(train_set, FeatureDataset) else cfg.data.num_workers  # a few KB per sample
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
-                                             pin_memory=device.startswith("cuda"), generator=torch.Generator())
+        train_set.set_epoch(prog["epoch"])  # for this process (no workers); workers read the batches' epoch
+        sampler.set_epoch(prog["epoch"], prog["step_in_epoch"])
         for batch in loader:
             batch = _to(batch, device)
             with _autocast(cfg, device):
