@@ -447,7 +447,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     stage1 = cfg.stage == "contrastive"
     stage.train()
     sampler = GlobalBatches(len(train_set), cfg.data.batch_size, d, cfg.seed, prog["epoch"], True)
-    # one loader whose workers live across epochs (starting them again each epoch costs seconds); its own
+    # one loader whose workers live across epochs (not started again for every epoch); its own
     # generator: making the loader must not draw from the global RNG (resumed runs would drift)
     workers = 0 if isinstance(train_set, FeatureDataset) else cfg.data.num_workers  # a few KB per sample
     loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
