@@ -27,7 +27,7 @@ from synchformer.training.config import load_config, parse_overrides
 from synchformer.training.data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
 from synchformer.training.features import FeatureDataset, build_feature_cache
 from synchformer.training.logs import read_events
-from synchformer.training.loop import Dist, train
+from synchformer.training.loop import Dist, GlobalBatches, train
 from synchformer.training.losses import ContrastiveLoss
 from synchformer.training.synth import make_sparse_clip
 
@@ -314,8 +314,8 @@ def test_a_stopped_run_resumes_and_ends_where_an_uninterrupted_one_ends(tmp_path
     assert losses[0] == losses[1]
 
 
-def test_loader_workers_live_across_epochs_and_draw_each_epochs_samples(tmp_path, clips):
-    # the same run with two workers (started once, kept for all epochs) and with none: the same samples
+def test_a_run_with_loader_workers_follows_the_run_without(tmp_path, clips):
+    # the same run with two workers (started once, kept for all epochs) and with none: the same losses
     args = ["epochs=3", "model.dropout=0.1", "data.augment.p_horizontal_flip=0.5", "data.augment.p_gray_scale=0.5"]
     runs = {w: train(config(tmp_path / str(w), clips, "sync", *args, f"data.num_workers={w}"), progress=False)
             for w in (0, 2)}
@@ -323,6 +323,23 @@ def test_loader_workers_live_across_epochs_and_draw_each_epochs_samples(tmp_path
     losses = [[json.loads(x)["train/loss"] for x in (tmp_path / str(w) / "run" / "logs" / "metrics.jsonl")
                .read_text().splitlines() if "train/loss" in x] for w in (0, 2)]
     assert losses[0] == losses[1] and len(set(losses[0])) == 6
+
+
+def test_live_workers_draw_the_samples_of_each_batchs_epoch(prepared, clips):
+    cfg, prep = prepared
+    ds = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=True, seed=3,
+                     augment=Augment(p_horizontal_flip=0.5))
+    sampler = GlobalBatches(len(ds), 4, Dist(), 0, 0, True)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=2, persistent_workers=True)
+    targets = {}
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        ds.set_epoch(epoch)  # here only: the workers' copies keep epoch 0
+        for batch in loader:
+            for j, i in enumerate(batch["index"].tolist()):
+                assert torch.equal(batch["video"][j], ds[i]["video"]) and batch["target"][j] == ds[i]["target"]
+                targets[epoch, i] = int(batch["target"][j])
+    assert len(targets) == 16 and any(targets[0, i] != targets[1, i] for i in range(8))
 
 
 def _cli_env():

@@ -454,8 +454,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
                                          persistent_workers=workers > 0, pin_memory=device.startswith("cuda"),
                                          generator=torch.Generator())
     while prog["epoch"] < cfg.epochs and not stop:
-        train_set.set_epoch(prog["epoch"])  # for this process (no workers); workers read the batches' epoch
-        sampler.set_epoch(prog["epoch"], prog["step_in_epoch"])
+        sampler.set_epoch(prog["epoch"], prog["step_in_epoch"])  # each item carries it to the dataset
         for batch in loader:
             batch = _to(batch, device)
             with _autocast(cfg, device):
