@@ -16,9 +16,8 @@ import json
 import torch
 import torch.nn.functional as F
 
-from synchformer.training.config import load_config
 from synchformer.training.features import FeatureDataset, build_feature_cache
-from synchformer.training.loop import Dist, build_model, make_datasets
+from synchformer.training.loop import Dist, start_of_run
 from synchformer.training.synth import ceiling_of
 
 BIN = 0.04  # seconds: one video frame
@@ -63,10 +62,7 @@ def main():
     p.add_argument("--config", required=True, help="a stage II config (its data.valid and encoders are used)")
     p.add_argument("overrides", nargs="*", help="key=value settings, as for synchformer train")
     args = p.parse_args()
-    cfg = load_config("sync", args.config, ["data.decode_workers=1", *args.overrides])
-    torch.manual_seed(cfg.seed)  # the encoders synchformer train would start from
-    model = build_model(cfg).eval()
-    data = make_datasets(cfg, model.cfg, Dist(), False)
+    cfg, model, data = start_of_run("sync", args.config, args.overrides)
     if "valid" not in data:
         p.error("the config needs data.valid (clips with fixed offsets)")
     base = data["valid"][1]

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from synchformer.constants import SEGMENT_FRAMES, VIDEO_FPS
-from synchformer.training.config import load_config
-from synchformer.training.loop import Dist, Stage, build_model, init_from, make_datasets
+from synchformer.training.loop import Stage, init_from, start_of_run
 from synchformer.training.synth import event_times
 
 
@@ -64,10 +63,7 @@ def main():
     p.add_argument("--clips", type=int, default=32, help="windows (one per clip) in the batch")
     p.add_argument("overrides", nargs="*", help="key=value settings, as for synchformer train")
     args = p.parse_args()
-    cfg = load_config("contrastive", args.config, ["data.decode_workers=1", *args.overrides])
-    torch.manual_seed(cfg.seed)  # the encoders synchformer train would start from
-    model = build_model(cfg).eval()
-    data = make_datasets(cfg, model.cfg, Dist(), False)
+    cfg, model, data = start_of_run("contrastive", args.config, args.overrides)
     name = "valid" if "valid" in data else "train"
     dataset = data[name][1]
     dataset.train, dataset.jitter = False, 0  # fixed, central windows without augmentation

@@ -32,7 +32,7 @@ from synchformer.model.checkpoint import read_checkpoint, save_safetensors
 from synchformer.model.load import FORMAT_VERSION
 
 from .augment import Augment
-from .config import TrainConfig, save_config
+from .config import TrainConfig, load_config, save_config
 from .data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
 from .features import FeatureDataset, build_feature_cache
 from .logs import ScalarLog
@@ -348,6 +348,15 @@ def _autocast(cfg: TrainConfig, device: str):
         return contextlib.nullcontext()
     kind = "cuda" if device.startswith("cuda") else "cpu"
     return torch.autocast(kind, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+
+
+def start_of_run(stage: str, config, overrides: list[str]) -> tuple[TrainConfig, Synchformer, dict]:
+    """For read-out scripts (benchmarks/probe_*.py): the config, the model ``synchformer train`` would start
+    from (same seed, ``init`` loaded; in eval mode) and its datasets, decoded in this one process."""
+    cfg = load_config(stage, config, ["data.decode_workers=1", *overrides])
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).eval()
+    return cfg, model, make_datasets(cfg, model.cfg, Dist(), False)
 
 
 # ---------------------------------------------------------------------------------------------- training
