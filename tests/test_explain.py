@@ -107,6 +107,18 @@ def test_occlusion_shapes_zeros_and_nonzeros(model):
     assert (att.visual_segment != 0).all()
 
 
+def test_a_centred_model_is_explained_on_what_it_reads():
+    """With center_segments, tokens added to every segment change neither the decision nor its explanation."""
+    centred = Synchformer(ModelConfig.tiny(center_segments=True)).eval()
+    v, a = features(seed=2)
+    shifted = attribute(centred, v + 5, a - 5, tokens=False)
+    plain = attribute(centred, v, a, tokens=False)
+    with torch.no_grad():
+        torch.testing.assert_close(shifted.logits, centred.compare_v_a(v[None], a[None])[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(shifted.audio_segment, plain.audio_segment, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shifted.visual_segment, plain.visual_segment, atol=1e-4, rtol=1e-4)
+
+
 def test_gradient_matches_finite_differences(model):
     m = Synchformer(ModelConfig.tiny()).double().eval()
     m.load_state_dict(model.state_dict())

@@ -42,6 +42,30 @@ def test_segments_are_encoded_independently():
     torch.testing.assert_close(first_three, chunked[:, :3], atol=1e-5, rtol=1e-5)
 
 
+def test_centred_segments_ignore_what_a_window_shows_throughout(tmp_path):
+    """center_segments (not in the reference): the sync transformer sees each window's features less their mean
+    segment, so adding the same tokens to every segment (a background) changes nothing. Saved with the weights."""
+    from synchformer.model import load_model, save_model
+
+    g = torch.Generator().manual_seed(0)
+    v, a = torch.randn(2, 14, 8, 32, generator=g), torch.randn(2, 14, 6, 32, generator=g)
+    bv, ba = 3 * torch.randn(2, 1, 8, 32, generator=g), 3 * torch.randn(2, 1, 6, 32, generator=g)
+    plain = Synchformer(ModelConfig.tiny()).eval()
+    centred = Synchformer(ModelConfig.tiny(center_segments=True)).eval()
+    centred.load_state_dict(plain.state_dict())  # the same weights: only the centring differs
+    with torch.inference_mode():
+        c0, c1 = centred.compare_v_a(v, a), centred.compare_v_a(v + bv, a + ba)
+        p0, p1 = plain.compare_v_a(v, a), plain.compare_v_a(v + bv, a + ba)
+    torch.testing.assert_close(c1, c0, atol=1e-5, rtol=1e-5)
+    assert (p1 - p0).abs().max() > 1e-3 and (c0 - p0).abs().max() > 1e-3  # without it, the background counts
+    save_model(centred, tmp_path / "centred.safetensors")
+    again = load_model(tmp_path / "centred.safetensors")
+    save_model(plain, tmp_path / "plain.safetensors")
+    assert again.cfg.center_segments and not load_model(tmp_path / "plain.safetensors").cfg.center_segments
+    with torch.inference_mode():
+        torch.testing.assert_close(again.compare_v_a(v, a), c0)
+
+
 def test_training_mode_has_gradients_everywhere_that_matters():
     cfg = ModelConfig.tiny()
     model = Synchformer(cfg).train()

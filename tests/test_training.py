@@ -113,6 +113,20 @@ def test_sharp_start_gives_time_positions_and_sharper_attention(tmp_path):
         load_config("sync", None, ["sync_start=sharpest"])
 
 
+def test_center_features_is_saved_in_the_model_and_kept_by_the_next_round(tmp_path):
+    from synchformer.model import load_model, save_model
+    from synchformer.training.loop import build_model
+
+    tiny = ["model.preset=tiny", "model.width=64", "model.heads=4"]
+    assert not build_model(load_config("sync", None, tiny)).cfg.center_segments  # the reference's default
+    model = build_model(load_config("sync", None, tiny + ["center_features=true"]))
+    assert model.cfg.center_segments
+    save_model(model, tmp_path / "s2.safetensors")
+    assert load_model(tmp_path / "s2.safetensors").cfg.center_segments
+    for stage in ("sync", "synchronizability"):  # a later round from that file keeps it
+        assert build_model(load_config(stage, None, [f"init={tmp_path / 's2.safetensors'}"])).cfg.center_segments
+
+
 # ------------------------------------------------------------------------------------------------ data
 
 
@@ -489,10 +503,13 @@ def test_commands_without_weights_use_the_bundled_model(tiny_weights, monkeypatc
     assert "trained on synthetic" in captured.err and json.loads(captured.out)["file"].endswith("c0.mp4")
 
 
-@pytest.mark.parametrize("stage", ["contrastive", "sync"])
-def test_shipped_configs_parse(stage):
-    cfg = load_config(stage, Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{stage}.json")
+@pytest.mark.parametrize("name", ["contrastive", "contrastive_clip", "sync", "sync_few"])
+def test_shipped_configs_parse(name):
+    stage = name.split("_")[0]
+    cfg = load_config(stage, Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{name}.json")
     assert cfg.stage == stage and cfg.data.train.endswith("clips.csv")
+    if name == "sync_few":  # the recipe that left the plateau (README)
+        assert cfg.center_features and cfg.sync_start == "sharp" and cfg.init.endswith("contrastive_clip/best.safetensors")
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, clips):

@@ -176,7 +176,7 @@ def attribute(model: Synchformer, vfeats: torch.Tensor, afeats: torch.Tensor, ta
     try:
         with torch.no_grad():
             dev = model.device
-            v, a = model.vproj(vfeats.to(dev)), model.aproj(afeats.to(dev))
+            v, a = (t[0] for t in model.sync_tokens(vfeats[None].to(dev), afeats[None].to(dev)))
             logits = model.transformer(v[None].flatten(1, 2), a[None].flatten(1, 2))[0].float()
             target = int(logits.argmax()) if target is None else int(target)
             if not 0 <= target < len(logits):

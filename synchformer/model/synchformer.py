@@ -51,6 +51,9 @@ class ModelConfig:
     max_offset_sec: float = 2.0
     mlp_ratio: int = 4
     dropout: float = 0.1  # sync transformer (embedding, attention, residual), as in the reference
+    # Subtract each window's mean segment from the features before the sync transformer, so that what a window
+    # shows throughout (its background) cannot drown when things happen. Not in the reference: off for its weights.
+    center_segments: bool = False
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -457,9 +460,14 @@ class Synchformer(nn.Module):
         if vfeats.shape[1] != self.cfg.n_segments or afeats.shape[1] != self.cfg.n_segments:
             raise ValueError(f"this model takes windows of {self.cfg.n_segments} segments, got "
                              f"{vfeats.shape[1]} visual and {afeats.shape[1]} audio")
-        v = self.vproj(vfeats).flatten(1, 2)
-        a = self.aproj(afeats).flatten(1, 2)
-        return self.transformer(v, a)
+        v, a = self.sync_tokens(vfeats, afeats)
+        return self.transformer(v.flatten(1, 2), a.flatten(1, 2))
+
+    def sync_tokens(self, vfeats: torch.Tensor, afeats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sync transformer's visual and audio tokens, (B, S, 8, width) and (B, S, 6, width)."""
+        if self.cfg.center_segments:
+            vfeats, afeats = (f - f.mean(1, keepdim=True) for f in (vfeats, afeats))
+        return self.vproj(vfeats), self.aproj(afeats)
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         return self.compare_v_a(self.extract_vfeats(video), self.extract_afeats(audio))

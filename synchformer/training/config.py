@@ -76,6 +76,9 @@ class TrainConfig:
     center_embeddings: bool | str = False
     freeze_encoders: bool = True  # stages II/III: the reference freezes them; False fine-tunes them too
     sync_start: str = "reference"  # stage II's fresh sync transformer: "reference" (std 0.02) or "sharp" (see loop)
+    # stages II/III: the sync transformer sees each window's features less their mean segment (ModelConfig.
+    # center_segments, saved with the weights); an init file that has it keeps it
+    center_features: bool = False
     device: str = "auto"
 
     def __post_init__(self):

@@ -178,6 +178,8 @@ def build_model(cfg: TrainConfig) -> Synchformer:
             mcfg = dataclasses.replace(mcfg, head="synchronizability", n_segments=13)
         else:
             mcfg = dataclasses.replace(mcfg, head="offset")
+    if cfg.center_features:
+        mcfg = dataclasses.replace(mcfg, center_segments=True)
     model = Synchformer(mcfg)
     if cfg.sync_start == "sharp":
         sharp_start(model.transformer, mcfg)  # an init file that holds a sync transformer overwrites it below
