@@ -176,8 +176,9 @@ def attribute(model: Synchformer, vfeats: torch.Tensor, afeats: torch.Tensor, ta
     try:
         with torch.no_grad():
             dev = model.device
-            v, a = (t[0] for t in model.sync_tokens(vfeats[None].to(dev), afeats[None].to(dev)))
-            logits = model.transformer(v[None].flatten(1, 2), a[None].flatten(1, 2))[0].float()
+            v, a = model.sync_tokens(vfeats[None].to(dev), afeats[None].to(dev))
+            logits = model.transformer(v.flatten(1, 2), a.flatten(1, 2))[0].float()
+            v, a = v[0], a[0]
             target = int(logits.argmax()) if target is None else int(target)
             if not 0 <= target < len(logits):
                 raise ValueError(f"target class {target} out of range 0..{len(logits) - 1}")

@@ -77,7 +77,7 @@ class TrainConfig:
     freeze_encoders: bool = True  # stages II/III: the reference freezes them; False fine-tunes them too
     sync_start: str = "reference"  # stage II's fresh sync transformer: "reference" (std 0.02) or "sharp" (see loop)
     # stages II/III: the sync transformer sees each window's features less their mean segment (ModelConfig.
-    # center_segments, saved with the weights); an init file that has it keeps it
+    # center_segments, saved with the weights); an init file that has it keeps it when the config gives no model
     center_features: bool = False
     device: str = "auto"
 
