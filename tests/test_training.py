@@ -503,7 +503,7 @@ def test_commands_without_weights_use_the_bundled_model(tiny_weights, monkeypatc
     assert "trained on synthetic" in captured.err and json.loads(captured.out)["file"].endswith("c0.mp4")
 
 
-@pytest.mark.parametrize("name", ["contrastive", "contrastive_clip", "contrastive_bench", "sync", "sync_few"])
+@pytest.mark.parametrize("name", ["contrastive", "contrastive_clip", "contrastive_bench", "sync", "sync_few", "sync_mix"])
 def test_shipped_configs_parse(name):
     stage = name.split("_")[0]
     cfg = load_config(stage, Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{name}.json")
@@ -512,6 +512,8 @@ def test_shipped_configs_parse(name):
         assert cfg.center_features and cfg.sync_start == "sharp" and cfg.init.endswith("contrastive_clip/best.safetensors")
     if name == "contrastive_bench":  # continues stage I from the clean round, on clips with distractors
         assert cfg.init.endswith("contrastive_clip/best.safetensors") and cfg.center_embeddings == "clip"
+    if name == "sync_mix":  # the benchmark round: centred, from the few-event model
+        assert cfg.center_features and cfg.init.endswith("sync_few/best.safetensors")
 
 
 def test_bf16_autocast_trains_on_cpu(tmp_path, clips):
