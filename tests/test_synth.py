@@ -191,6 +191,15 @@ def test_ceiling_counts_the_offsets_the_events_allow(tmp_path):
         ceiling(tmp_path / "b" / "clips.csv")
 
 
+def test_ceiling_of_pooled_windows_needs_every_window_to_agree(tmp_path):
+    # one event at 8 s: the window at 0 s sees nothing (any offset fits), the one at 4 s pins the offset
+    csv_path = _bench(tmp_path / "a", [([8.0], 0.0, 0.0)])
+    assert ceiling(csv_path)["accuracy_1"] == pytest.approx(1 / 21)
+    both = {str(tmp_path / "a" / "c0.mp4"): [0.0, 4.0]}
+    assert ceiling(csv_path, windows=both)["accuracy_1"] == 1.0
+    assert ceiling(csv_path, windows={str(tmp_path / "a" / "c0.mp4"): [0.0, 0.32]})["accuracy_1"] == pytest.approx(1 / 21)
+
+
 def test_easier_cues_make_a_curriculum(tmp_path):
     easy = Cues(events=(1, 1), distractors=(0, 0), quiet_sounds=(0, 0), noise=False)
     for seed in range(5):

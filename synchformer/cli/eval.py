@@ -19,6 +19,12 @@ def add_parser(sub):
     common.add_device(p)
     p.add_argument("--out", "-o", help="folder for eval.json and the confusion (or ROC) plots")
     p.add_argument("--no-baseline", action="store_true", help="skip the cross-correlation baseline")
+    p.add_argument("--pool", action="store_true",
+                   help="score each clip as `predict` does: every window of the whole clip under its offset, "
+                        "pooled (the default is the reference's protocol: the one window at vstart_sec)")
+    p.add_argument("--hop", type=float, default=2.4, metavar="SEC",
+                   help="with --pool: seconds between window starts, rounded to a multiple of 0.32 "
+                        "(default 2.4 -> 2.56 s, as predict)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0, help="for clips without fixed offsets")
     p.add_argument("--cache-dir", help="keep decoded clips here (default: a temporary folder)")
@@ -30,7 +36,10 @@ def run(args):
     import torch
 
     from synchformer.inference.baseline import OnsetCorrelation
-    from synchformer.training.evaluate import eval_dataset, metrics_of, plot, predict_dataset
+    from synchformer.constants import VIDEO_FPS
+    from synchformer.errors import SynchformerError
+    from synchformer.features.segments import span_frames
+    from synchformer.training.evaluate import eval_dataset, metrics_of, plot, pool_logits, pooled_windows, predict_dataset
     from synchformer.training.synth import ceiling_of
 
     model = common.load_or_bundled(args.weights, args.device)
@@ -40,16 +49,32 @@ def run(args):
     print(prep.report(args.data))
     for path, why in prep.problems[:20]:
         print(f"  skipped {path}: {why}")
+    groups = starts = bound_windows = None
+    if args.pool:
+        if cfg.head != "offset":
+            raise SynchformerError(args.weights or "bundled model", "--pool is for offset models (stage II), "
+                                   "not synchronizability ones")
+        dataset, groups, starts = pooled_windows(dataset, args.hop)
+        bound_windows = {}
+        for clip in dataset.clips:
+            bound_windows.setdefault(clip.path, []).append(clip.vstart_sec)
+        print(f"pooling {len(dataset)} windows of {len(set(groups.tolist()))} clips (hop {args.hop:g} s)")
     runs = {"model": model}
     if not args.no_baseline and cfg.head == "offset":
         runs["baseline (onset x motion cross-correlation)"] = OnsetCorrelation(cfg.n_segments, cfg.image_size)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    report = {"data": str(args.data), "weights": args.weights or "bundled", "clips": len(dataset),
-              "skipped": dict(prep.skipped), "results": {}}
+    report = {"data": str(args.data), "weights": args.weights or "bundled",
+              "clips": len(dataset) if groups is None else len(set(groups.tolist())),
+              "protocol": "pooled windows" if args.pool else "one window", "skipped": dict(prep.skipped),
+              "results": {}}
+    if args.pool:
+        report["windows"], report["hop_sec"] = len(dataset), args.hop
     for name, m in runs.items():
         logits, targets = predict_dataset(m.to(model.device), dataset, str(model.device), args.batch_size, True)
+        if groups is not None:
+            logits, targets = pool_logits(logits, targets, groups, starts, span_frames(cfg.n_segments) / VIDEO_FPS)
         res = metrics_of(logits, targets, cfg.head)
         report["results"][name] = res
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
@@ -58,7 +83,7 @@ def run(args):
             plot(logits, targets, cfg, out / f"{tag}_{'confusion' if cfg.head == 'offset' else 'roc'}.png",
                  f"{tag}: Acc@1 {res.get('accuracy_1', res.get('accuracy')):.3f}")
             torch.save({"logits": logits, "targets": targets}, out / f"{tag}_logits.pt")
-    bound = ceiling_of(args.data, cfg.n_segments) if cfg.head == "offset" else None
+    bound = ceiling_of(args.data, cfg.n_segments, bound_windows) if cfg.head == "offset" else None
     if bound:
         report["ceiling"] = bound
         print(f"ceiling (every event found exactly; synth's events.jsonl): accuracy_1 {bound['accuracy_1']:.4f}  "

@@ -2,7 +2,8 @@
 
 It shows the pipeline end to end (``synchformer demo``, ``predict`` without ``--weights``) without any
 download; it has never seen a real video, so real videos need the released weights. How it was trained, and
-what it scores (short of the issue's target), is in the README ("The bundled model").
+what it scores (per clip, all windows pooled: Acc@1 0.93 on 200 held-out synthetic clips; per single window:
+0.65), is in the README ("The bundled model").
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from .checkpoint import sha256sum
 from .load import load_model
 
 SYNTHETIC_TINY = Path(__file__).resolve().parent.parent / "assets" / "synthetic_tiny.safetensors"
-SYNTHETIC_TINY_SHA256 = "beba0132601c12c4a84086250921885f4e9ff7dd5ae02f2de9eb662de6c284df"
+SYNTHETIC_TINY_SHA256 = "f87db655f62e99d49c6eae88abf8142746ddf404ce61c1fc43151441d10acf97"
 NOTE = ("note: using the bundled model, trained on synthetic flash/click clips only (synchformer synth); "
         "for real videos pass --weights with a released checkpoint")
 

@@ -1,18 +1,25 @@
 """Evaluate a model (and the non-learned baseline) on clips with fixed offsets: Acc@1, Acc@1 +-1 class,
-a confusion plot; accuracy and ROC-AUC for synchronizability."""
+a confusion plot; accuracy and ROC-AUC for synchronizability.
+
+Two protocols for the offset head: one window per clip (the reference's: the window at the CSV's
+``vstart_sec``), or every window of the clip pooled into one prediction, as ``predict`` does (``pooled_windows``
+and ``pool_logits``).
+"""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from synchformer.constants import AUDIO_SR, SAMPLES_PER_FRAME, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
 from synchformer.errors import SynchformerError
-from synchformer.features.segments import decode_size
+from synchformer.features.segments import LEAD_FRAMES, LEAD_SAMPLES, decode_size
 
 from .config import DataConfig
-from .data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
+from .data import Clip, SyncDataset, model_inputs, prepare, read_clip_list, required_sec
 from .metrics import confusion_matrix, offset_metrics, plot_confusion, plot_roc, sync_metrics
 
 
@@ -27,6 +34,63 @@ def eval_dataset(source, cfg, *, seed: int = 0, cache_dir=None, workers: int = 1
     if not prep.clips:
         raise SynchformerError(source, f"no usable clips ({prep.report('clips')})")
     return SyncDataset(prep.clips, cache, stage, cfg, train=False, seed=seed), prep
+
+
+def pooled_windows(dataset: SyncDataset, hop_sec: float = 2.4):
+    """Every window of each clip of ``dataset`` (an offset-head eval set), with the clip's fixed offset (or
+    the one drawn for it), starting every ``hop_sec`` (rounded to a multiple of 0.32 s, as ``predict`` does)
+    from the first start where both the video and the shifted audio fit, plus one flush with the end.
+
+    Returns (a dataset of those windows, the clip index of each window (W,), each window's video start in
+    seconds (W,)). A window's ``vstart_sec`` is its frame / 25 plus 0.01 ms, so the reference's int() of
+    seconds lands on that frame (as ``synth`` writes 1.1601).
+    """
+    from synchformer.inference.analyze import hop_in_segments
+
+    if dataset.stage != "sync":
+        raise ValueError("pooled windows are for the offset head")
+    hop = hop_in_segments(hop_sec) * SEGMENT_STRIDE_FRAMES
+    span, a_span = dataset.span_frames, dataset.span_frames * SAMPLES_PER_FRAME
+    clips, groups, starts = [], [], []
+    for i, clip in enumerate(dataset.clips):
+        gen, _ = dataset.sample_key(i)
+        offset = round(dataset.place(i, clip.frames, gen).offset_sec, 2)
+
+        def fits(f: int) -> bool:
+            a0 = int((f / VIDEO_FPS + 1e-5 + offset) * AUDIO_SR) + LEAD_SAMPLES
+            return f + LEAD_FRAMES + span <= clip.frames and 0 <= a0 and a0 + a_span <= clip.frames * SAMPLES_PER_FRAME
+
+        ok = [f for f in range(clip.frames) if fits(f)]
+        if not ok:  # cannot happen for clips that passed prepare(); keep the clip's own window
+            clips.append(clip)
+            groups.append(i)
+            starts.append(clip.vstart_sec or 0.0)
+            continue
+        firsts = list(range(ok[0], ok[-1] + 1, hop))
+        if firsts[-1] != ok[-1]:
+            firsts.append(ok[-1])
+        for f in firsts:
+            clips.append(Clip(clip.path, offset, f / VIDEO_FPS + 1e-5, clip.key, clip.frames))
+            groups.append(i)
+            starts.append((f + LEAD_FRAMES) / VIDEO_FPS)
+    windows = SyncDataset(clips, dataset.cache_dir, dataset.stage, dataset.cfg, train=False, seed=dataset.seed,
+                          segment_stride=dataset.stride, raw=dataset.raw)
+    return windows, np.asarray(groups), np.asarray(starts)
+
+
+def pool_logits(logits: torch.Tensor, targets: torch.Tensor, groups, starts, window_sec: float):
+    """One row per clip from per-window ``logits``: the log of the windows' mean pool (``timeline.overlap_mean``,
+    what ``predict`` reports). Returns (logits (N, K), targets (N,))."""
+    from synchformer.inference.timeline import overlap_mean
+
+    groups = np.asarray(groups)
+    probs = logits.double().softmax(-1).numpy()
+    rows, tg = [], []
+    for g in np.unique(groups):
+        sel = np.flatnonzero(groups == g)
+        rows.append(np.log(np.maximum(overlap_mean(np.asarray(starts)[sel], probs[sel], window_sec), 1e-12)))
+        tg.append(int(targets[sel[0]]))
+    return torch.from_numpy(np.stack(rows)).float(), torch.tensor(tg)
 
 
 @torch.no_grad()

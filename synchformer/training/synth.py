@@ -421,29 +421,31 @@ def event_times(folder: str | os.PathLike) -> dict[str, list[float]]:
     return {row["path"]: row["events"] for row in rows}
 
 
-def ceiling_of(data: str | os.PathLike, n_segments: int) -> dict | None:
+def ceiling_of(data: str | os.PathLike, n_segments: int, windows: dict | None = None) -> dict | None:
     """``ceiling`` of ``data`` when it is a CSV made by ``synth`` (events.jsonl beside it, every clip in it),
-    for windows of ``n_segments`` segments; None for other data."""
+    for windows of ``n_segments`` segments (``windows``: see ``ceiling``); None for other data."""
     from synchformer.features.segments import span_frames
 
     path = Path(data)
     if path.suffix.lower() != ".csv" or not (path.parent / "events.jsonl").is_file():
         return None
     try:
-        return ceiling(path, window_sec=span_frames(n_segments) / VIDEO_FPS)
+        return ceiling(path, window_sec=span_frames(n_segments) / VIDEO_FPS, windows=windows)
     except (SynchformerError, KeyError, ValueError):  # a CSV of other clips beside a synth folder's events
         return None
 
 
 def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_sec: float | None = None,
-            margin_sec: float = 0.0) -> dict:
+            margin_sec: float = 0.0, windows: dict[str, list[float]] | None = None) -> dict:
     """The best Acc@1 and Acc@1 +-1 any model can reach on a synth folder's fixed-offset windows.
 
     The only sync evidence is the events: a model that finds every event exactly (picture and sound) still
     cannot tell apart the offsets under which the events it sees in the video window and in the audio
     window agree, so it guesses among them (uniform prior, as the offsets are drawn). An event counts as seen
     in a window it falls in; ``margin_sec`` widens the video window by that much on both sides (a ball's
-    approach or rest hints at an event just outside it), which gives an upper bound.
+    approach or rest hints at an event just outside it), which gives an upper bound. ``windows``: for a clip
+    scored by pooling several windows (``eval --pool``), the ``vstart_sec`` of each, by the clip's path as
+    ``read_clip_list`` resolves it; an offset must then agree with the events of every one of them.
 
     Returns ``{"accuracy_1", "accuracy_1_tol1", "unique", "clips"}``; ``unique`` is the share of windows
     whose events allow one offset only.
@@ -467,11 +469,9 @@ def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_s
     lead_frames = round(lead_sec * VIDEO_FPS)
     tol = SAMPLES_PER_FRAME  # an event may sit up to a frame from its sound; older CSVs start a frame early
     acc, acc_pm1, unique = [], [], []
-    for row in rows:
-        if row.get("path") not in events:
-            raise SynchformerError(csv_path, f"lists {row.get('path')!r}, which events.jsonl does not")
-        vstart, offset = float(row["vstart_sec"]), round(float(row["offset_sec"]), 2)
-        ev = np.round(events[row["path"]] * AUDIO_SR)
+
+    def allowed(ev: np.ndarray, vstart: float, offset: float) -> np.ndarray:
+        """(K,) which offsets the events seen in the window at ``vstart`` agree with."""
         v0 = (int(vstart * VIDEO_FPS) + lead_frames) * SAMPLES_PER_FRAME
         a0 = int((vstart + offset) * AUDIO_SR) + lead_frames * SAMPLES_PER_FRAME
         seen_v = ev[(ev >= v0 - margin) & (ev < v0 + win + margin)] - v0
@@ -484,7 +484,16 @@ def ceiling(csv_path: str | os.PathLike, window_sec: float | None = None, lead_s
                     and all(np.any(np.abs(seen_v - (t + o)) <= tol) for t in seen_a
                             if tol - margin <= t + o < win + margin - tol))
 
-        ok = np.array([agrees(o) for o in grid])
+        return np.array([agrees(o) for o in grid])
+
+    for row in rows:
+        if row.get("path") not in events:
+            raise SynchformerError(csv_path, f"lists {row.get('path')!r}, which events.jsonl does not")
+        offset = round(float(row["offset_sec"]), 2)
+        ev = np.round(events[row["path"]] * AUDIO_SR)
+        path = Path(row["path"])
+        vstarts = (windows or {}).get(str(path if path.is_absolute() else csv_path.parent / path))
+        ok = np.logical_and.reduce([allowed(ev, v, offset) for v in (vstarts or [float(row["vstart_sec"])])])
         k = int(ok.sum())  # >= 1: the true offset agrees
         near = [int(ok[max(0, i - 1):i + 2].sum()) for i in range(len(grid))]
         acc.append(1 / k)
