@@ -494,7 +494,7 @@ def test_pooled_windows_cover_the_clip_under_its_offset(tmp_path, clips):
     logits = torch.zeros(len(groups), cfg.n_classes)
     logits[:, 3] = 5.0
     targets = torch.tensor([dataset[int(g)]["target"] for g in groups])
-    pooled, tg = pool_logits(logits, targets, groups, starts, 4.8)
+    pooled, tg = pool_logits(logits, targets, groups, starts, cfg.offset_grid().numpy(), 4.8)
     assert pooled.shape == (len(dataset), cfg.n_classes) and (pooled.argmax(1) == 3).all()
     assert tg.tolist() == [dataset[i]["target"] for i in range(len(dataset))]
 

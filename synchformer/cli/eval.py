@@ -49,6 +49,7 @@ def run(args):
     print(prep.report(args.data))
     for path, why in prep.problems[:20]:
         print(f"  skipped {path}: {why}")
+    n_clips = len(dataset)
     groups = starts = bound_windows = None
     if args.pool:
         if cfg.head != "offset":
@@ -58,15 +59,14 @@ def run(args):
         bound_windows = {}
         for clip in dataset.clips:
             bound_windows.setdefault(clip.path, []).append(clip.vstart_sec)
-        print(f"pooling {len(dataset)} windows of {len(set(groups.tolist()))} clips (hop {args.hop:g} s)")
+        print(f"pooling {len(dataset)} windows of {n_clips} clips (hop {args.hop:g} s)")
     runs = {"model": model}
     if not args.no_baseline and cfg.head == "offset":
         runs["baseline (onset x motion cross-correlation)"] = OnsetCorrelation(cfg.n_segments, cfg.image_size)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    report = {"data": str(args.data), "weights": args.weights or "bundled",
-              "clips": len(dataset) if groups is None else len(set(groups.tolist())),
+    report = {"data": str(args.data), "weights": args.weights or "bundled", "clips": n_clips,
               "protocol": "pooled windows" if args.pool else "one window", "skipped": dict(prep.skipped),
               "results": {}}
     if args.pool:
@@ -74,7 +74,8 @@ def run(args):
     for name, m in runs.items():
         logits, targets = predict_dataset(m.to(model.device), dataset, str(model.device), args.batch_size, True)
         if groups is not None:
-            logits, targets = pool_logits(logits, targets, groups, starts, span_frames(cfg.n_segments) / VIDEO_FPS)
+            logits, targets = pool_logits(logits, targets, groups, starts, cfg.offset_grid().numpy(),
+                                          span_frames(cfg.n_segments) / VIDEO_FPS)
         res = metrics_of(logits, targets, cfg.head)
         report["results"][name] = res
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))

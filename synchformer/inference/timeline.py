@@ -286,15 +286,6 @@ def overlap_weights(starts, window_sec: float = WINDOW_SEC) -> np.ndarray:
     return a
 
 
-def overlap_mean(starts, probs, window_sec: float = WINDOW_SEC) -> np.ndarray:
-    """The mean pool (K,) of windows starting at ``starts`` with class probabilities ``probs`` (W, K), each
-    window weighted by its overlap weight: what ``summarize`` reports (rows must be valid distributions)."""
-    a = overlap_weights(starts, window_sec)
-    if a.sum() <= 0:  # cannot happen for positive window_sec; guard anyway
-        a = np.ones(len(a))
-    return (a[:, None] * np.asarray(probs, dtype=np.float64)).sum(axis=0) / a.sum()
-
-
 # --------------------------------------------------------------------------------------- Student t
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -895,7 +886,7 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
         if n_eff <= 0:  # cannot happen for positive window_sec; guard anyway
             a = np.ones(n_used)
         pu = p[used]
-        mean = overlap_mean(starts[used], pu, window_sec)
+        mean = (a[:, None] * pu).sum(axis=0) / a.sum()
         score = (a[:, None] * np.log(np.maximum(pu, PROB_FLOOR))).sum(axis=0)
         score -= score.max()
         logp = np.exp(score)

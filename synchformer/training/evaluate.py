@@ -78,17 +78,18 @@ def pooled_windows(dataset: SyncDataset, hop_sec: float = 2.4):
     return windows, np.asarray(groups), np.asarray(starts)
 
 
-def pool_logits(logits: torch.Tensor, targets: torch.Tensor, groups, starts, window_sec: float):
-    """One row per clip from per-window ``logits``: the log of the windows' mean pool (``timeline.overlap_mean``,
-    what ``predict`` reports). Returns (logits (N, K), targets (N,))."""
-    from synchformer.inference.timeline import overlap_mean
+def pool_logits(logits: torch.Tensor, targets: torch.Tensor, groups, starts, grid, window_sec: float):
+    """One row per clip from per-window ``logits``: the log of the distribution ``timeline.summarize`` reports
+    for the clip's windows, as ``predict`` does. Returns (logits (N, K), targets (N,))."""
+    from synchformer.inference.timeline import summarize
 
-    groups = np.asarray(groups)
+    groups, starts = np.asarray(groups), np.asarray(starts)
     probs = logits.double().softmax(-1).numpy()
     rows, tg = [], []
     for g in np.unique(groups):
         sel = np.flatnonzero(groups == g)
-        rows.append(np.log(np.maximum(overlap_mean(np.asarray(starts)[sel], probs[sel], window_sec), 1e-12)))
+        pooled = summarize(starts[sel], probs[sel], grid, window_sec=window_sec).distribution
+        rows.append(np.log(np.maximum(pooled, 1e-12)))
         tg.append(int(targets[sel[0]]))
     return torch.from_numpy(np.stack(rows)).float(), torch.tensor(tg)
 
