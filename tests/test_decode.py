@@ -352,3 +352,53 @@ def test_parity_with_reference_decode():
     xcorr = [np.dot(audio[max(lag, 0) : len(audio) + min(lag, 0)], ref_audio[max(-lag, 0) : len(audio) - max(lag, 0)])
              for lag in lags]
     assert lags[int(np.argmax(xcorr))] == 0  # no AAC priming delay left in
+
+
+_DEADLOCK_SCRIPT = """
+import sys, threading
+import av
+av.logging.set_level(av.logging.ERROR)  # installs PyAV's Python log callback, as importing torchvision.io does
+import synchformer
+path = sys.argv[1]
+for _ in range(4):  # repeated calls: whole-from-start decodes and seeks, each stopping mid-stream
+    synchformer.load_av(path, end_sec=1.0, with_audio=False)
+    synchformer.load_av(path, start_sec=2.5, end_sec=3.0, with_audio=False)
+errors = []
+def work():
+    try:
+        for _ in range(3):
+            synchformer.load_av(path, end_sec=1.0, with_audio=False)
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=work) for _ in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print("done", errors)
+"""
+
+
+def test_no_deadlock_with_pyav_log_callback_installed(tmp_path):
+    """Freeing a frame-threaded H.264 decoder used to hang once av.logging's callback was installed."""
+    import subprocess
+    import sys
+
+    try:
+        av.codec.Codec("libx264", "w")
+    except Exception:
+        pytest.skip("this FFmpeg has no libx264 encoder")
+    path = tmp_path / "h264.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
+        rng = np.random.default_rng(0)
+        for _ in range(100):
+            img = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+            c.mux(vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        c.mux(vs.encode())
+    try:
+        run = subprocess.run([sys.executable, "-c", _DEADLOCK_SCRIPT, str(path)], capture_output=True, text=True,
+                             timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("load_av deadlocked with PyAV's log callback installed")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "done []" in run.stdout

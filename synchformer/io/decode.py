@@ -12,7 +12,7 @@ import functools
 import itertools
 import math
 import os
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterator
@@ -115,7 +115,7 @@ def load_av(
             _stream(path, container, "audio")  # fail early, before decoding any video
         source_fps = float(vstream.average_rate or vstream.guessed_rate or 0) or None
         source_duration = container.duration / av.time_base if container.duration else None
-    first = next(_decode(path, "video"), None)
+    first = _first_frame(path)
     if first is None:
         raise SynchformerError(path, "no video frames could be decoded")
     t0, first_frame = first
@@ -153,17 +153,18 @@ def load_av(
 
     prev_t = last_t = video_end = None
     damaged: list = []
-    for t, frame in _decode(path, "video", clip_start, damaged):
-        show_until(tick(t))  # as ffmpeg: tick n shows the last frame whose rounded pts is <= n
-        if k_stop is not None and k >= k_stop:
-            break
-        prev_t, last_t, cur, img = last_t, t, frame, None
-    else:  # end of stream: the last frame lasts its duration; ffmpeg rounds that end to a tick too
-        if cur is not None:
-            dur = Fraction(cur.duration) * cur.time_base if getattr(cur, "duration", None) else None
-            dur = dur or (last_t - prev_t if prev_t is not None else 1 / Fraction(source_fps or VIDEO_FPS))
-            video_end = last_t + dur
-            show_until(tick(video_end))
+    with closing(_decode(path, "video", clip_start, damaged)) as decoded:  # closed now, not by the GC (_close)
+        for t, frame in decoded:
+            show_until(tick(t))  # as ffmpeg: tick n shows the last frame whose rounded pts is <= n
+            if k_stop is not None and k >= k_stop:
+                break
+            prev_t, last_t, cur, img = last_t, t, frame, None
+        else:  # end of stream: the last frame lasts its duration; ffmpeg rounds that end to a tick too
+            if cur is not None:
+                dur = Fraction(cur.duration) * cur.time_base if getattr(cur, "duration", None) else None
+                dur = dur or (last_t - prev_t if prev_t is not None else 1 / Fraction(source_fps or VIDEO_FPS))
+                video_end = last_t + dur
+                show_until(tick(video_end))
     if not images:
         ends = f" (the video ends at {float(video_end):.3f} s)" if video_end is not None else ""
         raise SynchformerError(path, f"no 25 fps frame at or after start_sec={start_sec}{ends}")
@@ -216,7 +217,7 @@ def probe(path: str | os.PathLike) -> dict:
         vstream = container.streams.best("video")
         astream = container.streams.best("audio", related=vstream)
         if vstream is not None and vstream.codec_context is not None:
-            first = next(_decode(path, "video"), None)
+            first = _first_frame(path)
             cc = vstream.codec_context
             info["has_video"] = True
             info["video"] = {
@@ -253,13 +254,14 @@ def _load_audio(
     resampler = av.AudioResampler(format="fltp", rate=AUDIO_SR)
     chunks: list[np.ndarray] = []
     a_first = src_rate = src_channels = None
-    for t, frame in _decode(path, "audio", clip_start, damaged):
-        if t > clip_end + _AUDIO_TAIL_SEC:
-            break
-        if a_first is None:
-            a_first, src_rate, src_channels = t, frame.sample_rate, len(frame.layout.channels)
-        # later frames are taken as contiguous (as ffmpeg's aresample and torchvision do), not placed by pts
-        chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+    with closing(_decode(path, "audio", clip_start, damaged)) as decoded:
+        for t, frame in decoded:
+            if t > clip_end + _AUDIO_TAIL_SEC:
+                break
+            if a_first is None:
+                a_first, src_rate, src_channels = t, frame.sample_rate, len(frame.layout.channels)
+            # later frames are taken as contiguous (as ffmpeg's aresample and torchvision do), not placed by pts
+            chunks += [f.to_ndarray() for f in resampler.resample(frame)]
     if a_first is not None:
         # the resampler compensates its own delay, so the first output sample plays at a_first
         chunks += [f.to_ndarray() for f in resampler.resample(None)]
@@ -303,6 +305,12 @@ def _decode(
         stream = _stream(path, container, kind)
         stream.codec_context.thread_type = "AUTO"
         yield from _timed(_decoded(container, stream, damaged), stream)
+
+
+def _first_frame(path: str) -> tuple[Fraction, av.VideoFrame] | None:
+    # closed here, not whenever the garbage collector gets to the generator (see _close)
+    with closing(_decode(path, "video")) as frames:
+        return next(frames, None)
 
 
 def _decoded(container, stream, damaged: list) -> Iterator[av.frame.Frame]:
@@ -402,6 +410,22 @@ def _open(path: str):
         raise SynchformerError(path, f"not a readable media file ({_reason(e)})") from e
     try:
         yield container
+    finally:
+        _close(container)
+
+
+def _close(container) -> None:
+    """Close ``container`` so that no decoder thread is left running.
+
+    Freeing a threaded decoder joins its frame threads while holding the GIL; a frame thread still decoding may
+    be waiting for the GIL inside PyAV's log callback (installed by any ``av.logging.set_level`` call, e.g. by
+    torchvision.io), which deadlocks (PyAV issues #751, #909). Flushing first (it releases the GIL) waits for
+    those threads to finish their work, so the free that follows has nothing to wait for."""
+    try:
+        for stream in container.streams:
+            cc = stream.codec_context
+            if cc is not None and cc.is_open:
+                cc.flush_buffers()
     finally:
         container.close()
 
