@@ -199,7 +199,7 @@ def test_events_line_up_after_the_fix(tmp_path):
     assert np.allclose(bursts, EVENTS, atol=0.012)  # onset of a 20 ms burst through a 10 ms moving average
 
 
-@pytest.mark.parametrize("ext", ["mov", "mkv"])
+@pytest.mark.parametrize("ext", ["mp4", "mov", "mkv"])
 def test_metadata_rotation_and_extra_tracks_are_kept(tmp_path, ext):
     src = tmp_path / f"meta.{ext}"
     meta = {"title": "a title", "creation_time": "2020-01-02T03:04:05.000000Z"}
@@ -338,3 +338,14 @@ def test_shared_clips(tmp_path, name, tol):
         assert packets(dst, "video") == video_in
     assert sha256(src) == before
     assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_fixed_file_gets_the_umask_permissions_of_an_ordinary_file(tmp_path, umask):
+    src = write_media(tmp_path / "in.mp4", "mpeg4", ("aac",))
+    old = os.umask(umask)
+    try:
+        shift_audio(src, tmp_path / "out.mp4", 0.2)
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "out.mp4").st_mode & 0o777 == 0o666 & ~umask

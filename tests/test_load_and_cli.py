@@ -111,10 +111,19 @@ def test_convert_cli(tmp_path, tiny_model, tiny_inputs, capsys):
     for k, v in tiny_model.state_dict().items():
         torch.testing.assert_close(converted.state_dict[k], v)
 
+    # the same input gives the same bytes, run after run; an existing output is kept unless --overwrite
+    digest = (tmp_path / "out.safetensors").read_bytes()
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors")]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors"), "--overwrite"]) == 0
+    assert (tmp_path / "out.safetensors").read_bytes() == digest
+    assert main(["convert", str(src), str(tmp_path / "again.safetensors")]) == 0
+    assert (tmp_path / "again.safetensors").read_bytes() == digest
+
     assert main(["convert", str(src), str(src)]) == 2  # not a .safetensors name
     same = tmp_path / "same.safetensors"
     save_model(tiny_model, same)
-    assert main(["convert", str(same), str(same)]) == 2  # never writes over its input
+    assert main(["convert", str(same), str(same), "--overwrite"]) == 2  # never writes over its input
     assert "refuses to overwrite" in capsys.readouterr().err
 
 

@@ -462,6 +462,24 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _sort_metadata(path: Path) -> None:
+    """Put the header's metadata in sorted order, in place: safetensors writes it from a hash map whose order
+    changes from process to process, and the same weights must give the same bytes (and sha256) every time."""
+    with open(path, "rb+") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        meta = header.get("__metadata__")
+        if not meta:
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        # the tensors' order is safetensors' own (deterministic); the same pairs reordered keep the same length
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:  # (a different escaping than serde's): leave the file as it is, still valid
+            return
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))  # trailing spaces are allowed padding in a safetensors header
+
+
 def save_safetensors(
     state_dict: Mapping[str, torch.Tensor], path: PathLike, config: dict, *, protect: Iterable[PathLike] = ()
 ) -> str:
@@ -501,6 +519,7 @@ def save_safetensors(
     tmp = Path(tmp_name)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        _sort_metadata(tmp)
         umask = os.umask(0)  # mkstemp made the file 0600: give it the permissions a plain open() would
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
