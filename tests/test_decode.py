@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from fractions import Fraction
 
 import av
@@ -268,6 +269,9 @@ def bad_file(tmp_path, media, name):
     elif name == "truncated":
         data = media["mp4"].read_bytes()
         path.write_bytes(data[: len(data) // 2])
+    elif name == "fifo":
+        path = tmp_path / "pipe.mp4"
+        os.mkfifo(path)  # no writer: opening it for reading would block forever
     else:
         return media[name]
     return path
@@ -280,6 +284,7 @@ def bad_file(tmp_path, media, name):
         ("directory", {}, "is a directory"),
         ("empty", {}, "empty (0 bytes)"),
         ("text", {}, "not a readable media file"),
+        ("fifo", {}, "is a named pipe (FIFO), not a regular media file"),
         ("truncated", {}, "not a readable media file"),
         ("no_audio", {}, "has no audio stream"),
         ("no_video", {}, "has no video stream"),
@@ -402,3 +407,18 @@ def test_no_deadlock_with_pyav_log_callback_installed(tmp_path):
         pytest.fail("load_av deadlocked with PyAV's log callback installed")
     assert run.returncode == 0, run.stderr[-2000:]
     assert "done []" in run.stdout
+
+
+def test_truncated_file_is_called_truncated_not_short(tmp_path, capsys):
+    """A file whose header promises more than can be decoded is damaged, not short (the error said '0.00 s')."""
+    from synchformer.cli import main
+
+    src = tmp_path / "long.mkv"
+    write_media(src, frame_times=[k / 25 for k in range(250)], audio_sec=10.0)  # mkv: duration in the header
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(src.read_bytes()[: src.stat().st_size // 10])
+    assert decode_mod.declared_duration(cut) > 9.5
+    assert main(["predict", str(cut)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert str(cut) in err and "truncated or damaged: its header says" in err and "too short" not in err
+    assert main(["predict", str(tmp_path / "long.mkv"), "--json"]) == 0  # the whole file is fine

@@ -28,6 +28,7 @@ from synchformer.constants import (
 from synchformer.errors import SynchformerError
 from synchformer.features import audio_to_model, frames_to_model, segment_audio, segment_video
 from synchformer.io import load_av, probe
+from synchformer.io.decode import declared_duration
 
 
 @dataclass
@@ -135,6 +136,10 @@ def encode_chunk(model, chunk: SegmentChunk, *, video: bool = True, audio: bool 
 def too_short(path: str, n_segments: int, have: int) -> SynchformerError:
     need = (SEGMENT_FRAMES + (n_segments - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS
     have_sec = 0.0 if have <= 0 else (SEGMENT_FRAMES + (have - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS
+    declared = declared_duration(path)
+    if declared is not None and declared >= need + 0.5:  # long enough by its header: what is missing is damage
+        return SynchformerError(path, f"truncated or damaged: its header says {declared:.2f} s, but only "
+                                      f"{have_sec:.2f} s of whole segments could be decoded (a window needs {need:.2f} s)")
     return SynchformerError(path, f"too short: one window needs {need:.2f} s of video and audio, "
                                   f"the file has {have_sec:.2f} s of whole segments")
 

@@ -12,6 +12,7 @@ import functools
 import itertools
 import math
 import os
+import stat
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -244,6 +245,16 @@ def probe(path: str | os.PathLike) -> dict:
     return info
 
 
+def declared_duration(path: str | os.PathLike) -> float | None:
+    """The duration the container's header states (s), without decoding; None if it states none or cannot be
+    opened. Set beside what could be decoded, it tells a truncated file from a short one."""
+    try:
+        with _open(os.fspath(path)) as container:
+            return container.duration / av.time_base if container.duration else None
+    except (SynchformerError, av.error.FFmpegError, OSError):
+        return None
+
+
 def _load_audio(
     path: str, clip_start: Fraction, n_samples: int, damaged: list
 ) -> tuple[np.ndarray, int, int, int, int]:
@@ -402,6 +413,10 @@ def _open(path: str):
         raise SynchformerError(path, "file not found")
     if os.path.isdir(path):
         raise SynchformerError(path, "is a directory, not a media file")
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):  # a FIFO, socket or device: reading it could block forever, and seeking fails
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise SynchformerError(path, f"is {kind}, not a regular media file; save the stream to a file first")
     if os.path.getsize(path) == 0:
         raise SynchformerError(path, "file is empty (0 bytes)")
     try:
