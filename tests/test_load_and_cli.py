@@ -181,3 +181,26 @@ def test_predict_too_short_and_no_weights(tiny_weights, capsys):
     assert "--weights" in capsys.readouterr().err
     assert main(["predict", str(short), "--weights", str(short)]) == 2  # a video is not a checkpoint
     assert capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: --device cuda is valid here")
+@pytest.mark.parametrize("dev, problem", [("cuda", "CUDA is not available"), ("cuda:1", "CUDA is not available"),
+                                          ("gpu0", "not a device name")])
+def test_unusable_device_is_one_line(tmp_path, capsys, dev, problem):
+    assert main(["predict", str(tmp_path / "any.mp4"), "--device", dev]) == 2
+    err = capsys.readouterr().err.strip()
+    assert problem in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_stage1_weights_refused_by_predict_in_one_line_and_kept_encoders_only(tmp_path, tiny_model, capsys):
+    sd = tiny_model.state_dict()
+    enc = {k.replace("vfeat_extractor.", "module.v_encoder.").replace("afeat_extractor.", "module.a_encoder."): v
+           for k, v in sd.items() if k.startswith(("vfeat_extractor.", "afeat_extractor."))}
+    stage1 = synchformer.load_model(enc, config=TINY)
+    path = tmp_path / "stage1.safetensors"
+    save_model(stage1, path)  # the untrained head is not written: the file stays a stage I file
+    assert not any(k.startswith("transformer.") for k in read_checkpoint(path).state_dict)
+    assert synchformer.load_model(path).has_sync_head is False
+    assert main(["predict", str(tmp_path / "any.mp4"), "-w", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds only the encoders" in err and str(path) in err and len(err.splitlines()) == 1

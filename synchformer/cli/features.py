@@ -65,7 +65,7 @@ def run(args) -> int:
     targets = outputs(args)
     for out in targets:
         protect_inputs(out, args.videos)
-    model = load(args.weights, args.device)
+    model = load(args.weights, args.device, sync_head=False)
     for video, out in zip(args.videos, targets):
         feats = extract_features(model, video, audio=args.audio, size=args.size)
         save(out, feats)

@@ -115,4 +115,7 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
 def save_model(model: Synchformer, path, *, protect: Iterable = (), extra: Mapping | None = None) -> str:
     """Write ``model`` in the package's format (safetensors + its config); returns the file's sha256."""
     config = {"synchformer_format": FORMAT_VERSION, "model": model.cfg.to_dict(), **(extra or {})}
-    return save_safetensors(model.state_dict(), path, config, protect=protect)
+    sd = model.state_dict()
+    if not getattr(model, "has_sync_head", True):  # a stage I model: its head is untrained init, not weights
+        sd = {k: v for k, v in sd.items() if k.startswith(("vfeat_", "afeat_"))}
+    return save_safetensors(sd, path, config, protect=protect)
