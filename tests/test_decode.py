@@ -422,3 +422,35 @@ def test_truncated_file_is_called_truncated_not_short(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert str(cut) in err and "truncated or damaged: its header says" in err and "too short" not in err
     assert main(["predict", str(tmp_path / "long.mkv"), "--json"]) == 0  # the whole file is fine
+
+
+@pytest.mark.parametrize("layout", ["7.1", "5.1", "stereo"])
+def test_many_channel_aac_is_averaged_not_crashed(tmp_path, layout):
+    """7.1 AAC died with SIGSEGV in PyAV's planar to_ndarray (it reads at most 8 planes)."""
+    from synchformer.inference.score import load_audio
+
+    path = tmp_path / f"{layout}.mp4"
+    n = len(av.AudioLayout(layout).channels)
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 320, 240, "yuv420p"
+        aus = c.add_stream("aac", rate=48000, layout=layout)
+        for i in range(75):
+            c.mux(vs.encode(av.VideoFrame.from_ndarray(np.full((240, 320, 3), 3 * i, np.uint8), format="rgb24")))
+        to_fltp = av.AudioResampler(format="fltp", layout=layout, rate=48000)
+        t = np.arange(3 * 48000) / 48000
+        tone = 0.5 * np.sin(2 * np.pi * 440 * t)  # the same tone on channel 0 only: the mean is tone / n
+        packed = np.zeros((len(t), n), np.float32)
+        packed[:, 0] = tone
+        for s in range(0, len(t), 1024):
+            frame = av.AudioFrame.from_ndarray(packed[s:s + 1024].reshape(1, -1), format="flt", layout=layout)
+            frame.sample_rate, frame.pts = 48000, s
+            for f in to_fltp.resample(frame):
+                c.mux(aus.encode(f))
+        c.mux(aus.encode())
+        c.mux(vs.encode())
+    clip = load_av(path)
+    assert clip.source_channels == n and clip.audio.shape == (75 * 640,)
+    rms = float(clip.audio[8000:40000].pow(2).mean().sqrt())
+    assert rms == pytest.approx(0.5 / np.sqrt(2) / n, rel=0.1)
+    assert load_audio(path).shape[0] > 2.9 * 16000

@@ -33,6 +33,7 @@ from synchformer.constants import AUDIO_SR, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAME
 from synchformer.errors import SynchformerError
 from synchformer.inference.analyze import Analysis, analyze_segments
 from synchformer.inference.stream import read_segments
+from synchformer.io.decode import mean_channels
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
                     ".ts", ".mts", ".m2ts", ".3gp")
@@ -193,8 +194,8 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
             stream = container.streams.best("audio")
             if stream is None:
                 raise SynchformerError(path, "has no audio stream")
-            # fltp keeps the channels through the resampler; they are averaged afterwards, as load_av does
-            resampler = av.AudioResampler(format="fltp", rate=AUDIO_SR)
+            # every channel kept through the resampler, then averaged, as load_av does (mean_channels)
+            resampler = av.AudioResampler(format="flt", rate=AUDIO_SR)
             parts = []
             for packet in container.demux(stream):
                 try:
@@ -202,13 +203,13 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
                 except av.error.InvalidDataError:  # a damaged packet: skipped, as ffmpeg does
                     continue
                 for frame in frames:
-                    parts += [f.to_ndarray() for f in resampler.resample(frame)]
-            parts += [f.to_ndarray() for f in resampler.resample(None)]
+                    parts += [mean_channels(f) for f in resampler.resample(frame)]
+            parts += [mean_channels(f) for f in resampler.resample(None)]
     except (av.error.FFmpegError, OSError) as e:
         raise SynchformerError(path, f"not a readable audio file ({getattr(e, 'strerror', None) or e})") from None
     if not parts:
         raise SynchformerError(path, "no audio samples could be decoded")
-    return np.clip(np.concatenate(parts, axis=1).mean(axis=0), -1.0, 1.0).astype(np.float32)
+    return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
 
 
 def open_item(item: Item, *, size: int, duration: float | None = None):

@@ -255,14 +255,23 @@ def declared_duration(path: str | os.PathLike) -> float | None:
         return None
 
 
+def mean_channels(frame: av.AudioFrame) -> np.ndarray:
+    """float32 mono samples of a packed ("flt") frame: the mean of its channels, as the reference downmixes.
+
+    Packed, not planar: PyAV reads at most 8 planes (a 7.1 fltp frame crashed in ``to_ndarray``); one interleaved
+    plane holds any number of channels."""
+    n = len(frame.layout.channels)
+    return frame.to_ndarray().reshape(-1, n).mean(axis=1, dtype=np.float32)
+
+
 def _load_audio(
     path: str, clip_start: Fraction, n_samples: int, damaged: list
 ) -> tuple[np.ndarray, int, int, int, int]:
     """Mono 16 kHz audio for ``[clip_start, clip_start + n_samples / 16 kHz)``, zero-padded where the stream has
     none. Returns (audio, zeros before, zeros after, source rate, source channels)."""
     clip_end = clip_start + Fraction(n_samples, AUDIO_SR)
-    # fltp keeps every channel (as ffmpeg's -ar 16000 does); the reference averages them afterwards
-    resampler = av.AudioResampler(format="fltp", rate=AUDIO_SR)
+    # every channel is kept through the resampler (as ffmpeg's -ar 16000 does); the reference averages them after
+    resampler = av.AudioResampler(format="flt", rate=AUDIO_SR)
     chunks: list[np.ndarray] = []
     a_first = src_rate = src_channels = None
     with closing(_decode(path, "audio", clip_start, damaged)) as decoded:
@@ -272,11 +281,11 @@ def _load_audio(
             if a_first is None:
                 a_first, src_rate, src_channels = t, frame.sample_rate, len(frame.layout.channels)
             # later frames are taken as contiguous (as ffmpeg's aresample and torchvision do), not placed by pts
-            chunks += [f.to_ndarray() for f in resampler.resample(frame)]
+            chunks += [mean_channels(f) for f in resampler.resample(frame)]
     if a_first is not None:
         # the resampler compensates its own delay, so the first output sample plays at a_first
-        chunks += [f.to_ndarray() for f in resampler.resample(None)]
-    mono = np.concatenate(chunks, axis=1).mean(axis=0) if chunks else np.zeros(0, np.float32)
+        chunks += [mean_channels(f) for f in resampler.resample(None)]
+    mono = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     offset = round((a_first - clip_start) * AUDIO_SR) if a_first is not None else 0
     pad_start = min(max(offset, 0), n_samples)
     mono = mono[max(-offset, 0) :][: n_samples - pad_start]
