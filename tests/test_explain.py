@@ -220,3 +220,16 @@ def test_real_clip(model, tmp_path):
     assert ex.visual_segment.shape == (14,) and torch.isfinite(ex.audio_segment).all()
     save_figure(ex, tmp_path / "pen.svg")
     assert (tmp_path / "pen.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_cli_without_matplotlib_is_one_line_before_any_work(clip, weights, tmp_path, capsys, monkeypatch):
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    out = tmp_path / "fig.png"
+    assert main(["explain", str(clip), "-o", str(out), "--weights", str(weights), "--segments-only"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("synchformer: error:") and err.count("\n") == 1 and "pip install matplotlib" in err
+    assert not out.exists()

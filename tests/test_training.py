@@ -461,6 +461,18 @@ def test_eval_reports_model_and_baseline(tmp_path, clips):
     assert report["ceiling"]["clips"] == 8 and 0 < report["ceiling"]["accuracy_1"] <= report["ceiling"]["accuracy_1_tol1"] <= 1
     assert (out / "model_confusion.png").stat().st_size > 1000
 
+    # without matplotlib: the numbers are still written, the plots are left out with a one-line note
+    import sys
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+            mp.delitem(sys.modules, name)
+        mp.setitem(sys.modules, "matplotlib", None)
+        bare = tmp_path / "eval_bare"
+        assert main(["eval", str(clips / "clips.csv"), "--weights", str(tmp_path / "run" / "best.safetensors"),
+                     "--out", str(bare), "--device", "cpu", "--no-baseline"]) == 0
+    assert json.loads((bare / "eval.json").read_text())["results"]["model"] == report["results"]["model"]
+    assert (bare / "model_logits.pt").is_file() and not list(bare.glob("*.png"))
+
     # --pool: every window of each whole clip, pooled as predict pools them; its ceiling counts them all
     pooled = tmp_path / "eval_pool"
     assert main(["eval", str(clips / "clips.csv"), "--weights", str(tmp_path / "run" / "best.safetensors"),

@@ -87,7 +87,13 @@ def test_sync_metrics():
     assert m["n"] == 4
     assert m["accuracy"] == 0.5
     # P(in sync) by row: 0.12, 0.73, 0.95, 0.27 -> positives {0.95, 0.27} beat negatives in 3 of 4 pairs
-    assert m["roc_auc"] == 0.75
+    assert m["roc_auc"] == 0.75 and "roc_auc_undefined" not in m
+
+
+def test_sync_metrics_with_one_class_give_null_auc_and_why():
+    m = sync_metrics(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([1, 1]))
+    assert m["roc_auc"] is None and "in-sync" in m["roc_auc_undefined"]
+    json.dumps(m, allow_nan=False)  # valid JSON: no NaN
 
 
 def test_crc32c_vectors():

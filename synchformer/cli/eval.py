@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from . import common
@@ -40,6 +41,7 @@ def run(args):
     from synchformer.errors import SynchformerError
     from synchformer.features.segments import span_frames
     from synchformer.training.evaluate import eval_dataset, metrics_of, plot, pool_logits, pooled_windows, predict_dataset
+    from synchformer.inference.timeline import PlotDependencyError, require_matplotlib
     from synchformer.training.synth import ceiling_of
 
     model = common.load_or_bundled(args.weights, args.device)
@@ -64,6 +66,13 @@ def run(args):
     if not args.no_baseline and cfg.head == "offset":
         runs["baseline (onset x motion cross-correlation)"] = OnsetCorrelation(cfg.n_segments, cfg.image_size)
     out = Path(args.out) if args.out else None
+    can_plot = True
+    if out:
+        try:
+            require_matplotlib("the eval plots")
+        except PlotDependencyError as e:  # the numbers matter more than the pictures: write them, say what is missing
+            can_plot = False
+            print(f"note: {e}; eval.json and the logits are written without the plots", file=sys.stderr)
     if out:
         out.mkdir(parents=True, exist_ok=True)
     report = {"data": str(args.data), "weights": args.weights or "bundled", "clips": n_clips,
@@ -81,9 +90,10 @@ def run(args):
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
         if out:
             tag = "model" if name == "model" else "baseline"
-            plot(logits, targets, cfg, out / f"{tag}_{'confusion' if cfg.head == 'offset' else 'roc'}.png",
-                 f"{tag}: Acc@1 {res.get('accuracy_1', res.get('accuracy')):.3f}")
             torch.save({"logits": logits, "targets": targets}, out / f"{tag}_logits.pt")
+            if can_plot:
+                plot(logits, targets, cfg, out / f"{tag}_{'confusion' if cfg.head == 'offset' else 'roc'}.png",
+                     f"{tag}: Acc@1 {res.get('accuracy_1', res.get('accuracy')):.3f}")
     bound = ceiling_of(args.data, cfg.n_segments, bound_windows) if cfg.head == "offset" else None
     if bound:
         report["ceiling"] = bound

@@ -417,7 +417,10 @@ def check_output(out: str | os.PathLike, inputs) -> None:
     """Before any work: a figure format matplotlib writes, and not one of the input files."""
     from synchformer.io.outputs import protect_inputs
 
+    from synchformer.inference.timeline import require_matplotlib
+
     protect_inputs(out, inputs)
+    require_matplotlib("the explain figure")
     if os.path.splitext(os.fspath(out))[1].lower() not in (".png", ".pdf", ".svg"):
         raise SynchformerError(out, "the figure must be a .png, .pdf or .svg file")
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):

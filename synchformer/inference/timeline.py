@@ -934,6 +934,16 @@ class PlotDependencyError(SynchformerError, ImportError):
     """matplotlib is missing (an optional dependency); a SynchformerError, and an ImportError too."""
 
 
+def require_matplotlib(what: str = "plotting") -> None:
+    """Raise a one-line PlotDependencyError when matplotlib (optional: the ``plot`` extra) cannot be imported."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError:
+        raise PlotDependencyError(None, f"{what} needs matplotlib: pip install matplotlib "
+                                        "(or pip install 'synchformer[plot]')") from None
+
+
 def _umask() -> int:
     try:
         with open("/proc/self/status") as f:

@@ -66,11 +66,13 @@ def roc_auc(scores: Tensor, labels: Tensor) -> float:
 def sync_metrics(logits: Tensor, targets: Tensor) -> dict:
     """Accuracy and ROC AUC of in-sync (class 1) vs. off-sync (class 0) logits (N, 2)."""
     logits, targets = logits.detach().float().cpu(), targets.detach().long().cpu()
-    return {
-        "accuracy": _mean(logits.argmax(dim=1) == targets),
-        "roc_auc": roc_auc(logits.softmax(dim=1)[:, 1], targets == 1),
-        "n": len(targets),
-    }
+    auc = roc_auc(logits.softmax(dim=1)[:, 1], targets == 1)
+    out = {"accuracy": _mean(logits.argmax(dim=1) == targets), "roc_auc": None if math.isnan(auc) else auc,
+           "n": len(targets)}
+    if out["roc_auc"] is None:  # JSON has no NaN: null, and why
+        only = "in-sync" if bool((targets == 1).all()) else "off-sync"
+        out["roc_auc_undefined"] = f"every clip is {only}: the ROC needs both classes"
+    return out
 
 
 def plot_confusion(matrix: Tensor, class_names: list[str], path, title: str = "") -> None:
