@@ -295,6 +295,12 @@ def test_each_stage_trains_and_writes_loadable_weights(tmp_path, clips):
     assert not m1.has_sync_head and s1["steps"] == 4 and s1["best"] is not None
     events = read_events(next((tmp_path / "s1" / "run" / "logs").glob("events.out.tfevents.*")))
     assert any("train/temperature" in e.get("scalars", {}) for e in events)
+    # a stage II run in stage I's folder would resume stage I's checkpoint: refused in one line
+    with pytest.raises(SynchformerError, match="holds a contrastive run, not a sync one") as err:
+        train(config(tmp_path / "s1", clips, "sync", f"init={tmp_path / 's1' / 'run' / 'best.safetensors'}",
+                     "model={}"), progress=False)
+    assert "\n" not in str(err.value)
+    assert len({load_config(s).out_dir for s in ("contrastive", "sync", "synchronizability")}) == 3
     # stage II from the stage I encoders (sizes taken from the file), then stage III from stage II
     train(config(tmp_path / "s2", clips, "sync", f"init={tmp_path / 's1' / 'run' / 'best.safetensors'}", "model={}",
                  f"data.valid={clips / 'clips.csv'}"), progress=False)

@@ -52,7 +52,7 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     stage: str = "sync"
-    out_dir: str = "runs/sync"
+    out_dir: str = "runs/sync"  # defaults(stage): runs/<stage>, so that no stage resumes another's run
     model: dict = field(default_factory=dict)  # ModelConfig fields; "preset": "tiny" starts from ModelConfig.tiny()
     init: str = ""  # weights to start from: stage I encoders for stage II, a stage II model for stage III
     data: DataConfig = field(default_factory=DataConfig)
@@ -116,13 +116,13 @@ class TrainConfig:
 def defaults(stage: str) -> dict:
     """The reference's settings for a stage (configs/segment_avclip.yaml, sync.yaml, ft_synchability.yaml)."""
     if stage == "contrastive":
-        return {"stage": stage, "epochs": 100, "patience": 20,
+        return {"stage": stage, "out_dir": f"runs/{stage}", "epochs": 100, "patience": 20,
                 "optim": {"optimizer": "adamw", "lr": 1e-4, "scheduler": "cosine", "warmup_steps": 1000},
                 "data": {"batch_size": 2, "segment_stride": 16,
                          "augment": {"p_horizontal_flip": 0.5, "p_color_jitter": 0.2, "p_gray_scale": 0.2,
                                      "p_upscale": 0.2, "p_audio_gain": 0.2, "p_audio_noise": 0.2}}}
     if stage in ("sync", "synchronizability"):
-        return {"stage": stage, "epochs": 10000, "patience": 20,
+        return {"stage": stage, "out_dir": f"runs/{stage}", "epochs": 10000, "patience": 20,
                 "optim": {"optimizer": "adam", "lr": 2e-6, "scheduler": "constant", "warmup_steps": 1000},
                 "data": {"batch_size": 16, "augment": {"p_horizontal_flip": 0.5}}}
     raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")

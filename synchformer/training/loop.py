@@ -283,7 +283,7 @@ def save_checkpoint(out: Path, stage: Stage, opt, sched, scaler, progress: dict)
               "scaler": scaler.state_dict() if scaler is not None else None,
               "rng": torch.get_rng_state(), "progress": progress}
     write_atomic(state, lambda tmp: torch.save(resume, tmp))
-    pointer = json.dumps({"step": step, "weights": weights.name, "state": state.name})
+    pointer = json.dumps({"step": step, "stage": stage.stage, "weights": weights.name, "state": state.name})
     write_atomic(ckdir / "last.json", lambda tmp: Path(tmp).write_text(pointer))
     for old in ckdir.glob("step-*"):  # keep only the newest checkpoint
         if not old.name.startswith(f"step-{step:08d}."):
@@ -295,8 +295,15 @@ def load_checkpoint(out: Path, stage: Stage, opt, sched, scaler) -> dict | None:
     if not pointer.exists():
         return None
     info = json.loads(pointer.read_text())
+    advice = "give this run its own out_dir (out_dir=runs/NAME)"
+    if info.get("stage", stage.stage) != stage.stage:
+        raise SynchformerError(out, f"holds a {info['stage']} run, not a {stage.stage} one: it cannot be resumed "
+                                    f"as this stage; {advice}")
     sd = read_checkpoint(out / "checkpoints" / info["weights"]).state_dict
-    stage.model.load_state_dict(sd)
+    try:
+        stage.model.load_state_dict(sd)
+    except RuntimeError:  # a run written before the pointer named its stage, or of another model
+        raise SynchformerError(out, f"holds a run of another stage or model; it cannot be resumed; {advice}") from None
     state = torch.load(out / "checkpoints" / info["state"], map_location="cpu", weights_only=True)
     stage.load_state_dict({**{f"model.{k}": v for k, v in stage.model.state_dict().items()}, **state["stage"]})
     opt.load_state_dict(state["optimizer"])
