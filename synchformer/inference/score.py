@@ -29,9 +29,10 @@ import av
 import numpy as np
 import torch
 
-from synchformer.constants import AUDIO_SR, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
+from synchformer.constants import CROP_SIZE, AUDIO_SR, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
 from synchformer.errors import SynchformerError
 from synchformer.inference.analyze import Analysis, analyze_segments
+from synchformer.features.segments import decode_size
 from synchformer.inference.stream import read_segments
 from synchformer.io.decode import mean_channels
 
@@ -212,18 +213,18 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
 
 
-def open_item(item: Item, *, size: int, duration: float | None = None):
+def open_item(item: Item, *, size: int, duration: float | None = None, crop: int = CROP_SIZE):
     """(SegmentGrid, iterator of SegmentChunk) of one item: segments from frame 0, the external audio (if any)
     from its sample 0 on the same timeline, both cut to ``duration`` seconds (av-benchmark's --audio_length)."""
     try:
-        return _open_item(item, size, duration)
+        return _open_item(item, size, duration, crop)
     except SynchformerError:
         raise
     except Exception as e:  # noqa: BLE001 - see _guarded
         raise _unexpected(item, e) from e
 
 
-def _open_item(item: Item, size: int, duration: float | None):
+def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_SIZE):
     if item.error:
         raise SynchformerError(item.video, item.error)
     audio = load_audio(item.audio) if item.audio else None
@@ -233,7 +234,8 @@ def _open_item(item: Item, size: int, duration: float | None):
         chunk_segments = min(chunk_segments, cap)  # decode no further than the cut
         if audio is not None:
             audio = audio[:round(duration * AUDIO_SR)]
-    grid, chunks = read_segments(item.video, first_frame=0, size=size, audio=audio, chunk_segments=chunk_segments)
+    grid, chunks = read_segments(item.video, first_frame=0, size=size, crop=crop, audio=audio,
+                                 chunk_segments=chunk_segments)
     return grid, _guarded(item, chunks if cap is None else _capped(chunks, cap))
 
 
@@ -447,7 +449,10 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     items = [as_item(x) for x in items]
-    opts = {"size": size or (224 if metric == "desync" else 256), "duration": duration}
+    # frames at the model's own input size (224 for the released models; the bundled tiny one takes 32): desync
+    # decodes at short side = crop (av-benchmark: 224), offset at the reference's 256/224 proportion
+    crop = int(model.cfg.image_size)
+    opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop}
     kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "encode_batch": batch_size}
     pool = _DecodePool(items, min(workers, len(items)), opts) if workers > 0 and items else None
     try:

@@ -937,8 +937,9 @@ class PlotDependencyError(SynchformerError, ImportError):
 def require_matplotlib(what: str = "plotting") -> None:
     """Raise a one-line PlotDependencyError when matplotlib (optional: the ``plot`` extra) cannot be imported."""
     try:
-        import matplotlib  # noqa: F401
-        from matplotlib.figure import Figure  # noqa: F401
+        import importlib
+
+        importlib.import_module("matplotlib.figure")
     except ImportError:
         raise PlotDependencyError(None, f"{what} needs matplotlib: pip install matplotlib "
                                         "(or pip install 'synchformer[plot]')") from None
