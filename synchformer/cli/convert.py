@@ -21,7 +21,7 @@ def run(args) -> int:
     src, dst = Path(args.input), Path(args.output)
     if dst.suffix != ".safetensors":
         raise SynchformerError(dst, "the output name must end in .safetensors")
-    if dst.exists() and not getattr(args, "overwrite", False):
+    if dst.exists() and not args.overwrite:
         raise SynchformerError(dst, "exists; pass --overwrite to replace it")
     model = load_model(src)
     digest = save_model(model, dst, protect=[src], extra={"converted_from": src.name})

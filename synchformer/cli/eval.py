@@ -73,7 +73,6 @@ def run(args):
         except PlotDependencyError as e:  # the numbers matter more than the pictures: write them, say what is missing
             can_plot = False
             print(f"note: {e}; eval.json and the logits are written without the plots", file=sys.stderr)
-    if out:
         out.mkdir(parents=True, exist_ok=True)
     report = {"data": str(args.data), "weights": args.weights or "bundled", "clips": n_clips,
               "protocol": "pooled windows" if args.pool else "one window", "skipped": dict(prep.skipped),

@@ -415,9 +415,8 @@ def save_figure(ex: Explanation, out: str | os.PathLike, inputs=()) -> str:
 
 def check_output(out: str | os.PathLike, inputs) -> None:
     """Before any work: a figure format matplotlib writes, and not one of the input files."""
-    from synchformer.io.outputs import protect_inputs
-
     from synchformer.inference.timeline import require_matplotlib
+    from synchformer.io.outputs import protect_inputs
 
     protect_inputs(out, inputs)
     require_matplotlib("the explain figure")

@@ -29,10 +29,10 @@ import av
 import numpy as np
 import torch
 
-from synchformer.constants import CROP_SIZE, AUDIO_SR, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
+from synchformer.constants import AUDIO_SR, CROP_SIZE, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
 from synchformer.errors import SynchformerError
-from synchformer.inference.analyze import Analysis, analyze_segments
 from synchformer.features.segments import decode_size
+from synchformer.inference.analyze import Analysis, analyze_segments
 from synchformer.inference.stream import read_segments
 from synchformer.io.decode import mean_channels
 

@@ -968,15 +968,12 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
     Needs matplotlib (imported here; it is an optional dependency) and uses the Agg canvas directly, so
     pyplot's global state and the caller's backend are left alone.
     """
-    try:
-        import matplotlib
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.colors import PowerNorm
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import FuncFormatter, MultipleLocator
-    except ImportError:
-        raise PlotDependencyError(None, "plotting needs matplotlib: pip install matplotlib "
-                                        "(or pip install 'synchformer[plot]')") from None
+    require_matplotlib()
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import PowerNorm
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, MultipleLocator
     starts, probs, grid = _check_inputs(starts, probs, grid, summary.window_sec)
     if len(summary.windows) != len(starts):
         raise ValueError(f"the summary has {len(summary.windows)} windows, {len(starts)} starts given")

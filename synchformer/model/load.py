@@ -112,10 +112,16 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     return model.to(device).eval()
 
 
-def save_model(model: Synchformer, path, *, protect: Iterable = (), extra: Mapping | None = None) -> str:
-    """Write ``model`` in the package's format (safetensors + its config); returns the file's sha256."""
+def save_model(model: Synchformer, path, *, protect: Iterable = (), extra: Mapping | None = None,
+               encoders_only: bool | None = None) -> str:
+    """Write ``model`` in the package's format (safetensors + its config); returns the file's sha256.
+
+    ``encoders_only`` (default: the model has no trained sync head, i.e. it came from a stage I file): write the
+    encoders alone, so that the file stays a stage I file instead of carrying an untrained sync transformer."""
     config = {"synchformer_format": FORMAT_VERSION, "model": model.cfg.to_dict(), **(extra or {})}
+    if encoders_only is None:
+        encoders_only = not model.has_sync_head
     sd = model.state_dict()
-    if not getattr(model, "has_sync_head", True):  # a stage I model: its head is untrained init, not weights
+    if encoders_only:
         sd = {k: v for k, v in sd.items() if k.startswith(("vfeat_", "afeat_"))}
     return save_safetensors(sd, path, config, protect=protect)

@@ -28,8 +28,8 @@ from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size, token_times
 from synchformer.io.outputs import write_atomic
 from synchformer.model import Synchformer
-from synchformer.model.checkpoint import read_checkpoint, save_safetensors
-from synchformer.model.load import FORMAT_VERSION
+from synchformer.model.checkpoint import read_checkpoint
+from synchformer.model.load import save_model
 
 from .augment import Augment
 from .config import TrainConfig, load_config, save_config
@@ -265,10 +265,8 @@ def make_optimizer(stage: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def save_weights(model: Synchformer, path: Path, extra: dict | None = None, encoders_only: bool = False) -> None:
-    sd = model.state_dict()
-    if encoders_only:  # a stage I result: the sync transformer was never trained
-        sd = {k: v for k, v in sd.items() if k.startswith(("vfeat_extractor.", "afeat_extractor."))}
-    save_safetensors(sd, path, {"synchformer_format": FORMAT_VERSION, "model": model.cfg.to_dict(), **(extra or {})})
+    # encoders_only: a stage I result, whose sync transformer was never trained
+    save_model(model, path, extra=extra, encoders_only=encoders_only)
 
 
 def save_checkpoint(out: Path, stage: Stage, opt, sched, scaler, progress: dict) -> None:
