@@ -64,7 +64,8 @@ def parity_fp32(shared: Path):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     exp = np.load(shared / "parity" / "sync_expected.npz")
-    model = synchformer.load_model(seeded_state_dict(shared / "parity" / "keys_sync.txt", seed=1)).cuda()
+    model = synchformer.load_model(seeded_state_dict(shared / "parity" / "keys_sync.txt", seed=1),
+                                   config=synchformer.ModelConfig()).cuda()
     v, a = torch.from_numpy(exp["video_input"]).cuda(), torch.from_numpy(exp["audio_input"]).cuda()
     with torch.inference_mode():
         vf, af = model.extract_vfeats(v), model.extract_afeats(a)
@@ -86,6 +87,7 @@ def predict_cpu_vs_cuda(shared: Path, work: Path):
 
     weights = work / "seeded.safetensors"
     save_file(seeded_state_dict(shared / "parity" / "keys_sync.txt", seed=1), str(weights))
+    weights.with_suffix(".json").write_text('{"model": {"center_segments": false}}')  # the reference's
     clip = shared / "media" / "pen_hits_coin__node-opencv_motion.mov"
     out = {}
     for dev in ("cpu", "cuda"):

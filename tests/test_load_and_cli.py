@@ -1,5 +1,6 @@
 """load_model on every container, `synchformer convert`, and `synchformer predict` end to end (tiny model)."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import synchformer
 from synchformer.cli import main
 from synchformer.model import ModelConfig, Synchformer, save_model
 from synchformer.model.checkpoint import read_checkpoint
+from synchformer.model.load import _infer
 from _shared import MEDIA, PARITY, needs_shared
 
 TINY = ModelConfig.tiny()
@@ -51,9 +53,60 @@ def test_official_container_layout(tmp_path, tiny_model, tiny_inputs):
                 "model_type": "Synchformer"}, path)
     loaded = synchformer.load_model(path, config=TINY)
     same_outputs(tiny_model, loaded, tiny_inputs)
-    # without a config: sizes from the shapes, the transformer's head count from `args`
-    inferred = synchformer.load_model(path).cfg
-    assert (inferred.width, inferred.depth, inferred.heads, inferred.head) == (32, 1, 2, "offset")
+    # without a config: sizes from the shapes, the transformer's head count from `args`; the tiny encoders'
+    # head counts (not the released width) come from a sidecar, and without one the load is refused
+    with pytest.raises(synchformer.SynchformerError, match="v_heads, a_heads"):
+        synchformer.load_model(path)
+    path.with_suffix(".json").write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2}}))
+    inferred = synchformer.load_model(path)
+    assert inferred.cfg == TINY
+    same_outputs(tiny_model, inferred, tiny_inputs)
+
+
+def test_bare_state_dict_settings_come_from_a_sidecar_never_a_guess(tmp_path, tiny_inputs):
+    """A bare state dict cannot say its head counts or whether it centres segments: the load says so in one
+    line, and a sidecar <file>.json gives them. A guess would predict differently (here: centred weights)."""
+    torch.manual_seed(0)
+    centred = synchformer.Synchformer(dataclasses.replace(TINY, center_segments=True)).eval()
+    path = tmp_path / "mine.pth"
+    torch.save(centred.state_dict(), path)
+    with pytest.raises(synchformer.SynchformerError) as err:
+        synchformer.load_model(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and "\n" not in msg
+    assert "v_heads, a_heads, heads" in msg and "center_segments" in msg and str(tmp_path / "mine.json") in msg
+    with pytest.raises(synchformer.SynchformerError, match="pass config="):
+        synchformer.load_model(centred.state_dict())
+
+    sidecar = path.with_suffix(".json")
+    sidecar.write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2}}))
+    with pytest.raises(synchformer.SynchformerError, match="center_segments") as err:
+        synchformer.load_model(path)
+    assert "v_heads" not in str(err.value)
+    sidecar.write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2, "center_segments": True}}))
+    loaded = synchformer.load_model(path)
+    assert loaded.cfg.center_segments
+    same_outputs(centred, loaded, tiny_inputs)
+    # the guess the old code made (no centring) gives other logits: the refusal above is what saves the user
+    guessed = synchformer.load_model(path, config=dataclasses.replace(TINY, center_segments=False))
+    with torch.inference_mode():
+        assert not torch.allclose(guessed(*tiny_inputs), centred(*tiny_inputs), atol=1e-4)
+
+    sidecar.write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2, "centre": True}}))
+    with pytest.raises(synchformer.SynchformerError, match="unknown model setting"):
+        synchformer.load_model(path)
+    sidecar.write_text(json.dumps({"v_heads": 2}))
+    with pytest.raises(synchformer.SynchformerError, match='no "model" object'):
+        synchformer.load_model(path)
+
+
+def test_released_widths_need_only_center_segments_and_encoders_need_nothing():
+    with torch.device("meta"):
+        sd = Synchformer(ModelConfig()).state_dict()
+    assert _infer(sd)[1] == ["center_segments"]  # a bare state dict of the released shapes
+    assert _infer(sd, reference=True) == (ModelConfig(), [])  # the reference's own file: no centring
+    encoders = {k: v for k, v in sd.items() if k.startswith(("vfeat_", "afeat_"))}
+    assert _infer(encoders)[1] == []  # e.g. MMAudio's synchformer_state_dict.pth: encoders only
 
 
 def test_module_prefixed_bare_state_dict_in_memory(tiny_model, tiny_inputs):
@@ -101,10 +154,16 @@ def test_convert_cli(tmp_path, tiny_model, tiny_inputs, capsys):
     torch.save({"args": {"model": {"params": {"transformer": {"params": {"n_head": 2}}}}},
                 "model": tiny_model.state_dict(), "model_type": "Synchformer"}, src)
     before = src.read_bytes()
-    # tiny encoders have 2 heads where full-size ones have 12: the shapes cannot tell, so the converted config
-    # takes the transformer's heads from `args` and the encoders' from width // 64 (= 1 here)
+    # tiny encoders have 2 heads where full-size ones have 12: the shapes cannot tell, and `args` gives only the
+    # transformer's, so convert refuses in one line until a sidecar official.json gives the encoders' counts
+    assert main(["convert", str(src), str(tmp_path / "out.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "v_heads, a_heads" in err and "official.json" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out.safetensors").exists()
+    (tmp_path / "official.json").write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2}}))
     assert main(["convert", str(src), str(tmp_path / "out.safetensors")]) == 0
     assert "sha256" in capsys.readouterr().out
+    same_outputs(tiny_model, synchformer.load_model(tmp_path / "out.safetensors"), tiny_inputs)
     assert src.read_bytes() == before
     converted = read_checkpoint(tmp_path / "out.safetensors")
     assert converted.source_format == "safetensors" and converted.config["converted_from"] == "official.pt"

@@ -128,7 +128,7 @@ def test_full_size_keys_and_shapes_match_the_reference(key_file, head, n_segment
 @needs_shared
 def test_parity_with_the_reference_stage2():
     expected = np.load(PARITY / "sync_expected.npz")
-    model = synchformer.load_model(seeded_state_dict(PARITY / "keys_sync.txt", seed=1))
+    model = synchformer.load_model(seeded_state_dict(PARITY / "keys_sync.txt", seed=1), config=ModelConfig())
     video, audio = torch.from_numpy(expected["video_input"]), torch.from_numpy(expected["audio_input"])
     with torch.inference_mode():
         vfeats, afeats = model.extract_vfeats(video), model.extract_afeats(audio)
@@ -150,7 +150,8 @@ def test_parity_with_the_reference_stage2():
 @needs_shared
 def test_parity_with_the_reference_stage3():
     expected = np.load(PARITY / "sync_expected.npz")
-    model = synchformer.load_model(seeded_state_dict(PARITY / "keys_synchronizability.txt", seed=1))
+    model = synchformer.load_model(seeded_state_dict(PARITY / "keys_synchronizability.txt", seed=1),
+                                     config=ModelConfig.synchronizability())
     assert model.cfg.head == "synchronizability" and model.cfg.n_segments == 13
     with torch.inference_mode():
         logits = model(torch.from_numpy(expected["video_input"][:, :13]),

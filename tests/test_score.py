@@ -345,7 +345,8 @@ def test_resume_after_kill_9_at_random_moments_gives_the_uninterrupted_rows(tmp_
         return [sys.executable, "-m", "synchformer", "score", str(clips), "-o", str(out), "--weights", str(WEIGHTS),
                 "--workers", "1", "--no-progress", "--device", "cpu"]
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    (tmp_path / "tmp").mkdir()  # a SIGKILL leaves multiprocessing's /tmp/pymp-* behind: not in the real /tmp
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}
     whole = tmp_path / "whole.jsonl"
     subprocess.run(command(whole), check=True, capture_output=True, env=env, timeout=600)
     want = sorted(whole.read_text().splitlines())
@@ -364,3 +365,44 @@ def test_resume_after_kill_9_at_random_moments_gives_the_uninterrupted_rows(tmp_
     got = out.read_text().splitlines()
     assert len(got) == len(set(got)) == 9  # none lost, none doubled
     assert sorted(got) == want  # the same numbers
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_stopped_by_a_signal_leaves_nothing_behind_and_resumes(tmp_path, sig):
+    """SIGTERM (a scheduler, `timeout`), Ctrl-C or SIGHUP while workers decode, and once while they start:
+    one line, exit code 128 + signal, no traceback, no /tmp/pymp-* folder or semaphore left; then resume."""
+    import time
+
+    from synchformer.model.bundled import SYNTHETIC_TINY as WEIGHTS
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for k in range(6):
+        write_clip(clips / f"c{k}.mkv", 6, seed=30 + k)
+    out, tmp = tmp_path / "rows.jsonl", tmp_path / "tmp"
+    tmp.mkdir()
+    command = [sys.executable, "-m", "synchformer", "score", str(clips), "-o", str(out), "--weights", str(WEIGHTS),
+               "--workers", "2", "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
+    code = 130 if sig == signal.SIGINT else 128 + sig
+    for when in ("first row", "start"):
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+        deadline = time.time() + 300
+        if when == "first row":
+            while proc.poll() is None and time.time() < deadline and not (out.exists() and out.read_text().strip()):
+                time.sleep(0.05)
+        else:  # the pool is being started once the process has a pymp folder (the fork server's socket)
+            while proc.poll() is None and time.time() < deadline and not list(tmp.glob("pymp-*")):
+                time.sleep(0.01)
+        assert proc.poll() is None, f"score ended before the signal ({when}): {proc.stderr.read()}"
+        proc.send_signal(sig)
+        err = proc.communicate(timeout=120)[1]
+        assert proc.returncode == code, err
+        assert "Traceback" not in err and "leaked" not in err, err
+        assert err.strip().splitlines()[-1] in ("synchformer: interrupted", f"synchformer: stopped by {sig.name}")
+        assert [p.name for p in tmp.iterdir() if p.name.startswith("pymp-")] == []
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(f"c{k}" for k in range(6))
+    assert all(r["status"] == "ok" for r in rows)

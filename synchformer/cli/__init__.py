@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from synchformer.errors import SynchformerError
+from synchformer.interrupts import Terminated, stop_cleanly_on_signals
 
 COMMANDS = ("predict", "fix", "score", "features", "explain", "convert", "train", "eval", "synth", "demo")
 
@@ -35,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = list(args.overrides) + extra
     try:
-        return args.func(args) or 0
+        with stop_cleanly_on_signals():
+            return args.func(args) or 0
     except SynchformerError as e:
         print(f"synchformer: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("synchformer: interrupted", file=sys.stderr)
         return 130
+    except Terminated as e:
+        print(f"synchformer: stopped by {signal.Signals(e.signum).name}", file=sys.stderr)
+        return 128 + e.signum

@@ -34,6 +34,7 @@ from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
 from synchformer.inference.analyze import Analysis, analyze_segments
 from synchformer.inference.stream import read_segments
+from synchformer.interrupts import held_signals
 from synchformer.io.decode import mean_channels
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
@@ -272,12 +273,12 @@ def _decode_worker(jobs: list[tuple[int, Item]], opts: dict, q, stop) -> None:
     torch.set_num_threads(1)  # the workers share the machine with each other and with the model
     parent = multiprocessing.parent_process()
 
-    def put(msg):  # wait for room, but give up when the model's process is gone (killed: nobody will read)
-        while True:
+    def put(msg):  # wait for room; give up when told to stop or when the model's process is gone (nobody
+        while True:  # will read): a normal exit, so that this process's temporary files go with it
             try:
                 return q.put(msg, timeout=1.0)
             except queue.Full:
-                if parent is not None and not parent.is_alive():
+                if stop.is_set() or (parent is not None and not parent.is_alive()):
                     raise SystemExit(1) from None
 
     for i, item in jobs:
@@ -314,8 +315,15 @@ class _DecodePool:
         self.stop = self.ctx.Event()
         self.procs: list = [None] * n
         self.queues: list = [None] * n
-        for w in range(n):
-            self._start(w, w)
+        try:
+            # a start cut short by Ctrl-C / SIGTERM leaves a child that nobody joins, which then fails to read
+            # its queues once we are gone (a traceback on the user's terminal): the signal waits until all run
+            with held_signals():
+                for w in range(n):
+                    self._start(w, w)
+        except BaseException:
+            self.close()
+            raise
 
     def _start(self, w: int, first: int):
         self.queues[w] = self.ctx.Queue(maxsize=_QUEUE_MESSAGES)
@@ -371,6 +379,8 @@ class _DecodePool:
     def close(self):
         self.stop.set()
         for p in self.procs:
+            if p is None or p.pid is None:  # never started (its start was cut short)
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()

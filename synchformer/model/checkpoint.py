@@ -55,6 +55,7 @@ class Checkpoint:
     config: dict | None = None  # our JSON config, or the official `args` as plain dicts/lists
     logit_scale: torch.Tensor | None = None  # stage I only
     ignored_keys: list[str] = field(default_factory=list)  # keys that are not Synchformer weights
+    sidecar: dict | None = None  # <file>.json beside the weights: what they cannot tell (head counts, ...)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -426,8 +427,9 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
             config = plain if isinstance(plain, dict) else None
         except RecursionError:
             config = None
+    sidecar = _sidecar_config(path)
     if config is None:
-        config = _sidecar_config(path)
+        config = sidecar
 
     return Checkpoint(
         state_dict=state_dict,
@@ -436,6 +438,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         config=config,
         logit_scale=logit_scale,
         ignored_keys=ignored,
+        sidecar=sidecar,
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import torch
 
@@ -22,12 +24,26 @@ def _dig(d, *keys):
     return d
 
 
-def infer_config(state_dict: Mapping[str, torch.Tensor], official_args: Mapping | None = None) -> ModelConfig:
-    """Model dimensions read off the tensor shapes (head counts: the reference's, or its `args`)."""
-    sd = state_dict
+# What the tensor shapes cannot tell. The released widths (768) come with the released head counts (ViT-B and
+# AST: 12; the sync transformer: 8); other widths need the counts from a config. ``center_segments`` is not in
+# the reference, so its files are read without it; a bare state dict may come from either, so it must say.
+RELEASED_HEADS = {"v_heads": 12, "a_heads": 12, "heads": 8}
+RELEASED_WIDTH = 768
 
-    def shape(key, default=None):
-        return tuple(sd[key].shape) if key in sd else default
+
+class UndeterminedConfig(ValueError):
+    """The weights do not determine these ModelConfig fields, and nothing else gave them."""
+
+    def __init__(self, fields: list[str]):
+        super().__init__(", ".join(fields))
+        self.fields = fields
+
+
+def _shape_config(sd: Mapping[str, torch.Tensor]) -> dict:
+    """The ModelConfig fields that the tensor shapes determine."""
+
+    def shape(key):
+        return tuple(sd[key].shape)
 
     def count(prefix):
         return len({k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)})
@@ -36,18 +52,17 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], official_args: Mapping 
     if "vfeat_extractor.pos_embed" in sd:
         _, n_pos, v_width = shape("vfeat_extractor.pos_embed")
         kernel = shape("vfeat_extractor.patch_embed_3d.proj.weight")
-        cfg.update(v_width=v_width, v_depth=count("vfeat_extractor.blocks."), v_heads=max(1, v_width // 64),
+        cfg.update(v_width=v_width, v_depth=count("vfeat_extractor.blocks."),
                    tubelet=kernel[2], patch_size=kernel[3], image_size=round((n_pos - 1) ** 0.5) * kernel[3],
                    segment_frames=shape("vfeat_extractor.temp_embed")[1] * kernel[2])
     if "afeat_extractor.ast.embeddings.position_embeddings" in sd:
         a_width = shape("afeat_extractor.ast.embeddings.position_embeddings")[2]
-        cfg.update(a_width=a_width, a_depth=count("afeat_extractor.ast.encoder.layer."),
-                   a_heads=max(1, a_width // 64))
+        cfg.update(a_width=a_width, a_depth=count("afeat_extractor.ast.encoder.layer."))
     if "transformer.pos_emb_cfg.pos_emb" in sd:
         _, seq_len, width = shape("transformer.pos_emb_cfg.pos_emb")
-        n_head = _dig(official_args, "model", "params", "transformer", "params", "n_head")
-        cfg.update(width=width, depth=count("transformer.blocks."), heads=int(n_head or max(1, width // 96)))
-        per_segment = ModelConfig(**cfg).v_tokens + ModelConfig(**cfg).a_tokens
+        cfg.update(width=width, depth=count("transformer.blocks."))
+        probe = ModelConfig(**cfg)
+        per_segment = probe.v_tokens + probe.a_tokens
         if (seq_len - 2) % per_segment:
             raise ValueError(f"positional table of {seq_len} does not fit {per_segment} tokens per segment")
         cfg["n_segments"] = (seq_len - 2) // per_segment
@@ -55,32 +70,101 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], official_args: Mapping 
         cfg.update(head="offset", n_offset_classes=shape("transformer.off_head.weight")[0])
     elif "transformer.sync_head.weight" in sd:
         cfg["head"] = "synchronizability"
-    return ModelConfig(**cfg)
+    return cfg
 
 
-def _config_of(ckpt: Checkpoint) -> ModelConfig:
+def _infer(sd, official_args=None, given: Mapping | None = None, reference: bool = False):
+    """(ModelConfig, fields nothing determined). ``given``: fields from a config (a sidecar); ``reference``: the
+    file is the reference's own (official or stage I format), so it has no ``center_segments``."""
+    cfg = _shape_config(sd)
+    known = dict(given or {})
+    n_head = _dig(official_args, "model", "params", "transformer", "params", "n_head")
+    if n_head is not None and "heads" not in known:
+        known["heads"] = int(n_head)
+    if reference:
+        known.setdefault("center_segments", False)
+    needed = {"v_heads": cfg.get("v_width"), "a_heads": cfg.get("a_width")}
+    if "transformer.pos_emb_cfg.pos_emb" in sd:
+        needed.update(heads=cfg["width"], center_segments=None)
+    undetermined = []
+    for name, width in needed.items():
+        if name in known:
+            continue
+        if width is None and name != "center_segments":  # that part is not in the file: any value will do
+            continue
+        if width == RELEASED_WIDTH:
+            known[name] = RELEASED_HEADS[name]
+        else:  # a stand-in that builds (the load checks the tensors, then refuses)
+            undetermined.append(name)
+            known[name] = False if name == "center_segments" else 1
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(known) - fields)
+    if unknown:
+        raise ValueError(f"unknown model setting(s) {', '.join(unknown)}")
+    return ModelConfig(**{**cfg, **known}), undetermined
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor], official_args: Mapping | None = None) -> ModelConfig:
+    """Model dimensions read off the tensor shapes; the head counts of the released widths are the released ones
+    (or the official `args`' transformer n_head). Fields nothing determines keep ModelConfig's defaults: use
+    ``load_model``, which refuses to guess them."""
+    return _infer(state_dict, official_args)[0]
+
+
+def _config_and_gaps(ckpt: Checkpoint) -> tuple[ModelConfig, list[str]]:
     ours = _dig(ckpt.config, "model")
     if ckpt.source_format == "safetensors" and isinstance(ours, Mapping) and "v_width" in ours:
-        return ModelConfig.from_dict(ours)
-    return infer_config(ckpt.state_dict, ckpt.config if ckpt.source_format == "official" else None)
+        return ModelConfig.from_dict(ours), []
+    official = ckpt.source_format in ("official", "stage1")
+    given = _dig(ckpt.sidecar, "model")
+    if ckpt.sidecar is not None and not isinstance(given, Mapping):
+        raise ValueError('its config sidecar has no "model" object')
+    return _infer(ckpt.state_dict, ckpt.config if official else None, given, reference=official)
+
+
+def config_of(ckpt: Checkpoint, path=None) -> ModelConfig:
+    """The ModelConfig of a read checkpoint; a one-line SynchformerError where its weights do not tell it all."""
+    try:
+        cfg, undetermined = _config_and_gaps(ckpt)
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise SynchformerError(path, f"cannot tell the model's sizes from its weights ({e})") from None
+    if undetermined:
+        raise SynchformerError(path, _undetermined_message(undetermined, path))
+    return cfg
+
+
+def _undetermined_message(fields: list[str], path) -> str:
+    reasons = []
+    heads = [f for f in fields if f != "center_segments"]
+    if heads:
+        reasons.append(f"{', '.join(heads)} (the widths are not the released {RELEASED_WIDTH})")
+    if "center_segments" in fields:
+        reasons.append("center_segments (a bare state dict does not say whether it was trained with it)")
+    example = ", ".join(f'"{f}": {"true or false" if f == "center_segments" else "N"}' for f in fields)
+    where = (f"write them into {Path(path).with_suffix('.json')} as {{\"model\": {{{example}}}}}" if path
+             else "pass config=ModelConfig(...)")
+    return f"the weights do not tell the model's {'; '.join(reasons)}: {where}"
 
 
 def load_model(source, device: str | torch.device = "cpu", config: ModelConfig | None = None) -> Synchformer:
     """A ``Synchformer`` in eval mode from a released .pt (stage II/III or stage I), a bare state dict file,
     the package's .safetensors, or an in-memory state dict. The head (offset or synchronizability) and the
-    sizes come from the weights; pass ``config`` for non-standard head counts.
+    sizes come from the weights. What they cannot tell (head counts of non-released widths; ``center_segments``
+    of a bare state dict) comes from ``config`` or a sidecar ``<file>.json`` holding ``{"model": {...}}``;
+    without either, the load is refused in one line rather than guessed.
 
     Stage I files hold only the encoders: ``extract_vfeats``/``extract_afeats`` work, the sync head does not.
     """
+    path = None
     if isinstance(source, Mapping):
         name = "<state dict>"
         sd = normalise_state_dict(source, name)
         ckpt = Checkpoint(state_dict=sd, source_format="state_dict", head=detect_head(sd, name))
     else:
-        name = os.fspath(source)
+        name = path = os.fspath(source)
         ckpt = read_checkpoint(source)
     try:
-        cfg = config or _config_of(ckpt)
+        cfg, undetermined = (config, []) if config is not None else _config_and_gaps(ckpt)
     except (ValueError, TypeError, KeyError, IndexError) as e:
         raise SynchformerError(name, f"cannot tell the model's sizes from its weights ({e})") from None
 
@@ -103,6 +187,8 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
         if wrong:
             parts.append(f"wrong shapes: {', '.join(wrong[:3])}")
         raise SynchformerError(name, "does not hold a complete Synchformer: " + "; ".join(parts))
+    if undetermined:  # complete weights whose settings nothing gave: refuse rather than predict with a guess
+        raise SynchformerError(name, _undetermined_message(undetermined, path))
     if encoders_only:  # a stage I file: the projections and sync transformer get the reference's init
         fresh = Synchformer(cfg).state_dict()
         sd = {**{k: v for k, v in fresh.items() if not k.startswith(("vfeat_", "afeat_"))}, **sd}

@@ -171,9 +171,9 @@ def build_model(cfg: TrainConfig) -> Synchformer:
     """A fresh model of the configured size, with the ``init`` weights loaded where given."""
     mcfg = cfg.model_config()
     if cfg.init and not cfg.model:  # sizes from the init file, head (and stage III's 13 segments) from the stage
-        from synchformer.model.load import _config_of
+        from synchformer.model.load import config_of
 
-        mcfg = _config_of(read_checkpoint(cfg.init))
+        mcfg = config_of(read_checkpoint(cfg.init), cfg.init)
         if cfg.stage == "synchronizability":
             mcfg = dataclasses.replace(mcfg, head="synchronizability", n_segments=13)
         else:
