@@ -234,7 +234,8 @@ def test_cli_jsonl_resume_overwrite_and_csv(data, tmp_path, capsys):
         table = list(csv.DictReader(f))
     assert list(table[0]) == list(columns("desync"))
     for r, j in zip(table, rows):
-        assert {k: v for k, v in r.items()} == {k: "" if v is None else str(v) for k, v in j.items()}
+        assert {k: v for k, v in r.items()} == {k: "" if v is None else str(v).lower() if isinstance(v, bool)
+                                                else str(v) for k, v in j.items()}  # CSV booleans: true / false
     assert cli(data, data / "clips", "-o", csv_out, "--metric", "offset") == 2  # other columns: refused
 
 
@@ -322,6 +323,11 @@ def test_every_shared_clip_is_handled(model):
     assert len(rows) == len(clips) == 9
     short = by_name.pop("talking_head__kphotoalbum_movie.avi")  # 4.5 s: less than one window
     assert short["status"] == "error" and "too short" in short["error"] and "\n" not in short["error"]
+    # no offset can be read where the sound is digital silence or the picture never moves: said, not guessed
+    silent = by_name.pop("cockatoo_SILENT_AUDIO__imageio.mp4")
+    still = by_name.pop("speaker_hello_screencast__forensics-samples_movie-hello.mp4")
+    for r, why in ((silent, "audio is digital silence"), (still, "picture is static")):
+        assert r["status"] == "ok" and r["offset_sec"] is None and r["reliable"] is False and r["reasons"] == why
     assert all(r["status"] == "ok" and r["offset_sec"] is not None for r in by_name.values()), by_name
 
 

@@ -182,10 +182,12 @@ def test_windows_that_are_not_synchronizable_are_left_out_and_reported():
     assert s.left_out == [6, 7, 8, 9] and s.n_used == 6
     assert s.offset_sec == pytest.approx(0.6) and s.agreement == 1.0
     assert [r.used for r in s.windows] == [True] * 6 + [False] * 4
-    assert s.windows[7].note == "not synchronizable" and s.windows[7].sync_prob == pytest.approx(0.2)
-    assert "4 of 10 windows left out as not synchronizable" in s.message
+    assert s.windows[7].note == "P(synchronizable) 0.20 below 0.5" and s.windows[7].sync_prob == pytest.approx(0.2)
+    assert "4 of 10 windows left out as not synchronizable (P(synchronizable): 4 windows)" in s.message
     d = s.to_dict()
-    assert d["left_out"] == {"min_sync_prob": 0.5, "count": 4, "indices": [6, 7, 8, 9]}
+    assert d["left_out"] == {"min_sync_prob": 0.5, "count": 4, "indices": [6, 7, 8, 9],
+                             "why": "P(synchronizable): 4 windows"}
+    assert s.windows[7].reasons == ["P(synchronizable) 0.20 below 0.5"] and not s.windows[7].reliable
     # without the filter the decoy windows (confident) would pull the mean pool towards -1.0
     loose = summarize(starts, probs, GRID, sync_probs=sync, min_sync_prob=0.0)
     assert loose.n_used == 10 and loose.mean_pool.distribution[decoy] > s.mean_pool.distribution[decoy]
@@ -242,12 +244,14 @@ def test_to_dict_is_plain_json_with_the_documented_keys():
 
     assert plain(json.loads(text)) and plain(d)
     assert set(d) == {"schema", "window_sec", "grid_sec", "n_windows", "n_used", "n_invalid", "left_out",
-                      "synchronizable", "pooling", "offset_sec", "confidence", "refined_offset_sec", "agreement",
+                      "synchronizable", "reliable", "reasons", "pooling", "offset_sec", "confidence",
+                      "refined_offset_sec", "agreement",
                       "distribution", "pools", "pools_agree", "effective_windows", "message", "drift", "windows"}
     assert d["schema"] == "synchformer.timeline/1" and len(d["distribution"]) == 21 and len(d["grid_sec"]) == 21
     assert sum(d["distribution"]) == pytest.approx(1.0, abs=1e-3)
     assert set(d["windows"][0]) == {"index", "start_sec", "end_sec", "offset_sec", "probability",
-                                    "refined_offset_sec", "entropy_nats", "entropy_norm", "sync_prob", "used", "note"}
+                                    "refined_offset_sec", "entropy_nats", "entropy_norm", "sync_prob", "used", "note",
+                                    "reliable", "reasons"}
     assert d["windows"][1]["start_sec"] == 1.5 and d["windows"][1]["end_sec"] == 6.3
     assert set(d["drift"]) >= {"detected", "reason", "slope_ms_per_min", "stderr_ms_per_min", "ci95_ms_per_min",
                                "intercept_sec", "offset_at_start_sec", "offset_at_end_sec", "t_stat", "step", "rule"}

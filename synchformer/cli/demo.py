@@ -26,7 +26,7 @@ def add_parser(sub):
 def run(args):
     from synchformer.errors import SynchformerError
     from synchformer.inference.analyze import analyze
-    from synchformer.inference.timeline import describe_offset, summarize
+    from synchformer.inference.timeline import describe_offset
     from synchformer.training.synth import make_sparse_clip
 
     model = common.load_or_bundled(args.weights, args.device, head="offset")
@@ -40,7 +40,7 @@ def run(args):
         path = Path(args.keep) if args.keep else Path(tmp) / "demo.mp4"
         make_sparse_clip(path, seed, duration=10.0, offset_sec=offset)
         result = analyze(model, path, hop_sec=0.64)
-        summary = summarize(result.window_starts, result.probs, result.grid)
+        summary = result.summarize()
     pred = summary.reported.offset_sec if summary.reported else float("nan")
     print(f"clip: synthetic, seed {seed}{f', kept at {path}' if args.keep else ''}")
     print(f"true offset:      {offset:+.2f} s ({describe_offset(offset)})")
@@ -48,4 +48,5 @@ def run(args):
           f"{len(result.window_starts)} windows, agreement {summary.agreement or 0:.2f}")
     print("correct" if abs(pred - offset) < 0.1 else
           ("within one class (0.2 s)" if abs(pred - offset) < 0.3 else "wrong"))
+    print("verdict: reliable" if summary.reliable else f"verdict: not reliable ({'; '.join(summary.reasons)})")
     return 0

@@ -16,9 +16,11 @@ def add_parser(sub):
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the corrected file (never the input)")
     p.add_argument("--offset", type=float, metavar="SEC", help="the offset to remove (positive: the audio leads, "
                    "so it is delayed); default: measure it with --weights")
-    p.add_argument("--hop", type=float, default=2.4, metavar="SEC", help="window hop when measuring")
+    p.add_argument("--hop", type=float, default=0.64, metavar="SEC", help="window hop when measuring (default 0.64)")
     p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
                    help="refuse to fix when the measured offset's confidence is below P")
+    p.add_argument("--force", action="store_true", help="write the copy even when the measured offset is not "
+                   "reliable (it is refused by default, with the reasons) or when the file is already in sync")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the input)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_weights(p)
@@ -33,13 +35,16 @@ def run(args) -> int:
     offset = args.offset
     if offset is None:
         from synchformer.inference.analyze import analyze
-        from synchformer.inference.timeline import summarize
 
         model = load(args.weights, args.device, head="offset")
         result = analyze(model, args.video, hop_sec=args.hop)
-        summary = summarize(result.window_starts, result.probs, result.grid)
+        summary = result.summarize()
         if summary.offset_sec is None:
             raise SynchformerError(args.video, f"no offset to fix: {summary.message}")
+        if not summary.reliable and not args.force:  # shifting a file by noise is the worst this tool can do
+            raise SynchformerError(args.video, f"not fixed: the measured offset {summary.offset_sec:+.2f} s is not "
+                                               f"reliable ({'; '.join(summary.reasons)}); nothing written "
+                                               "(--offset SEC to give it, --force to use it anyway)")
         if summary.confidence < args.min_confidence:
             raise SynchformerError(args.video, f"the measured offset {summary.offset_sec:+.2f} s has confidence "
                                                f"{summary.confidence:.2f} < --min-confidence {args.min_confidence}")
@@ -47,9 +52,14 @@ def run(args) -> int:
         drift = summary.drift is not None and summary.drift.detected
         measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement,
                     "drift_detected": drift}
+        measured.update(reliable=summary.reliable, reasons=summary.reasons)
         if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
             print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "
                   "the average offset", file=sys.stderr)
+        if offset == 0 and not args.force:  # within half a class of 0: in sync, nothing to do
+            print(f"{args.video}: in sync (measured {offset:+.2f} s, confidence {summary.confidence:.2f}); "
+                  f"nothing written (--force to write a copy anyway)")
+            return 0
     report = shift_audio(args.video, args.output, offset, overwrite=args.overwrite)
     report["measured"] = measured
     if args.json:

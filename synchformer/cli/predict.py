@@ -21,10 +21,10 @@ def add_parser(sub):
     p.add_argument("--syncability-weights", metavar="W",
                    help="a stage III synchronizability checkpoint (24-01-22T20-34-52.pt): windows that cannot be "
                         "synchronized (silence, no visible source) are left out of the overall offset")
-    p.add_argument("--hop", type=float, default=2.4, metavar="SEC",
+    p.add_argument("--hop", type=float, default=0.64, metavar="SEC",
                    help="time between window starts; rounded to a multiple of 0.32 s so that windows share "
-                        "their segments (default 2.4 -> 2.56 s; a smaller hop costs little: only the sync "
-                        "transformer runs per window)")
+                        "their segments (default 0.64: more windows are more evidence for the offset and its "
+                        "verdict, at little cost: only the sync transformer runs per window)")
     p.add_argument("--start", type=float, default=None, metavar="SEC",
                    help="analyse only one window, in the reference's layout: a 5 s crop at SEC, the window is "
                         "[SEC+0.08, SEC+4.88] s")
@@ -63,11 +63,10 @@ def run(args) -> int:
 
 def analyze_video(model, video: str, args, sync_model=None) -> dict:
     from synchformer.inference.analyze import analyze
-    from synchformer.inference.timeline import plot_heatmap, summarize
+    from synchformer.inference.timeline import plot_heatmap
 
     result = analyze(model, video, hop_sec=args.hop, sync_model=sync_model)
-    summary = summarize(result.window_starts, result.probs, result.grid, sync_probs=result.sync_probs,
-                        min_sync_prob=args.min_sync_prob)
+    summary = result.summarize(min_sync_prob=args.min_sync_prob)
     report = {"file": str(video), "weights": args.weights, "syncability_weights": args.syncability_weights,
               "hop_sec": round(result.hop_sec, 3), "segments": result.segments_total,
               "analysed_sec": round(result.segments_total * 0.32 + 0.32, 3),
@@ -92,9 +91,9 @@ def format_report(r: dict) -> str:
         lines.append(f"  offset {r['offset_sec']:+.2f} s ({describe_offset(r['offset_sec'])}), confidence "
                      f"{r['confidence']:.2f}, {r['agreement'] * 100:.0f}% of {r['n_used']} windows agree "
                      f"within 0.2 s")
+    lines.append("  reliable" if r["reliable"] else f"  NOT RELIABLE: {'; '.join(r['reasons'])}")
     if r["left_out"]["count"]:
-        lines.append(f"  {r['left_out']['count']} window(s) left out: P(synchronizable) < "
-                     f"{r['left_out']['min_sync_prob']}")
+        lines.append(f"  {r['left_out']['count']} window(s) left out: {r['left_out']['why']}")
     drift = r.get("drift")
     if drift:
         if drift["detected"]:

@@ -17,6 +17,7 @@ import torch
 
 from synchformer.constants import SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
 from synchformer.features.segments import decode_size
+from synchformer.inference.checks import segment_signals, window_problems
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
 from synchformer.model import Synchformer
 
@@ -34,6 +35,18 @@ class Analysis:
     segments_encoded: int = 0  # encoder passes spent (per model)
     segments_total: int = 0  # whole segments in the file
     warnings: list[str] = field(default_factory=list)
+    # (W,) per window: why no offset can be read off it whatever the model says (silence, a still picture);
+    # see synchformer.inference.checks. Empty lists: nothing found.
+    problems: list[list[str]] = field(default_factory=list)
+    model_caveat: str | None = None  # about the model itself, added to an unreliable verdict's reasons
+
+    def summarize(self, min_sync_prob: float = 0.5):
+        """The whole file's offset, its windows and its verdict (timeline.summarize with all this holds)."""
+        from synchformer.inference.timeline import summarize
+
+        return summarize(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
+                         min_sync_prob=min_sync_prob, problems=self.problems or None,
+                         model_caveat=self.model_caveat)
 
     @property
     def probs(self) -> np.ndarray:
@@ -138,8 +151,10 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
         batch.clear()
 
     recent: deque = deque(maxlen=n)  # raw segments of the tail, in case its window was not on the hop grid
+    signals = []  # per segment: the model-free checks' four numbers
     next_k0, seen = 0, 0
     for chunk in chunks:
+        signals.append(segment_signals(chunk.video, chunk.audio))
         ks = range(chunk.first, chunk.first + len(chunk))
         wanted = [i for i, k in enumerate(ks) if k % h < n]  # segments that some hop window uses
         for cache in dict.fromkeys(caches):
@@ -169,8 +184,10 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
     run_batch()
 
     sync_probs = torch.cat(sync_logits).softmax(-1)[:, 1].numpy() if sync_logits else None
+    signals = np.concatenate(signals)
     return Analysis(path=path, hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"),
                     window_starts=np.asarray(grid.time(starts), dtype=np.float64),
                     logits=torch.cat(logits).numpy(), grid=model.cfg.offset_grid().numpy(),
                     sync_probs=sync_probs, segments_encoded=caches[0].encoded, segments_total=seen,
-                    warnings=grid.warnings)
+                    warnings=grid.warnings, problems=[window_problems(signals[k0:k0 + n]) for k0 in starts],
+                    model_caveat=getattr(model, "caveat", None))

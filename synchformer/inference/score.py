@@ -43,7 +43,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
 METRICS = ("desync", "offset")
 
 # Row columns (fixed, so CSV and JSONL hold the same fields; a missing value is None / empty).
-COMMON = ("id", "video", "audio", "status", "error", "metric", "duration_sec", "n_segments", "n_windows", "warnings")
+COMMON = ("id", "video", "audio", "status", "error", "metric", "duration_sec", "n_segments", "n_windows", "warnings",
+          "reliable", "reasons")  # the verdict (synchformer.inference.verdict); reasons joined by "; "
 METRIC_COLUMNS = {
     # av-benchmark: argmax class of the first and the last 4.8 s window; desync = mean of their |offset|
     "desync": ("desync_sec", "first_start_sec", "first_offset_sec", "first_probability",
@@ -409,24 +410,15 @@ def desync_of(analysis: Analysis) -> dict:
     return {c: out[c] for c in METRIC_COLUMNS["desync"]}
 
 
-def offset_of(analysis: Analysis) -> dict:
-    """The whole video's offset from all its windows (timeline.summarize's pooled offset when available)."""
-    try:
-        from synchformer.inference.timeline import summarize
-    except ImportError:  # pragma: no cover - only the pooled mean without the timeline module
-        summarize = None
+def offset_of(analysis: Analysis, summary=None) -> dict:
+    """The whole video's offset from all its windows (timeline.summarize's pooled offset; windows that the
+    model-free checks reject are left out)."""
     out = dict.fromkeys(METRIC_COLUMNS["offset"])
-    if summarize is not None:
-        d = summarize(analysis.window_starts, analysis.probs, analysis.grid,
-                      sync_probs=analysis.sync_probs).to_dict(windows=False)
-        drift = d.get("drift") or {}
-        out.update(offset_sec=d["offset_sec"], confidence=d["confidence"], refined_offset_sec=d["refined_offset_sec"],
-                   agreement=d["agreement"], drift_detected=drift.get("detected"),
-                   drift_ms_per_min=drift.get("slope_ms_per_min"))
-    else:
-        pooled = analysis.probs.mean(0)
-        k = int(pooled.argmax())
-        out.update(offset_sec=_num(analysis.grid[k], 3), confidence=_num(pooled[k], 6))
+    d = (summary or analysis.summarize()).to_dict(windows=False)
+    drift = d.get("drift") or {}
+    out.update(offset_sec=d["offset_sec"], confidence=d["confidence"], refined_offset_sec=d["refined_offset_sec"],
+               agreement=d["agreement"], drift_detected=drift.get("detected"),
+               drift_ms_per_min=drift.get("slope_ms_per_min"))
     out["abs_offset_sec"] = None if out["offset_sec"] is None else abs(out["offset_sec"])
     return out
 
@@ -441,7 +433,9 @@ def _fill(row: dict, analysis: Analysis, metric: str) -> dict:
     s = analysis.segments_total
     row.update(duration_sec=_num((SEGMENT_FRAMES + (s - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS, 3), n_segments=s,
                n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings) or None)
-    row.update(desync_of(analysis) if metric == "desync" else offset_of(analysis))
+    summary = analysis.summarize()
+    row.update(reliable=bool(summary.reliable), reasons="; ".join(summary.reasons) or None)
+    row.update(desync_of(analysis) if metric == "desync" else offset_of(analysis, summary))
     return row
 
 

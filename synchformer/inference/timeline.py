@@ -109,8 +109,11 @@ are not finite become ``null``. Schema (``schema`` = "synchformer.timeline/1")::
       "n_windows": int,            # all windows given
       "n_used": int,               # windows pooled into the overall offset
       "n_invalid": int,            # rows of probs with NaN/inf/negatives
-      "left_out": {"min_sync_prob": 0.5, "count": int, "indices": [int, ...]},  # not synchronizable
+      "left_out": {"min_sync_prob": 0.5, "count": int, "indices": [int, ...],  # not synchronizable
+                   "why": str},    # "audio is digital silence: 5 windows; picture is static: 1 window"
       "synchronizable": bool,      # false: no window is usable, and the offset fields are null
+      "reliable": bool,            # whether the offset can be acted on (synchformer.inference.verdict)
+      "reasons": [str, ...],       # why not, e.g. "confidence 0.17 below 0.40", "audio is digital silence"
       "pooling": "mean",           # which pool the fields below come from
       "offset_sec": float|null,    # class with the largest pooled probability; + = audio leads
       "confidence": float|null,    # its pooled probability
@@ -127,13 +130,16 @@ are not finite become ``null``. Schema (``schema`` = "synchformer.timeline/1")::
          "offset_sec": float|null, "probability": float|null, "refined_offset_sec": float|null,
          "entropy_nats": float|null, "entropy_norm": float|null,   # entropy / log K, 0..1
          "sync_prob": float|null, "used": bool,
-         "note": str|null}         # why it is not used: "not synchronizable" | "invalid probabilities"
+         "note": str|null,         # why it is not used: what the checks found ("audio is digital silence",
+                                   # "picture is static"), "P(synchronizable) 0.21 below 0.5", "invalid probabilities"
+         "reliable": bool, "reasons": [str, ...]}   # the window's own verdict
       ]
     }
 
     DRIFT = {
       "detected": bool, "reason": str,
-      "slope_ms_per_min": float|null, "stderr_ms_per_min": float|null,
+      "slope_ms_per_min": float|null, "stderr_ms_per_min": float|null,   # slope, intercept, offset_at_*,
+                                                                 # change: null unless detected
       "ci95_ms_per_min": [lo, hi]|null, "t_stat": float|null,    # |slope| / stderr
       "intercept_sec": float|null,                                # fitted offset at t = 0 of the file
       "t_start_sec": float|null, "t_end_sec": float|null,         # first window start, last window end
@@ -154,7 +160,7 @@ import math
 import os
 import tempfile
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -389,14 +395,17 @@ class Drift:
     def to_dict(self) -> dict:
         ci = None if self.ci95_ms_per_min is None else [_num(self.ci95_ms_per_min[0]),
                                                          _num(self.ci95_ms_per_min[1])]
+        found = bool(self.detected)  # a line that is not a finding has no slope to report: only its test
         return {
-            "detected": bool(self.detected), "reason": self.reason,
-            "slope_ms_per_min": _num(self.slope_ms_per_min), "stderr_ms_per_min": _num(self.stderr_ms_per_min),
+            "detected": found, "reason": self.reason,
+            "slope_ms_per_min": _num(self.slope_ms_per_min) if found else None,
+            "stderr_ms_per_min": _num(self.stderr_ms_per_min),
             "ci95_ms_per_min": ci, "t_stat": _num(self.t_stat),
-            "intercept_sec": _sec(self.intercept_sec),
+            "intercept_sec": _sec(self.intercept_sec) if found else None,
             "t_start_sec": _sec(self.t_start_sec), "t_end_sec": _sec(self.t_end_sec),
-            "offset_at_start_sec": _sec(self.offset_at_start_sec),
-            "offset_at_end_sec": _sec(self.offset_at_end_sec), "change_sec": _sec(self.change_sec),
+            "offset_at_start_sec": _sec(self.offset_at_start_sec) if found else None,
+            "offset_at_end_sec": _sec(self.offset_at_end_sec) if found else None,
+            "change_sec": _sec(self.change_sec) if found else None,
             "n_windows": int(self.n_windows), "n_fit": int(self.n_fit), "n_inliers": int(self.n_inliers),
             "effective_windows": _num(self.effective_windows), "residual_scale_sec": _sec(self.residual_scale_sec),
             "step": None if self.step_at_sec is None else {
@@ -725,13 +734,16 @@ class WindowRow:
     sync_prob: float | None
     used: bool
     note: str | None = None  # why not used
+    reliable: bool = True  # see synchformer.inference.verdict
+    reasons: list[str] = field(default_factory=list)  # why not reliable
 
     def to_dict(self) -> dict:
         return {"index": int(self.index), "start_sec": _sec(self.start_sec), "end_sec": _sec(self.end_sec),
                 "offset_sec": _sec(self.offset_sec), "probability": _prob(self.probability),
                 "refined_offset_sec": _sec(self.refined_offset_sec),
                 "entropy_nats": _num(self.entropy_nats, 4), "entropy_norm": _num(self.entropy_norm, 4),
-                "sync_prob": _prob(self.sync_prob), "used": bool(self.used), "note": self.note}
+                "sync_prob": _prob(self.sync_prob), "used": bool(self.used), "note": self.note,
+                "reliable": bool(self.reliable), "reasons": list(self.reasons)}
 
 
 @dataclass
@@ -765,6 +777,9 @@ class Summary:
     drift: Drift | None
     message: str
     has_sync: bool = False  # sync_probs were given
+    left_out_why: str = ""  # "audio is digital silence: 5 windows; ..."
+    reliable: bool = False  # see synchformer.inference.verdict (set by summarize)
+    reasons: list[str] = field(default_factory=list)  # why not reliable
 
     @property
     def reported(self) -> Pool | None:
@@ -802,8 +817,9 @@ class Summary:
             "schema": SCHEMA, "window_sec": _num(self.window_sec, 4), "grid_sec": [_sec(g) for g in self.grid],
             "n_windows": len(self.windows), "n_used": int(self.n_used), "n_invalid": int(self.n_invalid),
             "left_out": {"min_sync_prob": _num(self.min_sync_prob, 4), "count": len(self.left_out),
-                         "indices": [int(i) for i in self.left_out]},
-            "synchronizable": self.synchronizable, "pooling": self.pooling,
+                         "indices": [int(i) for i in self.left_out], "why": self.left_out_why},
+            "synchronizable": self.synchronizable, "reliable": bool(self.reliable), "reasons": list(self.reasons),
+            "pooling": self.pooling,
             "offset_sec": _sec(self.offset_sec), "confidence": _prob(self.confidence),
             "refined_offset_sec": _sec(self.refined_offset_sec), "agreement": _num(self.agreement, 4),
             "distribution": None if dist is None else [_prob(v) for v in dist],
@@ -836,8 +852,13 @@ def _describe(off: float) -> str:
 
 
 def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_SEC,
-              min_sync_prob: float = 0.5) -> Summary:
-    """One offset for a whole video from its windows; see the module docstring for the method."""
+              min_sync_prob: float = 0.5, problems=None, model_caveat: str | None = None) -> Summary:
+    """One offset for a whole video from its windows; see the module docstring for the method.
+
+    ``problems``: per window, what the model-free checks found (``Analysis.problems``: silence, a still
+    picture); such windows are left out as not synchronizable. ``model_caveat``: a reason added to an
+    unreliable verdict about the model itself (e.g. the bundled model: "model trained on synthetic clips only").
+    """
     starts, probs, grid = _check_inputs(starts, probs, grid, window_sec)
     n = len(starts)
     p, valid = _normalise(probs)
@@ -847,7 +868,12 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
         sp = np.asarray(sync_probs, dtype=np.float64).reshape(-1)
         if len(sp) != n:
             raise ValueError(f"{n} windows but {len(sp)} sync_probs")
-    not_sync = np.zeros(n, dtype=bool) if sp is None else (np.isfinite(sp) & (sp < min_sync_prob))
+    problems = [list(x) for x in problems] if problems is not None else [[] for _ in range(n)]
+    if len(problems) != n:
+        raise ValueError(f"{n} windows but {len(problems)} lists of problems")
+    low_sync = np.zeros(n, dtype=bool) if sp is None else (np.isfinite(sp) & (sp < min_sync_prob))
+    found = np.array([bool(x) for x in problems], dtype=bool)
+    not_sync = low_sync | found
     used = valid & ~not_sync
     K = len(grid)
     ent = np.full(n, np.nan)
@@ -861,7 +887,13 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
     rows = []
     for i in range(n):
         ok = bool(valid[i])
-        note = None if used[i] else ("invalid probabilities" if not ok else "not synchronizable")
+        if used[i]:
+            note = None
+        elif not ok:
+            note = "invalid probabilities"
+        else:
+            why = list(problems[i]) + ([f"P(synchronizable) {sp[i]:.2f} below {min_sync_prob:g}"] if low_sync[i] else [])
+            note = "; ".join(why)
         s = float(starts[i])
         rows.append(WindowRow(
             index=i, start_sec=s, end_sec=s + window_sec,
@@ -898,21 +930,21 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
                           np.where(np.isfinite(sp[used]), sp[used], 1.0), window_sec=window_sec)
 
     parts = []
+    why_left_out = _left_out_reasons([rows[i].note for i in left_out])
     if n == 0:
         msg = "no windows: no overall offset"
     elif not n_used:
         msg = ("no synchronizable window: no overall offset"
                if left_out else "no window with valid probabilities: no overall offset")
         if left_out:
-            msg += f" (all {len(left_out)} valid windows have sync_prob < {min_sync_prob:g})"
+            msg += f" ({why_left_out})"
     else:
         parts.append(f"{_describe(mean_pool.offset_sec)} (confidence {mean_pool.confidence:.2f}, "
                      f"{100 * agreement:.0f}% of {n_used} windows agree)")
         if not log_pool.index - 1 <= mean_pool.index <= log_pool.index + 1:
             parts.append(f"the log pool says {_pm(log_pool.offset_sec)} s: check the heat map")
         if left_out:
-            parts.append(f"{len(left_out)} of {n} windows left out as not synchronizable "
-                         f"(sync_prob < {min_sync_prob:g})")
+            parts.append(f"{len(left_out)} of {n} windows left out as not synchronizable ({why_left_out})")
         if n_invalid:
             parts.append(f"{n_invalid} windows with invalid probabilities ignored")
         if drift is not None and drift.detected:
@@ -922,10 +954,25 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
             parts.append(f"the offset jumps at {drift.step_at_sec:.1f} s from {_pm(drift.step_from_sec)} s to "
                          f"{_pm(drift.step_to_sec)} s")
         msg = "; ".join(parts)
-    return Summary(grid=grid, window_sec=float(window_sec), min_sync_prob=float(min_sync_prob), windows=rows,
+    summary = Summary(grid=grid, window_sec=float(window_sec), min_sync_prob=float(min_sync_prob), windows=rows,
                    n_used=n_used, n_invalid=n_invalid, left_out=left_out, effective_windows=n_eff,
                    mean_pool=mean_pool, log_pool=log_pool, pooling="mean", agreement=agreement, drift=drift,
-                   message=msg, has_sync=sp is not None)
+                   message=msg, has_sync=sp is not None, left_out_why=why_left_out)
+    from synchformer.inference.verdict import judge
+
+    judge(summary, model_caveat=model_caveat)
+    return summary
+
+
+def _left_out_reasons(notes: list[str]) -> str:
+    """'audio is digital silence: 5 windows; picture is static: 2 windows' (each reason once, by count)."""
+    counts: dict[str, int] = {}
+    for note in notes:
+        for part in (note or "").split("; "):
+            key = part.split(" (")[0] if part.startswith("audio is near silence") else part
+            key = key.split(" below ")[0].split(" 0.")[0] if key.startswith("P(synchronizable)") else key
+            counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k}: {v} window{'s' if v > 1 else ''}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 # --------------------------------------------------------------------------------------------- plot

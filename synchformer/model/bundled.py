@@ -17,6 +17,7 @@ from .load import load_model
 
 SYNTHETIC_TINY = Path(__file__).resolve().parent.parent / "assets" / "synthetic_tiny.safetensors"
 SYNTHETIC_TINY_SHA256 = "f87db655f62e99d49c6eae88abf8142746ddf404ce61c1fc43151441d10acf97"
+CAVEAT = "model trained on synthetic clips only"  # a reason on its every unreliable verdict
 NOTE = ("note: using the bundled model, trained on synthetic flash/click clips only (synchformer synth); "
         "for real videos pass --weights with a released checkpoint")
 

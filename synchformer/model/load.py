@@ -195,7 +195,22 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     model.load_state_dict(sd, assign=True)
     model.has_sync_head = not encoders_only
     model.source_format = ckpt.source_format
+    model.caveat = _caveat(path)
     return model.to(device).eval()
+
+
+def _caveat(path) -> str | None:
+    """What every verdict of this model should carry: the bundled file (however it is named) never saw a real video."""
+    from synchformer.model import bundled
+    from synchformer.model.checkpoint import sha256sum
+
+    try:
+        if path is not None and os.path.getsize(path) == os.path.getsize(bundled.SYNTHETIC_TINY) \
+                and sha256sum(path) == bundled.SYNTHETIC_TINY_SHA256:
+            return bundled.CAVEAT
+    except OSError:
+        pass
+    return None
 
 
 def save_model(model: Synchformer, path, *, protect: Iterable = (), extra: Mapping | None = None,

@@ -409,6 +409,7 @@ class SyncTransformer(nn.Module):
 
 class Synchformer(nn.Module):
     has_sync_head = True  # False for weights that hold only the encoders (stage I files)
+    caveat: str | None = None  # about the model itself, carried into unreliable verdicts (e.g. the bundled one)
 
     def __init__(self, cfg: ModelConfig | None = None, segment_batch: int | None = None):
         super().__init__()
