@@ -56,10 +56,10 @@ def collect(model, n: int, work: Path, seed0: int, hop: float) -> list[dict]:
         own = work / f"own_{i}.mp4"
         synth.make_sparse_clip(own, seed0 + 5000 + i, duration=10.0)
         other = load_av(work / f"sync_{(i + 1) % n}.mp4", size=None, crop=None).audio.numpy()
-        length = len(load_av(own, size=None, crop=None).audio)
-        cases.append(("silent", None, own, np.zeros(length, np.float32)))
-        cases.append(("quiet", None, own, (load_av(own, size=None, crop=None).audio.numpy() * 1e-4)))
-        cases.append(("other_sound", None, own, other[:length]))
+        sound = load_av(own, size=None, crop=None).audio.numpy()
+        cases.append(("silent", None, own, np.zeros(len(sound), np.float32)))
+        cases.append(("quiet", None, own, sound * 1e-4))
+        cases.append(("other_sound", None, own, other[:len(sound)]))
         static = work / f"static_{i}.mp4"
         make_static(static, seed0 + 7000 + i)
         cases.append(("static", None, static, None))

@@ -51,8 +51,7 @@ def run(args) -> int:
         offset = round(float(summary.offset_sec), 3)
         drift = summary.drift is not None and summary.drift.detected
         measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement,
-                    "drift_detected": drift}
-        measured.update(reliable=summary.reliable, reasons=summary.reasons)
+                    "drift_detected": drift, "reliable": summary.reliable, "reasons": summary.reasons}
         if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
             print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "
                   "the average offset", file=sys.stderr)

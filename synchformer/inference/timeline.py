@@ -964,14 +964,22 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
     return summary
 
 
-def _left_out_reasons(notes: list[str]) -> str:
-    """'audio is digital silence: 5 windows; picture is static: 2 windows' (each reason once, by count)."""
+def note_reasons(notes) -> dict[str, int]:
+    """The reasons that windows' notes name, without their numbers ("audio is near silence (-71 dBFS)" ->
+    "audio is near silence", "P(synchronizable) 0.21 below 0.5" -> "P(synchronizable)"), each with how many
+    windows name it, in the order first named."""
     counts: dict[str, int] = {}
     for note in notes:
         for part in (note or "").split("; "):
-            key = part.split(" (")[0] if part.startswith("audio is near silence") else part
-            key = key.split(" below ")[0].split(" 0.")[0] if key.startswith("P(synchronizable)") else key
-            counts[key] = counts.get(key, 0) + 1
+            if part:
+                key = part.split(" (")[0].split(" 0.")[0]
+                counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _left_out_reasons(notes: list[str]) -> str:
+    """'audio is digital silence: 5 windows; picture is static: 2 windows' (each reason once, by count)."""
+    counts = note_reasons(notes)
     return "; ".join(f"{k}: {v} window{'s' if v > 1 else ''}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 

@@ -42,13 +42,9 @@ def file_reasons(summary) -> list[str]:
     """Why the file's overall offset cannot be trusted (empty: it can)."""
     grid = summary.grid
     if summary.offset_sec is None:
-        notes = []
-        for r in summary.windows:
-            for part in (r.note or "").split("; "):
-                key = part.split(" (")[0].split(" 0.")[0]
-                if part and key not in notes:
-                    notes.append(key)
-        return notes or ["no window to measure"]
+        from synchformer.inference.timeline import note_reasons
+
+        return list(note_reasons(r.note for r in summary.windows)) or ["no window to measure"]
     out = []
     c = summary.confidence
     if c < MIN_CONFIDENCE:

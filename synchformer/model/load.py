@@ -31,14 +31,6 @@ RELEASED_HEADS = {"v_heads": 12, "a_heads": 12, "heads": 8}
 RELEASED_WIDTH = 768
 
 
-class UndeterminedConfig(ValueError):
-    """The weights do not determine these ModelConfig fields, and nothing else gave them."""
-
-    def __init__(self, fields: list[str]):
-        super().__init__(", ".join(fields))
-        self.fields = fields
-
-
 def _shape_config(sd: Mapping[str, torch.Tensor]) -> dict:
     """The ModelConfig fields that the tensor shapes determine."""
 
@@ -111,7 +103,16 @@ def infer_config(state_dict: Mapping[str, torch.Tensor], official_args: Mapping 
     return _infer(state_dict, official_args)[0]
 
 
-def _config_and_gaps(ckpt: Checkpoint) -> tuple[ModelConfig, list[str]]:
+def _config_and_gaps(ckpt: Checkpoint, name=None) -> tuple[ModelConfig, list[str]]:
+    """(config, fields nothing determined); a one-line SynchformerError naming ``name`` where the sizes cannot
+    be read at all."""
+    try:
+        return _read_config(ckpt)
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise SynchformerError(name, f"cannot tell the model's sizes from its weights ({e})") from None
+
+
+def _read_config(ckpt: Checkpoint) -> tuple[ModelConfig, list[str]]:
     ours = _dig(ckpt.config, "model")
     if ckpt.source_format == "safetensors" and isinstance(ours, Mapping) and "v_width" in ours:
         return ModelConfig.from_dict(ours), []
@@ -124,10 +125,7 @@ def _config_and_gaps(ckpt: Checkpoint) -> tuple[ModelConfig, list[str]]:
 
 def config_of(ckpt: Checkpoint, path=None) -> ModelConfig:
     """The ModelConfig of a read checkpoint; a one-line SynchformerError where its weights do not tell it all."""
-    try:
-        cfg, undetermined = _config_and_gaps(ckpt)
-    except (ValueError, TypeError, KeyError, IndexError) as e:
-        raise SynchformerError(path, f"cannot tell the model's sizes from its weights ({e})") from None
+    cfg, undetermined = _config_and_gaps(ckpt, path)
     if undetermined:
         raise SynchformerError(path, _undetermined_message(undetermined, path))
     return cfg
@@ -163,10 +161,7 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     else:
         name = path = os.fspath(source)
         ckpt = read_checkpoint(source)
-    try:
-        cfg, undetermined = (config, []) if config is not None else _config_and_gaps(ckpt)
-    except (ValueError, TypeError, KeyError, IndexError) as e:
-        raise SynchformerError(name, f"cannot tell the model's sizes from its weights ({e})") from None
+    cfg, undetermined = (config, []) if config is not None else _config_and_gaps(ckpt, name)
 
     # Built on the meta device and filled with the loaded tensors: no time or memory spent on a random init.
     with torch.device("meta"):
