@@ -3,10 +3,10 @@
 Synchronizable: synthetic clips (``make_sparse_clip``, seeds no training set used) with an offset drawn from
 the 21 classes. Not synchronizable: the same kind of clips with digital silence for a sound, with another
 clip's sound, with a still picture (the first frame held), and with sound at -80 dBFS. Every clip is analysed
-once as ``predict`` does (default hop 2.4 s); the verdict is then recomputed for each threshold, so the
-sweep is cheap. For each MIN_CONFIDENCE it prints: coverage (synchronizable clips called reliable), accuracy
-of those (exact class), the share of correctly estimated clips kept reliable, and the share of each kind of
-unsynchronizable clip called unreliable.
+once as ``predict`` does (hop 0.64 s; beside the bundled offset model, the bundled synchronizability model);
+the verdict is then recomputed for each threshold, so the sweep is cheap. For each MIN_CONFIDENCE it prints:
+coverage (synchronizable clips called reliable), accuracy of those (exact class), the share of correctly
+estimated clips kept reliable, and the share of each kind of unsynchronizable clip called unreliable.
 
     python benchmarks/calibrate_verdict.py --n 60            # the bundled model, about 5 minutes on 2 cores
     python benchmarks/calibrate_verdict.py --weights W.pt    # another offset model
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 import synchformer
+from synchformer.cli.common import load_syncability
 from synchformer.inference import verdict
 from synchformer.inference.analyze import analyze
 from synchformer.io import load_av
@@ -41,7 +42,7 @@ def make_static(path: Path, seed: int) -> None:
     synth._encode(path, video, plan.audio)
 
 
-def collect(model, n: int, work: Path, seed0: int, hop: float) -> list[dict]:
+def collect(model, n: int, work: Path, seed0: int, hop: float, sync_model=None) -> list[dict]:
     rng = random.Random(seed0)
     grid = [round(x, 2) for x in model.cfg.offset_grid().tolist()]
     cases = []
@@ -65,7 +66,7 @@ def collect(model, n: int, work: Path, seed0: int, hop: float) -> list[dict]:
         cases.append(("static", None, static, None))
     out = []
     for k, (kind, truth, path, audio) in enumerate(cases):
-        a = analyze(model, path, hop_sec=hop, audio=audio)
+        a = analyze(model, path, hop_sec=hop, audio=audio, sync_model=sync_model)
         out.append({"kind": kind, "truth": truth, "analysis": a})
         print(f"\r{k + 1}/{len(cases)} analysed", end="", file=sys.stderr)
     print(file=sys.stderr)
@@ -105,12 +106,16 @@ def main() -> int:
     ap.add_argument("--weights", help="an offset model (default: the bundled one)")
     ap.add_argument("--n", type=int, default=60, help="synchronizable clips (a third as many of each other kind)")
     ap.add_argument("--seed", type=int, default=SEED0)
-    ap.add_argument("--hop", type=float, default=2.4, help="window hop (predict's and fix's default: 2.4)")
+    ap.add_argument("--hop", type=float, default=0.64, help="window hop (predict's and fix's default: 0.64)")
+    ap.add_argument("--syncability-weights", default="auto",
+                    help="a synchronizability model, 'none', or 'auto' (default: the bundled one with the bundled "
+                         "offset model, as predict does)")
     ap.add_argument("--json", metavar="PATH", help="also write the table as JSON")
     args = ap.parse_args()
     model = synchformer.load_model(args.weights) if args.weights else synthetic_tiny()
+    sync_model = load_syncability(args.syncability_weights, model, "cpu")
     with tempfile.TemporaryDirectory(prefix="synchformer-calibrate-") as tmp:
-        results = collect(model, args.n, Path(tmp), args.seed, args.hop)
+        results = collect(model, args.n, Path(tmp), args.seed, args.hop, sync_model)
     rows = table(results, [0.2, 0.25, 0.3, 0.35, 0.4, 0.5], [0.5, 0.6], [0.4, 0.5])
     cols = ["min_confidence", "edge_min_confidence", "min_agreement", "coverage", "accuracy_reliable", "accuracy_all", "correct_kept", "unsync_flagged",
             "silent_flagged", "quiet_flagged", "other_sound_flagged", "static_flagged"]
@@ -118,7 +123,8 @@ def main() -> int:
                                           "unsync_flag", "silent", "quiet", "other_sound", "static"]))
     for r in rows:
         print(" ".join("        None" if r[c] is None else f"{r[c]:12.3f}" for c in cols))
-    print(f"clips: {args.n} synchronizable, {len(results) - args.n} not; hop {args.hop} s")
+    print(f"clips: {args.n} synchronizable, {len(results) - args.n} not; hop {args.hop} s; synchronizability "
+          f"model: {'none' if sync_model is None else sync_model.bundled or args.syncability_weights}")
     # what keeps correct estimates from being reliable, and what lets unsynchronizable ones through
     lost, passed = {}, {}
     for r in results:

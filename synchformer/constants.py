@@ -27,3 +27,7 @@ LOG_EPS = 1e-6
 # offset classes: -2.0 .. +2.0 s by 0.2 s; positive = audio leads the video
 MAX_OFFSET_SEC = 2.0
 N_OFFSET_CLASSES = 21
+
+# How audio is placed against the frames: "true" (its timestamps) or "authors" (as the released weights' software
+# stack decoded it: io.decode.load_av)
+TIMINGS = ("true", "authors")

@@ -123,3 +123,20 @@ def test_features_cli_npy_and_safetensors(tmp_path, model, capsys):
     assert load_file(out / "underwater_diver__pd-extendedview_diver.safetensors")["vfeats"].shape == (42 * 8, 32)
     assert main(["features", str(PEN), "-o", str(PEN), "-w", str(weights)]) == 2  # never over an input
     assert sorted(p.name for p in tmp_path.iterdir()) == ["feats", "pen.audio.npy", "pen.npy", "tiny.safetensors"]
+    # the bundled model (32 px inputs) too: frames scaled in proportion, not a traceback
+    from synchformer.model.bundled import SYNTHETIC_TINY
+
+    assert main(["features", str(PEN), "-o", str(tmp_path / "b.safetensors"), "-w", str(SYNTHETIC_TINY),
+                 "--audio"]) == 0
+    bundled = load_file(tmp_path / "b.safetensors")
+    assert bundled["vfeats"].shape == (24 * 8, 48) and bundled["afeats"].shape == (24 * 6, 48)
+
+
+@needs_shared
+def test_progress_bar_counts_the_segments(model, capsys):
+    """analyze(progress=True) shows a bar over the header's segments (predict turns it on at a terminal)."""
+    from synchformer.inference.analyze import analyze
+
+    analyze(model, PEN, hop_sec=2.4, progress=True)
+    err = capsys.readouterr().err
+    assert "pen_hits_coin" in err and "24/24" in err and "segment" in err

@@ -93,3 +93,23 @@ def test_probe_stage1_reads_out_segment_embeddings(tmp_path):
     for m in ("visual", "audio"):
         assert 0 < start[m]["spread"] < 1 and "event_sep" in start[m]  # a synth folder: events are known
     assert {k: v for k, v in again.items() if k != "weights"} == {k: v for k, v in start.items() if k != "weights"}
+
+
+def test_released_timing_compares_both_timings(tmp_path):
+    """benchmarks/released_timing.py on clips it makes (their sound starts with the picture, so the two timings
+    differ by 1024 samples) and a small model that says it was trained on the authors' timing."""
+    import dataclasses
+
+    from synchformer.model import ModelConfig, Synchformer, save_model
+    from synchformer.training.synth import synth
+
+    csv = synth(tmp_path / "clips", 3, seed=123, progress=False)
+    weights = tmp_path / "m.safetensors"
+    save_model(Synchformer(dataclasses.replace(ModelConfig.tiny(image_size=32), timing="authors")), weights)
+    out = subprocess.run([sys.executable, str(BENCH / "released_timing.py"), "--weights", str(weights),
+                          "--csv", str(csv), "--workers", "1", "--json"],
+                         capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    assert res["trained_timing"] == "authors"
+    for timing in ("authors", "true"):
+        assert res[timing]["n"] == 3 and 0 <= res[timing]["accuracy_1"] <= res[timing]["accuracy_1_tol1"] <= 1

@@ -59,7 +59,7 @@ def test_official_container_layout(tmp_path, tiny_model, tiny_inputs):
         synchformer.load_model(path)
     path.with_suffix(".json").write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2}}))
     inferred = synchformer.load_model(path)
-    assert inferred.cfg == TINY
+    assert inferred.cfg == dataclasses.replace(TINY, timing="authors")  # the authors' file: their audio timing
     same_outputs(tiny_model, inferred, tiny_inputs)
 
 
@@ -104,7 +104,7 @@ def test_released_widths_need_only_center_segments_and_encoders_need_nothing():
     with torch.device("meta"):
         sd = Synchformer(ModelConfig()).state_dict()
     assert _infer(sd)[1] == ["center_segments"]  # a bare state dict of the released shapes
-    assert _infer(sd, reference=True) == (ModelConfig(), [])  # the reference's own file: no centring
+    assert _infer(sd, reference=True) == (ModelConfig(timing="authors"), [])  # the reference's own file: no centring, its timing
     encoders = {k: v for k, v in sd.items() if k.startswith(("vfeat_", "afeat_"))}
     assert _infer(encoders)[1] == []  # e.g. MMAudio's synchformer_state_dict.pth: encoders only
 
@@ -263,3 +263,15 @@ def test_stage1_weights_refused_by_predict_in_one_line_and_kept_encoders_only(tm
     assert main(["predict", str(tmp_path / "any.mp4"), "-w", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds only the encoders" in err and str(path) in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["predict"], ["fix", "-o", "OUT"], ["explain"], ["features", "-o", "F.npy"]])
+def test_inputs_are_checked_before_the_model_is_loaded(tmp_path, capsys, command):
+    """A missing video is named at once: the weights (here a file that is no checkpoint, which would be the
+    error if they were loaded first) are not touched."""
+    weights = tmp_path / "big.pt"
+    weights.write_bytes(b"not a checkpoint" * 1000)
+    args = [a.replace("OUT", str(tmp_path / "o.mp4")).replace("F.npy", str(tmp_path / "f.npy")) for a in command]
+    assert main([args[0], str(tmp_path / "missing.mp4"), *args[1:], "-w", str(weights)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"synchformer: error: {tmp_path / 'missing.mp4'}: file not found"

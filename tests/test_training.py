@@ -24,7 +24,7 @@ from synchformer.io.decode import load_av
 from synchformer.model import ModelConfig, Synchformer, load_model
 from synchformer.training.augment import Augment
 from synchformer.training.config import load_config, parse_overrides
-from synchformer.training.data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
+from synchformer.training.data import SyncDataset, load_cached, model_inputs, prepare, read_clip_list, required_sec
 from synchformer.training.features import FeatureDataset, build_feature_cache
 from synchformer.training.logs import read_events
 from synchformer.training.loop import Dist, GlobalBatches, train
@@ -247,6 +247,48 @@ def test_synchronizability_samples_are_half_out_of_sync(prepared, clips):
                 assert abs(abs(p.offset_sec) - 4.48) < 1e-6  # a window length away: no overlap
                 assert abs(abs(p.first_sample - p.first_frame * 640) - 4.48 * 16000) <= 800
     assert 0.35 < np.mean(targets) < 0.65
+
+
+def test_synchronizability_negatives_of_every_kind(prepared, clips):
+    """Stage III's unsynchronizable half as configured: another clip's sound, near-silence, a frozen picture
+    (and the reference's far window); the synchronizable half keeps the clip's own sound and motion."""
+    from synchformer.training.data import negative_weights, sample_generator
+
+    cfg3 = ModelConfig.tiny(image_size=32, n_segments=13, head="synchronizability")
+    _, prep = prepared
+    kinds = {"far": 1, "other": 1, "silent": 1, "static": 1}
+    ds = SyncDataset(prep.clips, clips / "cache", "synchronizability", cfg3, train=True, seed=2, raw=True,
+                     negatives=kinds)
+    seen = {}
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i in range(len(ds)):
+            p = ds.place(i, prep.clips[i].frames, sample_generator(2, epoch, i))
+            seen.setdefault(p.negative or "sync", []).append((epoch, i, p))
+    assert set(seen) == {"sync", "far", "other", "silent", "static"}
+    for kind, cases in seen.items():
+        assert all(p.target == (kind == "sync") for _, _, p in cases)
+        epoch, i, p = cases[0]
+        item = ds[(epoch, i)]
+        assert item["target"] == p.target
+        frames, wave = item["frames"].float(), item["wave"]
+        own = load_cached(clips / "cache", prep.clips[i].key)[1]
+        if kind == "other":
+            assert p.audio_index not in (None, i)
+            theirs = load_cached(clips / "cache", prep.clips[p.audio_index].key)[1]
+            assert torch.equal(wave[0], torch.from_numpy(np.array(theirs[p.first_sample:p.first_sample + 10240])))
+        elif kind == "silent":
+            assert 1e-6 < float(wave.square().mean().sqrt()) <= 1e-3 < float(np.abs(own).max())
+        elif kind == "static":
+            assert torch.equal(frames[:, :1].expand_as(frames), frames) and frames[0, 0].std() > 0
+        else:
+            assert (frames[:, 1:] - frames[:, :-1]).abs().max() > 0 or kind == "far"
+    with pytest.raises(ValueError, match="need cache_features=false"):
+        FeatureDataset(ds, clips / "cache", 8)
+    with pytest.raises(ValueError, match="data.negatives"):
+        negative_weights({"loud": 1})
+    with pytest.raises(ValueError, match="weights >= 0"):
+        negative_weights({"far": 0})
 
 
 def test_contrastive_loss_and_temperature():

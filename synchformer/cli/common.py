@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from synchformer.errors import SynchformerError
 
-RELEASED = "24-01-04T16-39-21.pt (AudioSet), 24-01-02T10-00-53.pt (VGGSound), 23-12-23T18-33-57.pt (LRS3)"
+DEFAULT_WEIGHTS = "audioset"  # the released model every command uses without --weights (downloaded once)
+RELEASED = "audioset, vggsound, lrs3 (`synchformer models`), or their .pt files"
 
 
 def add_device(p):
@@ -12,8 +13,51 @@ def add_device(p):
 
 
 def add_weights(p):
-    p.add_argument("--weights", "-w", help=f"checkpoint: a released .pt ({RELEASED}) or a "
-                   ".safetensors from `synchformer convert`")
+    p.add_argument("--weights", "-w", help=f"a released model's name, downloaded once ({RELEASED}), a "
+                   "checkpoint file, or a .safetensors from `synchformer convert` / `synchformer train`; default: "
+                   f"{DEFAULT_WEIGHTS} (downloaded on first use, 1.1 GB), or where it cannot be had the bundled "
+                   "synthetic-data model, with a warning")
+
+
+def add_syncability(p):
+    p.add_argument("--syncability-weights", metavar="W", default="auto",
+                   help="a stage III synchronizability model (the released one: 'syncability', or a file, or one from "
+                        "`synchformer train synchronizability`): windows it finds cannot be synchronized (silence, "
+                        "no visible source, another clip's sound) are left out, and a result without enough "
+                        "others is not reliable. 'auto' (default): the bundled one with the bundled offset model, "
+                        "none with other weights; 'none': no such model")
+    p.add_argument("--min-sync-prob", type=float, default=0.5, metavar="P",
+                   help="with a synchronizability model: windows below this P(synchronizable) are left out")
+
+
+def add_timing(p, default_help: str = "as the weights were trained: authors for the released checkpoints, true "
+                                        "for the package's own models"):
+    p.add_argument("--timing", choices=("authors", "true"), default=None,
+                   help="how the audio is placed against the frames: 'true' by its timestamps, 'authors' as the "
+                        "released weights' software stack did (most files' audio 64 ms early; see README "
+                        f"\"Audio timing\"); default: {default_help}. Offsets are in the file's true timeline "
+                        "either way")
+
+
+def load_syncability(choice: str | None, offset_model, device_name: str):
+    """The synchronizability model that ``--syncability-weights`` names (None: none). ``auto`` pairs the bundled
+    offset model with its bundled companion; released or trained offset models get one only when asked."""
+    if choice in (None, "none"):
+        return None
+    if choice == "auto":
+        if getattr(offset_model, "bundled", None) != "synthetic_tiny":
+            return None
+        from synchformer.model.bundled import synthetic_tiny_syncability
+
+        return synthetic_tiny_syncability(device(device_name))
+    return load(choice, device_name, head="synchronizability")
+
+
+def syncability_label(choice: str | None, sync_model) -> str | None:
+    """What the JSON reports as ``syncability_weights``: the file, or the bundled model's name, or null."""
+    if sync_model is None:
+        return None
+    return sync_model.bundled if choice == "auto" else choice
 
 
 def device(name: str) -> str:
@@ -37,18 +81,47 @@ def device(name: str) -> str:
 
 
 def load(weights: str | None, device_name: str, *, head: str | None = None, sync_head: bool = True):
-    """The model in ``weights``; ``sync_head``: the command needs the sync transformer (not only the encoders)."""
+    """The model in ``weights``; ``sync_head``: the command needs the sync transformer (not only the encoders).
+    No ``weights``: the released AudioSet model (from the cache, or downloaded now), or where it cannot be had,
+    the bundled synthetic-data model with a warning (``model.load_warning``, also printed)."""
     from synchformer.model import load_model
 
     if weights is None:
-        raise SynchformerError(None, f"no weights given: pass --weights with a released checkpoint ({RELEASED}) "
-                                     "or a file made by `synchformer convert`")
-    model = load_model(weights, device=device(device_name))
+        model = _default_model(device_name)
+        weights = model.weights_label
+    else:
+        model = load_model(weights, device=device(device_name))
+        model.weights_label, model.load_warning = str(weights), None
+        if model.bundled == "synthetic_tiny":  # named explicitly: still said in the JSON and predict's text
+            from synchformer.model.bundled import NOTE
+
+            model.load_warning = NOTE.removeprefix("note: ")
     if sync_head and not model.has_sync_head:
         raise SynchformerError(weights, "holds only the encoders (a stage I checkpoint): it cannot tell offsets; "
                                         "use a stage II/III checkpoint, or `synchformer features` for its features")
     if head is not None and model.cfg.head != head:
         raise SynchformerError(weights, f"has a {model.cfg.head} head; this needs a model with the {head} head")
+    return model
+
+
+def _default_model(device_name: str):
+    import sys
+
+    from synchformer.model import load_model, released
+    from synchformer.model.bundled import synthetic_tiny
+
+    try:
+        path = released.fetch(DEFAULT_WEIGHTS, timeout=10)
+    except SynchformerError:
+        model = synthetic_tiny(device(device_name))
+        model.weights_label = "bundled"
+        model.load_warning = (f"using the bundled model, trained on synthetic clips only: the released "
+                              f"{DEFAULT_WEIGHTS} model is not in {released.cache_dir()} and could not be downloaded; "
+                              f"pass --weights FILE, or --weights {DEFAULT_WEIGHTS} once online")
+        print(f"synchformer: warning: {model.load_warning}", file=sys.stderr)
+        return model
+    model = load_model(path, device=device(device_name))
+    model.weights_label, model.load_warning = DEFAULT_WEIGHTS, None
     return model
 
 

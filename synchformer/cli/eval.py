@@ -17,6 +17,7 @@ def add_parser(sub):
                        "offsets get one drawn from --seed. Without --weights the bundled synthetic-data model is used.")
     p.add_argument("data", help="folder of videos or CSV with path[,offset_sec,vstart_sec]")
     common.add_weights(p)
+    common.add_timing(p)
     common.add_device(p)
     p.add_argument("--out", "-o", help="folder for eval.json and the confusion (or ROC) plots")
     p.add_argument("--no-baseline", action="store_true", help="skip the cross-correlation baseline")
@@ -44,10 +45,10 @@ def run(args):
     from synchformer.inference.timeline import PlotDependencyError, require_matplotlib
     from synchformer.training.synth import ceiling_of
 
-    model = common.load_or_bundled(args.weights, args.device)
+    model = common.load(args.weights, args.device)
     cfg = model.cfg
     dataset, prep = eval_dataset(args.data, cfg, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
-                                 progress=True)
+                                 progress=True, timing=args.timing)
     print(prep.report(args.data))
     for path, why in prep.problems[:20]:
         print(f"  skipped {path}: {why}")
@@ -74,7 +75,8 @@ def run(args):
             can_plot = False
             print(f"note: {e}; eval.json and the logits are written without the plots", file=sys.stderr)
         out.mkdir(parents=True, exist_ok=True)
-    report = {"data": str(args.data), "weights": args.weights or "bundled", "clips": n_clips,
+    report = {"data": str(args.data), "weights": getattr(model, "weights_label", args.weights),
+              "clips": n_clips,
               "protocol": "pooled windows" if args.pool else "one window", "skipped": dict(prep.skipped),
               "results": {}}
     if args.pool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from synchformer.cli.common import add_device, add_weights, load
+from synchformer.cli.common import add_device, add_timing, add_weights, load
 
 
 def _target(text: str):
@@ -25,6 +25,7 @@ def add_parser(sub):
     p.add_argument("video", metavar="VIDEO")
     p.add_argument("-o", "--output", metavar="FIG", help="write the figure here (.png, .pdf or .svg)")
     add_weights(p)
+    add_timing(p)
     p.add_argument("--start", type=float, default=0.0, metavar="SEC",
                    help="the window of `predict --start SEC`: [SEC+0.08, SEC+4.88] s (default 0)")
     p.add_argument("--target", type=_target, default=None, metavar="predicted|SEC",
@@ -45,13 +46,18 @@ def run(args) -> int:
 
     if args.output is not None:  # fail before the minutes of work
         check_output(args.output, [args.video] + ([args.weights] if args.weights else []))
+    from synchformer.io.decode import check_media
+
+    check_media(args.video)  # before the model is loaded
     model = load(args.weights, args.device, head="offset")
     ex = explain_window(model, args.video, start_sec=args.start, target_sec=args.target, method=args.method,
-                        tokens=not args.segments_only)
+                        tokens=not args.segments_only, timing=args.timing)
     if args.output is not None:
         save_figure(ex, args.output, inputs=[args.weights] if args.weights else [])
     if args.json:
-        print(json.dumps({**ex.to_dict(), "weights": args.weights, "figure": args.output}))
+        print(json.dumps({**ex.to_dict(), "weights": getattr(model, "weights_label", args.weights),
+                          "figure": args.output,
+                          "timing": args.timing or model.cfg.timing}))
         return 0
     print(f"{args.video}  window {ex.start_sec:.2f}-{ex.end_sec:.2f} s")
     print(f"  offset {ex.offset_sec:+.2f} s ({describe_offset(ex.offset_sec)}), p={ex.probability:.3f}")

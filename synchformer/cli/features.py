@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synchformer.cli.common import add_device, add_weights, load
+from synchformer.cli.common import add_device, add_timing, add_weights, load
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -25,6 +25,7 @@ def add_parser(sub):
     p.add_argument("--size", type=int, default=224, help="short side before the 224 centre crop (224: MMAudio's "
                    "preprocessing, the default; 256: the reference's)")
     add_weights(p)
+    add_timing(p)
     add_device(p)
     return p
 
@@ -46,7 +47,7 @@ def outputs(args) -> list[Path]:
     return [folder / f"{n}.{args.format}" for n in names]
 
 
-def save(path: Path, feats: dict[str, np.ndarray]) -> None:
+def save(path: Path, feats: dict[str, np.ndarray], timing: str = "true") -> None:
     if path.suffix == ".npy":
         write_atomic(path, lambda tmp: np.save(tmp, feats["vfeats"]))
         if "afeats" in feats:
@@ -55,8 +56,11 @@ def save(path: Path, feats: dict[str, np.ndarray]) -> None:
     else:
         from safetensors.numpy import save_file
 
+        meta = {"fps": "25", "segment_frames": "16", "stride_frames": "8"}
+        if "afeats" in feats:  # how the audio behind them was placed
+            meta["timing"] = timing
         write_atomic(path, lambda tmp: save_file({k: np.ascontiguousarray(v) for k, v in feats.items()}, tmp,
-                                                 metadata={"fps": "25", "segment_frames": "16", "stride_frames": "8"}))
+                                                 metadata=meta))
 
 
 def run(args) -> int:
@@ -65,10 +69,14 @@ def run(args) -> int:
     targets = outputs(args)
     for out in targets:
         protect_inputs(out, args.videos)
+    from synchformer.io.decode import check_media
+
+    for video in args.videos:  # before the model is loaded
+        check_media(video, audio=args.audio)
     model = load(args.weights, args.device, sync_head=False)
     for video, out in zip(args.videos, targets):
-        feats = extract_features(model, video, audio=args.audio, size=args.size)
-        save(out, feats)
+        feats = extract_features(model, video, audio=args.audio, size=args.size, timing=args.timing)
+        save(out, feats, args.timing or model.cfg.timing)
         print(f"{video}: {feats['vfeats'].shape[0] // model.cfg.v_tokens} segments -> {out} "
               f"(vfeats {tuple(feats['vfeats'].shape)}" + (f", afeats {tuple(feats['afeats'].shape)}"
                                                           if args.audio else "") + ")")

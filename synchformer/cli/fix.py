@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from synchformer.cli.common import add_device, add_weights, load
+from synchformer.cli.common import add_device, add_syncability, add_timing, add_weights, load, load_syncability
 from synchformer.errors import SynchformerError
 
 
@@ -24,6 +24,8 @@ def add_parser(sub):
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the input)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_weights(p)
+    add_syncability(p)
+    add_timing(p)
     add_device(p)
     return p
 
@@ -31,14 +33,22 @@ def add_parser(sub):
 def run(args) -> int:
     from synchformer.io.fix import shift_audio
 
+    from pathlib import Path
+
+    if Path(args.output).exists() and not args.overwrite and Path(args.output).resolve() != Path(args.video).resolve():
+        raise SynchformerError(args.output, "already exists: pass --overwrite to replace it")
     measured = None
     offset = args.offset
     if offset is None:
+        from synchformer.io.decode import check_media
+
+        check_media(args.video)  # before the model is loaded
         from synchformer.inference.analyze import analyze
 
         model = load(args.weights, args.device, head="offset")
-        result = analyze(model, args.video, hop_sec=args.hop)
-        summary = result.summarize()
+        sync_model = load_syncability(args.syncability_weights, model, args.device)
+        result = analyze(model, args.video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing)
+        summary = result.summarize(min_sync_prob=args.min_sync_prob)
         if summary.offset_sec is None:
             raise SynchformerError(args.video, f"no offset to fix: {summary.message}")
         if not summary.reliable and not args.force:  # shifting a file by noise is the worst this tool can do
@@ -51,6 +61,7 @@ def run(args) -> int:
         offset = round(float(summary.offset_sec), 3)
         drift = summary.drift is not None and summary.drift.detected
         measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement,
+                    "timing": result.timing,
                     "drift_detected": drift, "reliable": summary.reliable, "reasons": summary.reasons}
         if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
             print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "

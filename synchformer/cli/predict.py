@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from synchformer.cli.common import add_device, add_weights, load, load_or_bundled
+from synchformer.cli.common import (add_device, add_syncability, add_timing, add_weights, load, load_syncability,
+                                    syncability_label)
+from synchformer.io.decode import check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
 from synchformer.inference.timeline import describe_offset
@@ -18,9 +20,8 @@ def add_parser(sub):
     p = sub.add_parser("predict", help="measure the audio-visual offset of videos (whole file, windows of 4.8 s)")
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     add_weights(p)
-    p.add_argument("--syncability-weights", metavar="W",
-                   help="a stage III synchronizability checkpoint (24-01-22T20-34-52.pt): windows that cannot be "
-                        "synchronized (silence, no visible source) are left out of the overall offset")
+    add_syncability(p)
+    add_timing(p)
     p.add_argument("--hop", type=float, default=0.64, metavar="SEC",
                    help="time between window starts; rounded to a multiple of 0.32 s so that windows share "
                         "their segments (default 0.64: more windows are more evidence for the offset and its "
@@ -31,22 +32,20 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="one JSON object per video (schema in README.md)")
     p.add_argument("--plot", metavar="PNG", help="heat map of the windows' probabilities over time "
                    "(with several videos: the video's name is appended)")
-    p.add_argument("--min-sync-prob", type=float, default=0.5, metavar="P",
-                   help="with --syncability-weights: windows below this P(synchronizable) are left out")
     add_device(p)
     return p
 
 
 def run(args) -> int:
-    model = load(args.weights, args.device) if args.weights else load_or_bundled(None, args.device)
+    if len(args.videos) == 1:  # fail fast, before seconds of model loading (several: each file says for itself)
+        check_media(args.videos[0])
+    model = load(args.weights, args.device)
     if args.start is not None:
         return _single_window(model, args)
     if model.cfg.head != "offset":
         raise SynchformerError(args.weights, "is a synchronizability model: pass it as --syncability-weights and "
                                              "an offset model (stage II) as --weights")
-    sync_model = None
-    if args.syncability_weights:
-        sync_model = load(args.syncability_weights, args.device, head="synchronizability")
+    sync_model = load_syncability(args.syncability_weights, model, args.device)
     failed = 0
     for video in args.videos:
         try:
@@ -65,12 +64,16 @@ def analyze_video(model, video: str, args, sync_model=None) -> dict:
     from synchformer.inference.analyze import analyze
     from synchformer.inference.timeline import plot_heatmap
 
-    result = analyze(model, video, hop_sec=args.hop, sync_model=sync_model)
+    result = analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
+                     progress=not args.json and sys.stderr.isatty())  # a film must not look hung
     summary = result.summarize(min_sync_prob=args.min_sync_prob)
-    report = {"file": str(video), "weights": args.weights, "syncability_weights": args.syncability_weights,
+    report = {"file": str(video), "weights": getattr(model, "weights_label", args.weights),
+              "syncability_weights": syncability_label(args.syncability_weights, sync_model),
+              "timing": result.timing, "audio_lead_sec": result.audio_lead_sec,
               "hop_sec": round(result.hop_sec, 3), "segments": result.segments_total,
               "analysed_sec": round(result.segments_total * 0.32 + 0.32, 3),
-              "warnings": result.warnings, **summary.to_dict()}
+              "warnings": [w for w in [getattr(model, "load_warning", None)] if w] + result.warnings,
+              **summary.to_dict()}
     if args.plot:
         out = Path(args.plot)
         if len(args.videos) > 1:
@@ -142,9 +145,10 @@ def _single_window(model, args) -> int:
     from synchformer.inference import predict_window
 
     for video in args.videos:
-        result = predict_window(model, video, start_sec=args.start)
+        result = predict_window(model, video, start_sec=args.start, timing=args.timing)
         if args.json:
-            print(json.dumps({**result.to_dict(), "weights": args.weights}))
+            print(json.dumps({**result.to_dict(), "weights": getattr(model, "weights_label", args.weights),
+                              "timing": args.timing or model.cfg.timing}))
             continue
         span = f"window {result.start_sec:.2f}-{result.end_sec:.2f} s"
         if result.head == "synchronizability":

@@ -19,7 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from synchformer.cli.common import add_device, add_weights, device, load
+from synchformer.cli.common import add_device, add_timing, add_weights, device, load
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -37,6 +37,8 @@ def add_parser(sub):
                         "files with a 'path' (or 'video') column and optional 'audio' (or 'audio_path') and 'id' "
                         "columns; relative paths in a CSV are relative to its folder")
     add_weights(p)
+    add_timing(p, "true for --metric desync (as av-benchmark decodes: published DeSync numbers), the model's own "
+                  "for offset (authors for the released checkpoints)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.jsonl or OUT.csv")
     p.add_argument("--metric", choices=METRICS, default="desync",
                    help="desync: av-benchmark's DeSync (|argmax offset| of the first and last 4.8 s, averaged; "
@@ -181,7 +183,8 @@ def _score(model, items, todo, args, fmt: RowFile, path: Path, mode: str, show: 
         if f.tell() == 0:
             f.write(fmt.header())
         stream = score_files(model, [items[i] for i in todo], metric=args.metric, hop_sec=args.hop,
-                             duration=args.duration, workers=workers, batch_size=args.batch_size)
+                             duration=args.duration, workers=workers, batch_size=args.batch_size,
+                             timing=args.timing)
         with tqdm(total=len(todo), unit="clip", file=sys.stderr, disable=not show, dynamic_ncols=True) as bar:
             try:
                 for row in stream:

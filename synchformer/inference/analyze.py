@@ -8,14 +8,15 @@ window's 14 segments come from the cache of encoder features; only the sync tran
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from synchformer.constants import SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
+from synchformer.constants import SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
 from synchformer.features.segments import decode_size
 from synchformer.inference.checks import segment_signals, window_problems
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
@@ -39,6 +40,8 @@ class Analysis:
     # see synchformer.inference.checks. Empty lists: nothing found.
     problems: list[list[str]] = field(default_factory=list)
     model_caveat: str | None = None  # about the model itself, added to an unreliable verdict's reasons
+    timing: str = "true"  # how the audio was placed against the frames (io.decode.load_av)
+    audio_lead_sec: float = 0.0  # timing="authors": the audio was taken this much early, as the weights learned
 
     def summarize(self, min_sync_prob: float = 0.5):
         """The whole file's offset, its windows and its verdict (timeline.summarize with all this holds)."""
@@ -100,18 +103,41 @@ class _FeatureCache:
 
 
 def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int | None = None,
-            audio: np.ndarray | None = None, **kw) -> Analysis:
+            audio: np.ndarray | None = None, timing: str | None = None, progress: bool = False,
+            **kw) -> Analysis:
     """Offset logits of every window of ``path`` (and P(synchronizable) with a stage III ``sync_model``).
 
     ``audio``: a 16 kHz mono waveform used instead of the file's sound (e.g. a generated track). ``size``:
     short side before the 224 centre crop (default 256, as the released models were trained; 224 as
-    av-benchmark and MMAudio do; a model with smaller inputs scales it in proportion). Other keywords: see
-    :func:`analyze_segments`.
+    av-benchmark and MMAudio do; a model with smaller inputs scales it in proportion). ``timing``: how the
+    file's audio is placed (``load_av``; default: as the model was trained, ``ModelConfig.timing``); offsets are
+    in the file's true timeline either way. ``progress``: a bar over the file's segments on stderr. Other
+    keywords: see :func:`analyze_segments`.
     """
     crop = model.cfg.image_size
     size = size or decode_size(crop)
-    grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio)
+    grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio,
+                                 timing=timing or model.cfg.timing)
+    if progress:
+        chunks = _with_progress(chunks, os.fspath(path))
     return analyze_segments(model, grid, chunks, **kw)
+
+
+def _with_progress(chunks: Iterable[SegmentChunk], path: str) -> Iterator[SegmentChunk]:
+    """The chunks, with a bar over the segments the header's duration promises (a film must not look hung)."""
+    from tqdm import tqdm
+
+    from synchformer.io.decode import declared_duration
+
+    duration = declared_duration(path)
+    total = None
+    if duration:
+        total = max(1, int((duration * VIDEO_FPS - SEGMENT_FRAMES) // SEGMENT_STRIDE_FRAMES) + 1)
+    with tqdm(total=total, unit="segment", desc=os.path.basename(path), leave=False, file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for chunk in chunks:
+            yield chunk
+            bar.update(len(chunk))
 
 
 def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[SegmentChunk], *,
@@ -190,4 +216,5 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
                     logits=torch.cat(logits).numpy(), grid=model.cfg.offset_grid().numpy(),
                     sync_probs=sync_probs, segments_encoded=caches[0].encoded, segments_total=seen,
                     warnings=grid.warnings, problems=[window_problems(signals[k0:k0 + n]) for k0 in starts],
-                    model_caveat=getattr(model, "caveat", None))
+                    model_caveat=getattr(model, "caveat", None), timing=grid.timing,
+                    audio_lead_sec=grid.audio_lead_sec)

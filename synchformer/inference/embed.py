@@ -12,7 +12,8 @@ import os
 import numpy as np
 import torch
 
-from synchformer.constants import SEGMENT_FRAMES, SEGMENT_SAMPLES, SEGMENT_STRIDE_FRAMES, SEGMENT_STRIDE_SAMPLES
+from synchformer.constants import (CROP_SIZE, SEGMENT_FRAMES, SEGMENT_SAMPLES, SEGMENT_STRIDE_FRAMES,
+                                   SEGMENT_STRIDE_SAMPLES)
 from synchformer.features import audio_to_model, frames_to_model
 from synchformer.inference.stream import encode_chunk, read_segments, too_short
 from synchformer.model import Synchformer
@@ -49,14 +50,20 @@ def encode_audio(model: Synchformer, wave: torch.Tensor, batch_size: int = 64) -
 
 
 def extract_features(model: Synchformer, path: str | os.PathLike, *, audio: bool = False, size: int = 224,
-                     audio_track: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                     audio_track: np.ndarray | None = None, timing: str | None = None) -> dict[str, np.ndarray]:
     """Visual (and audio) segment features of a whole file, any length, decoded and encoded chunk by chunk.
 
     Returns ``vfeats`` (S*8, 768), with ``audio=True`` also ``afeats`` (S*6, 768), and ``segment_start_sec``
-    (S,) in the file's timeline. ``size=224``: short side 224 then centre crop, as MMAudio prepares frames.
+    (S,) in the file's timeline. ``size=224``: short side 224 then centre crop, as MMAudio prepares frames (a
+    model with smaller inputs, as the bundled one, gets both scaled in proportion).
+    ``timing``: of the file's audio (``load_av``; default the model's, ``ModelConfig.timing``).
     """
     path = os.fspath(path)
-    grid, chunks = read_segments(path, first_frame=0, size=size, audio=audio_track, with_audio=audio)
+    crop = int(model.cfg.image_size)
+    if crop != CROP_SIZE:
+        size = max(crop, int(round(size * crop / CROP_SIZE / 2)) * 2)
+    grid, chunks = read_segments(path, first_frame=0, size=size, crop=crop, audio=audio_track, with_audio=audio,
+                                 timing=timing or model.cfg.timing)
     vf, af = [], []
     for chunk in chunks:
         v, a = encode_chunk(model, chunk, audio=audio)

@@ -249,7 +249,8 @@ def target_class(classes: torch.Tensor, target_sec: float) -> int:
 
 
 def explain_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0,
-                   target_sec: float | None = None, method: str = "occlusion", tokens: bool = True) -> Explanation:
+                   target_sec: float | None = None, method: str = "occlusion", tokens: bool = True,
+                   timing: str | None = None) -> Explanation:
     """Explain the decision on the window of ``predict_window(model, path, start_sec)`` (same decoding, same
     segments): the predicted offset, or the class at ``target_sec`` seconds."""
     path = os.fspath(path)
@@ -258,7 +259,8 @@ def explain_window(model: Synchformer, path: str | os.PathLike, start_sec: float
     classes = model.cfg.offset_grid()
     target = None if target_sec is None else target_class(classes, target_sec)
     n_seg = model.cfg.n_segments
-    clip, video, audio = load_window(path, start_sec, n_seg, model.cfg.image_size)  # the window of predict_window
+    # the window of predict_window
+    clip, video, audio = load_window(path, start_sec, n_seg, model.cfg.image_size, timing or model.cfg.timing)
     dev = model.device
     # no_grad, not inference_mode: inference tensors could not enter the gradient method's autograd graph
     with torch.no_grad():

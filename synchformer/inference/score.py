@@ -43,8 +43,8 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
 METRICS = ("desync", "offset")
 
 # Row columns (fixed, so CSV and JSONL hold the same fields; a missing value is None / empty).
-COMMON = ("id", "video", "audio", "status", "error", "metric", "duration_sec", "n_segments", "n_windows", "warnings",
-          "reliable", "reasons")  # the verdict (synchformer.inference.verdict); reasons joined by "; "
+COMMON = ("id", "video", "audio", "status", "error", "metric", "timing", "duration_sec", "n_segments", "n_windows",
+          "warnings", "reliable", "reasons")  # the verdict (synchformer.inference.verdict); reasons joined by "; "
 METRIC_COLUMNS = {
     # av-benchmark: argmax class of the first and the last 4.8 s window; desync = mean of their |offset|
     "desync": ("desync_sec", "first_start_sec", "first_offset_sec", "first_probability",
@@ -215,18 +215,19 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
     return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
 
 
-def open_item(item: Item, *, size: int, duration: float | None = None, crop: int = CROP_SIZE):
+def open_item(item: Item, *, size: int, duration: float | None = None, crop: int = CROP_SIZE,
+              timing: str = "true"):
     """(SegmentGrid, iterator of SegmentChunk) of one item: segments from frame 0, the external audio (if any)
     from its sample 0 on the same timeline, both cut to ``duration`` seconds (av-benchmark's --audio_length)."""
     try:
-        return _open_item(item, size, duration, crop)
+        return _open_item(item, size, duration, crop, timing)
     except SynchformerError:
         raise
     except Exception as e:  # noqa: BLE001 - see _guarded
         raise _unexpected(item, e) from e
 
 
-def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_SIZE):
+def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_SIZE, timing: str = "true"):
     if item.error:
         raise SynchformerError(item.video, item.error)
     audio = load_audio(item.audio) if item.audio else None
@@ -237,7 +238,7 @@ def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_S
         if audio is not None:
             audio = audio[:round(duration * AUDIO_SR)]
     grid, chunks = read_segments(item.video, first_frame=0, size=size, crop=crop, audio=audio,
-                                 chunk_segments=chunk_segments)
+                                 chunk_segments=chunk_segments, timing=timing)
     return grid, _guarded(item, chunks if cap is None else _capped(chunks, cap))
 
 
@@ -431,6 +432,7 @@ def _row(item: Item, metric: str) -> dict:
 
 def _fill(row: dict, analysis: Analysis, metric: str) -> dict:
     s = analysis.segments_total
+    row["timing"] = analysis.timing  # "true" for a separate audio track, taken as it is
     row.update(duration_sec=_num((SEGMENT_FRAMES + (s - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS, 3), n_segments=s,
                n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings) or None)
     summary = analysis.summarize()
@@ -441,13 +443,15 @@ def _fill(row: dict, analysis: Analysis, metric: str) -> dict:
 
 def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: float = 2.4,
                 duration: float | None = None, workers: int = 0, batch_size: int | None = None,
-                size: int | None = None) -> Iterator[dict]:
+                size: int | None = None, timing: str | None = None) -> Iterator[dict]:
     """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done.
 
     ``metric="desync"``: av-benchmark's recipe (frames scaled to short side 224, segments from frame 0, first
     and last window). ``metric="offset"``: every window at ``hop_sec`` (short side 256, as the models were
     trained), pooled into one offset. ``duration``: cut video and audio to this many seconds first.
     ``workers``: decoding processes (0: decode in this process). ``batch_size``: segments per encoder call.
+    ``timing`` of the audio (``load_av``): default "true" for desync (av-benchmark decodes so, and published
+    DeSync numbers are of that), the model's own (``ModelConfig.timing``) for offset.
     Items: :class:`Item`, video paths, (video, audio) pairs or dicts (see :func:`as_item`).
     """
     if metric not in METRICS:
@@ -456,12 +460,14 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
     # frames at the model's own input size (224 for the released models; the bundled tiny one takes 32): desync
     # decodes at short side = crop (av-benchmark: 224), offset at the reference's 256/224 proportion
     crop = int(model.cfg.image_size)
-    opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop}
+    timing = timing or ("true" if metric == "desync" else model.cfg.timing)
+    opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop,
+            "timing": timing}
     kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "encode_batch": batch_size}
     pool = _DecodePool(items, min(workers, len(items)), opts) if workers > 0 and items else None
     try:
         for i, item in enumerate(items):
-            row, state = _row(item, metric), None
+            row, state = {**_row(item, metric), "timing": timing}, None
             try:
                 if pool is None:
                     grid, chunks = open_item(item, **opts)

@@ -48,6 +48,8 @@ class SegmentGrid:
     path: str
     start_sec: float  # time of the first frame of segment 0, in the file's timeline
     warnings: list[str]
+    timing: str = "true"  # how the audio was placed (io.decode.load_av)
+    audio_lead_sec: float = 0.0  # timing="authors": how much early the audio was taken
 
     def time(self, k) -> float | np.ndarray:
         return self.start_sec + np.asarray(k) * SEGMENT_STRIDE_FRAMES / VIDEO_FPS
@@ -55,13 +57,14 @@ class SegmentGrid:
 
 def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 256, crop: int = CROP_SIZE,
                   chunk_segments: int = 64, audio: np.ndarray | torch.Tensor | None = None,
-                  with_audio: bool = True) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
+                  with_audio: bool = True, timing: str = "true") -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
     """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid.
 
     ``size`` is the short side before the ``crop`` (224) centre crop (256: the reference's inputs; 224:
     av-benchmark's and MMAudio's). ``audio``: a 16 kHz mono waveform to use instead of the file's own sound (a separately generated
     track); sample 0 is aligned with the first video frame. ``with_audio=False``: the file's sound is neither
-    decoded nor required (visual features only; the chunks' audio is silence). Returns the grid (known once the
+    decoded nor required (visual features only; the chunks' audio is silence). ``timing``: of the file's own
+    sound, as ``load_av`` (an external track is taken as it is). Returns the grid (known once the
     first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded one
     chunk ahead.
     """
@@ -75,15 +78,16 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     def decode(f0: int, t_first: float):
         # one frame more than the chunk needs: if it exists, the next chunk starts inside the file
         return load_av(path, start_sec=t_first + f0 / VIDEO_FPS, end_sec=t_first + (f0 + span + 1) / VIDEO_FPS,
-                       size=size, crop=crop, with_audio=own_audio)
+                       size=size, crop=crop, with_audio=own_audio, timing=timing)
 
     # The first frame's time is known once it is decoded: start at 0 and decode a margin past the
     # stream's declared start (streams such as MPEG-TS start seconds into their timeline).
     hint = (probe(path).get("video") or {}).get("start_sec") or 0.0
     first_clip = load_av(path, start_sec=0.0, end_sec=hint + (first_frame + span + 1) / VIDEO_FPS + 0.5, size=size,
-                         crop=crop, with_audio=own_audio)
+                         crop=crop, with_audio=own_audio, timing=timing)
     t_first = first_clip.start_sec
-    grid = SegmentGrid(path=path, start_sec=t_first + first_frame / VIDEO_FPS, warnings=list(first_clip.warnings))
+    grid = SegmentGrid(path=path, start_sec=t_first + first_frame / VIDEO_FPS, warnings=list(first_clip.warnings),
+                       timing=timing if own_audio else "true", audio_lead_sec=first_clip.audio_lead_sec)
     if audio is not None:
         grid.warnings = [w for w in grid.warnings if not w.startswith("audio covers")]
 

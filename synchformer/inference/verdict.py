@@ -10,6 +10,8 @@ README.md quotes.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # calibrated with benchmarks/calibrate_verdict.py (see README.md, "Can the answer be trusted?")
@@ -22,6 +24,11 @@ MIN_WINDOW_PROBABILITY = 0.40  # a single window's top probability
 MIN_RELIABLE_WINDOW_FRACTION = 0.5
 
 
+def _below(value: float) -> str:
+    """Two decimals rounded down: 0.349 below 0.35 reads "0.34", not "0.35 below 0.35"."""
+    return f"{math.floor(value * 100 + 1e-9) / 100:.2f}"
+
+
 def _at_edge(offset: float, grid: np.ndarray) -> bool:
     return abs(offset) >= float(np.max(np.abs(grid))) - 1e-6
 
@@ -32,7 +39,7 @@ def window_reasons(row, grid: np.ndarray) -> list[str]:
         return [row.note or "left out"]
     out = []
     if row.probability < MIN_WINDOW_PROBABILITY:
-        out.append(f"probability {row.probability:.2f} below {MIN_WINDOW_PROBABILITY:.2f}")
+        out.append(f"probability {_below(row.probability)} below {MIN_WINDOW_PROBABILITY:.2f}")
     if _at_edge(row.offset_sec, grid) and row.probability < EDGE_MIN_CONFIDENCE:
         out.append(f"at the edge of the ±{np.max(np.abs(grid)):.1f} s range")
     return out
@@ -48,7 +55,7 @@ def file_reasons(summary) -> list[str]:
     out = []
     c = summary.confidence
     if c < MIN_CONFIDENCE:
-        out.append(f"confidence {c:.2f} below {MIN_CONFIDENCE:.2f}")
+        out.append(f"confidence {_below(c)} below {MIN_CONFIDENCE:.2f}")
     if _at_edge(summary.offset_sec, grid) and c < EDGE_MIN_CONFIDENCE:
         out.append(f"at the edge of the ±{np.max(np.abs(grid)):.1f} s range (the offset may be larger)")
     drift = summary.drift

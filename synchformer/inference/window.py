@@ -53,14 +53,15 @@ class WindowPrediction:
         return out
 
 
-def load_window(path: str | os.PathLike, start_sec: float, n_segments: int, crop: int = CROP_SIZE):
+def load_window(path: str | os.PathLike, start_sec: float, n_segments: int, crop: int = CROP_SIZE,
+                timing: str = "true"):
     """Decode the window that starts 0.08 s after ``start_sec`` (the reference's layout): the decoded clip and the
-    model inputs ``(S, 16, 3, 224, 224)``, ``(S, 1, 128, 66)``."""
+    model inputs ``(S, 16, 3, 224, 224)``, ``(S, 1, 128, 66)``; the audio timed by ``timing`` (``load_av``)."""
     path = os.fspath(path)
     n_frames = LEAD_FRAMES + span_frames(n_segments)
     # one spare frame: the 25 fps grid of the file need not start exactly at start_sec
     clip = load_av(path, start_sec=start_sec, end_sec=start_sec + (n_frames + 1) / VIDEO_FPS,
-                   size=decode_size(crop), crop=crop)
+                   size=decode_size(crop), crop=crop, timing=timing)
     if len(clip.frames) < n_frames:
         have = max(0.0, clip.end_sec - start_sec)
         raise SynchformerError(path, f"too short: one window needs {n_frames / VIDEO_FPS:.2f} s of video from "
@@ -72,9 +73,12 @@ def load_window(path: str | os.PathLike, start_sec: float, n_segments: int, crop
     return clip, video, audio
 
 
-def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0) -> WindowPrediction:
-    """Classify the window that starts 0.08 s after ``start_sec`` (the reference's layout)."""
-    clip, video, audio = load_window(path, start_sec, model.cfg.n_segments, model.cfg.image_size)
+def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0,
+                   timing: str | None = None) -> WindowPrediction:
+    """Classify the window that starts 0.08 s after ``start_sec`` (the reference's layout); ``timing``: of the
+    audio (default: the model's, ``ModelConfig.timing``)."""
+    clip, video, audio = load_window(path, start_sec, model.cfg.n_segments, model.cfg.image_size,
+                                     timing or model.cfg.timing)
     device = model.device
     with torch.inference_mode():
         logits = model(video[None].to(device), audio[None].to(device))[0].float().cpu()

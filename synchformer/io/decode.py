@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from synchformer.constants import AUDIO_SR, CROP_SIZE, RESIZE_SHORT_SIDE, SAMPLES_PER_FRAME, VIDEO_FPS
+from synchformer.constants import AUDIO_SR, CROP_SIZE, RESIZE_SHORT_SIDE, SAMPLES_PER_FRAME, TIMINGS, VIDEO_FPS
 from synchformer.errors import SynchformerError
 
 # Seek only when this far into a stream: nearer, decoding from the start costs little. Audio decodes fast, and
@@ -33,6 +33,14 @@ _SEEK_MIN_SEC = {"video": 2.0, "audio": 30.0}
 _PREROLL_SEC = Fraction(1, 2)  # decode this much before a seek target: audio decoders need warm-up frames
 _AUDIO_TAIL_SEC = Fraction(1, 10)  # decode past the clip end so the resampler's filter sees real samples
 _PAD_WARN_SEC = 0.1  # shorter pads are normal: audio frame granularity, the last video frame rounded up
+
+# The released weights' stack (PyAV 8.1/9.0 wheels: FFmpeg 4.3, on ffmpeg-CLI re-encoded AAC mp4s) dropped this
+# many real samples after torchvision's seek to 0 (libavformat/mov.c mov_read_seek sets skip_samples =
+# start_pad when the seek lands on sample time <= 0) whenever the re-encoded audio starts with the file, i.e.
+# when the source's first audio sample is at or before its first video frame. Measured on
+# ../shared/parity/authors_stack (64 ms on pen_hits_coin and bigbuckbunny, none on the lego clips, whose sound
+# starts 21 ms and 3 ms after the picture).
+AUTHORS_DROPPED_SAMPLES = 1024
 
 
 @dataclass
@@ -54,6 +62,7 @@ class AVClip:
     source_duration_sec: float | None = None
     audio_pad_start_sec: float = 0.0  # zeros put before the audio: its stream starts after frames[0]
     audio_pad_end_sec: float = 0.0  # zeros put after it: the audio stream ends before the last frame
+    audio_lead_sec: float = 0.0  # timing="authors": audio[0] is the sound of start_sec + this (see load_av)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -91,6 +100,7 @@ def load_av(
     size: int | None = RESIZE_SHORT_SIDE,
     crop: int | None = CROP_SIZE,
     with_audio: bool = True,
+    timing: str = "true",
 ) -> AVClip:
     """Decode ``[start_sec, end_sec)`` of ``path`` (seconds in the file's timeline; ``None`` = to the end).
 
@@ -101,6 +111,10 @@ def load_av(
     cropped to ``crop`` (``None``: no crop). Audio: resampled to 16 kHz, channels averaged, placed by the
     timestamp of its first frame (zeros where the stream has none), exactly 640 samples per frame.
     ``with_audio=False``: the sound is not decoded (nor required): ``AVClip.audio`` is silence.
+
+    ``timing="authors"``: the audio the released weights were trained on for this file, which is the true
+    audio 1024 samples (64 ms) early where the authors' stack dropped them (``authors_audio_lead``);
+    ``AVClip.audio_lead_sec`` says by how much. The frames are the same either way.
     """
     path = os.fspath(path)
     if not start_sec >= 0:
@@ -109,6 +123,8 @@ def load_av(
         raise SynchformerError(path, f"end_sec ({end_sec}) must be greater than start_sec ({start_sec})")
     if size is not None and size <= 0 or crop is not None and crop <= 0:
         raise SynchformerError(path, f"size and crop must be positive, got size={size}, crop={crop}")
+    if timing not in TIMINGS:
+        raise ValueError(f"timing must be one of {', '.join(TIMINGS)}, not {timing!r}")
 
     with _open(path) as container:
         vstream = _stream(path, container, "video")
@@ -171,8 +187,9 @@ def load_av(
         raise SynchformerError(path, f"no 25 fps frame at or after start_sec={start_sec}{ends}")
 
     n_samples = len(images) * SAMPLES_PER_FRAME
+    lead = _authors_lead(path, t0) if with_audio and timing == "authors" else Fraction(0)
     if with_audio:
-        audio, pad_start, pad_end, src_rate, src_channels = _load_audio(path, clip_start, n_samples, damaged)
+        audio, pad_start, pad_end, src_rate, src_channels = _load_audio(path, clip_start + lead, n_samples, damaged)
     else:
         audio, pad_start, pad_end, src_rate, src_channels = np.zeros(n_samples, np.float32), 0, 0, None, None
     warnings = [f"skipped {len(damaged)} damaged packet(s) the decoder rejected"] if damaged else []
@@ -196,8 +213,39 @@ def load_av(
         source_duration_sec=source_duration,
         audio_pad_start_sec=pad_start / AUDIO_SR,
         audio_pad_end_sec=pad_end / AUDIO_SR,
+        audio_lead_sec=float(lead),
         warnings=warnings,
     )
+
+
+@_user_errors
+def authors_audio_lead(path: str | os.PathLike) -> float:
+    """Seconds by which the authors' stack took this file's audio early: 1024 samples at 16 kHz (0.064 s) when
+    its first audio sample is at or before its first video frame, else 0 (see AUTHORS_DROPPED_SAMPLES)."""
+    path = os.fspath(path)
+    first = _first_frame(path)
+    if first is None:
+        raise SynchformerError(path, "no video frames could be decoded")
+    return float(_authors_lead(path, first[0]))
+
+
+def _authors_lead(path: str, t0: Fraction) -> Fraction:
+    with closing(_decode(path, "audio")) as frames:  # closed now (see _close)
+        first = next(frames, None)
+    if first is None or first[0] - t0 > Fraction(1, 2 * AUDIO_SR):
+        return Fraction(0)
+    return Fraction(AUTHORS_DROPPED_SAMPLES, AUDIO_SR)
+
+
+@_user_errors
+def check_media(path: str | os.PathLike, audio: bool = True) -> None:
+    """A one-line SynchformerError unless ``path`` is a readable media file with a decodable video stream (and
+    audio stream): what a command checks before it spends seconds loading a model."""
+    path = os.fspath(path)
+    with _open(path) as container:
+        _stream(path, container, "video")
+        if audio:
+            _stream(path, container, "audio")
 
 
 @_user_errors

@@ -8,6 +8,7 @@ what it scores (per clip, all windows pooled: Acc@1 0.93 on 200 held-out synthet
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from synchformer.errors import SynchformerError
@@ -15,19 +16,46 @@ from synchformer.errors import SynchformerError
 from .checkpoint import sha256sum
 from .load import load_model
 
-SYNTHETIC_TINY = Path(__file__).resolve().parent.parent / "assets" / "synthetic_tiny.safetensors"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SYNTHETIC_TINY = ASSETS / "synthetic_tiny.safetensors"
 SYNTHETIC_TINY_SHA256 = "f87db655f62e99d49c6eae88abf8142746ddf404ce61c1fc43151441d10acf97"
+# its stage III companion (same encoders, so the gate costs only its sync transformer): P(synchronizable)
+SYNTHETIC_TINY_SYNCABILITY = ASSETS / "synthetic_tiny_syncability.safetensors"
+SYNTHETIC_TINY_SYNCABILITY_SHA256 = "7430d497e66fcd581a17efcd3a6e3a22e05a8d319685bc2c8b549808da91b3ae"
+BUNDLED = {"synthetic_tiny": (SYNTHETIC_TINY, SYNTHETIC_TINY_SHA256),
+           "synthetic_tiny_syncability": (SYNTHETIC_TINY_SYNCABILITY, SYNTHETIC_TINY_SYNCABILITY_SHA256)}
 CAVEAT = "model trained on synthetic clips only"  # a reason on its every unreliable verdict
 NOTE = ("note: using the bundled model, trained on synthetic flash/click clips only (synchformer synth); "
         "for real videos pass --weights with a released checkpoint")
 
 
 def synthetic_tiny(device: str = "cpu"):
-    """The bundled model (checked against its checksum)."""
-    path = SYNTHETIC_TINY
+    """The bundled offset model (checked against its checksum)."""
+    return _load("synthetic_tiny", device)
+
+
+def synthetic_tiny_syncability(device: str = "cpu"):
+    """The bundled synchronizability model, trained on top of ``synthetic_tiny`` (its encoders unchanged)."""
+    return _load("synthetic_tiny_syncability", device)
+
+
+def bundled_name(path) -> str | None:
+    """Which bundled model the file at ``path`` is (by size and checksum, whatever its name), or None."""
+    try:
+        size = os.path.getsize(path)
+        for name, (file, sha) in BUNDLED.items():
+            if file.exists() and size == file.stat().st_size and sha256sum(path) == sha:
+                return name
+    except (OSError, TypeError):
+        pass
+    return None
+
+
+def _load(name: str, device: str):
+    path, sha = BUNDLED[name]
     if not path.exists():
-        raise SynchformerError(None, "the bundled model is missing from this install: pass --weights with a released "
-                                     "checkpoint or one trained with `synchformer train`")
-    if sha256sum(path) != SYNTHETIC_TINY_SHA256:
+        raise SynchformerError(None, f"the bundled model {path.name} is missing from this install: pass --weights "
+                                     "with a released checkpoint or one trained with `synchformer train`")
+    if sha256sum(path) != sha:
         raise SynchformerError(path, "does not match the bundled model's checksum (a damaged install?)")
     return load_model(path, device=device)

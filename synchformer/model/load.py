@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from synchformer.errors import SynchformerError
+from synchformer.model import released
 from synchformer.model.checkpoint import Checkpoint, detect_head, normalise_state_dict, read_checkpoint, save_safetensors
 from synchformer.model.synchformer import ModelConfig, Synchformer
 
@@ -73,8 +74,9 @@ def _infer(sd, official_args=None, given: Mapping | None = None, reference: bool
     n_head = _dig(official_args, "model", "params", "transformer", "params", "n_head")
     if n_head is not None and "heads" not in known:
         known["heads"] = int(n_head)
-    if reference:
+    if reference:  # the authors' own files: no centring, and their audio timing
         known.setdefault("center_segments", False)
+        known.setdefault("timing", "authors")
     needed = {"v_heads": cfg.get("v_width"), "a_heads": cfg.get("a_width")}
     if "transformer.pos_emb_cfg.pos_emb" in sd:
         needed.update(heads=cfg["width"], center_segments=None)
@@ -145,7 +147,8 @@ def _undetermined_message(fields: list[str], path) -> str:
 
 
 def load_model(source, device: str | torch.device = "cpu", config: ModelConfig | None = None) -> Synchformer:
-    """A ``Synchformer`` in eval mode from a released .pt (stage II/III or stage I), a bare state dict file,
+    """A ``Synchformer`` in eval mode from a released model's name (``released.MODELS``: "audioset",
+    "syncability", ...; downloaded once), a released .pt (stage II/III or stage I), a bare state dict file,
     the package's .safetensors, or an in-memory state dict. The head (offset or synchronizability) and the
     sizes come from the weights. What they cannot tell (head counts of non-released widths; ``center_segments``
     of a bare state dict) comes from ``config`` or a sidecar ``<file>.json`` holding ``{"model": {...}}``;
@@ -154,6 +157,8 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     Stage I files hold only the encoders: ``extract_vfeats``/``extract_afeats`` work, the sync head does not.
     """
     path = None
+    if released.is_name(source):  # "audioset", "syncability", ...: the cached download
+        source = released.fetch(source)
     if isinstance(source, Mapping):
         name = "<state dict>"
         sd = normalise_state_dict(source, name)
@@ -162,6 +167,11 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
         name = path = os.fspath(source)
         ckpt = read_checkpoint(source)
     cfg, undetermined = (config, []) if config is not None else _config_and_gaps(ckpt, name)
+    if undetermined and path is not None and ckpt.sidecar is None:  # a copy of a file the table knows (MMAudio's)
+        known = released.settings_of(path)
+        if known:
+            ckpt.sidecar = {"model": known}
+            cfg, undetermined = _config_and_gaps(ckpt, name)
 
     # Built on the meta device and filled with the loaded tensors: no time or memory spent on a random init.
     with torch.device("meta"):
@@ -190,22 +200,21 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     model.load_state_dict(sd, assign=True)
     model.has_sync_head = not encoders_only
     model.source_format = ckpt.source_format
-    model.caveat = _caveat(path)
+    model.bundled = _bundled_name(path)  # every verdict of a bundled model says it never saw a real video
+    model.caveat = None if model.bundled is None else _bundled_caveat()
     return model.to(device).eval()
 
 
-def _caveat(path) -> str | None:
-    """What every verdict of this model should carry: the bundled file (however it is named) never saw a real video."""
-    from synchformer.model import bundled
-    from synchformer.model.checkpoint import sha256sum
+def _bundled_name(path) -> str | None:
+    from synchformer.model.bundled import bundled_name
 
-    try:
-        if path is not None and os.path.getsize(path) == os.path.getsize(bundled.SYNTHETIC_TINY) \
-                and sha256sum(path) == bundled.SYNTHETIC_TINY_SHA256:
-            return bundled.CAVEAT
-    except OSError:
-        pass
-    return None
+    return None if path is None else bundled_name(path)
+
+
+def _bundled_caveat() -> str:
+    from synchformer.model.bundled import CAVEAT
+
+    return CAVEAT
 
 
 def save_model(model: Synchformer, path, *, protect: Iterable = (), extra: Mapping | None = None,

@@ -18,6 +18,8 @@ import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import nn
 
+from synchformer.constants import TIMINGS
+
 HEADS = ("offset", "synchronizability")
 
 
@@ -54,10 +56,15 @@ class ModelConfig:
     # Subtract each window's mean segment from the features before the sync transformer, so that what a window
     # shows throughout (its background) cannot drown when things happen. Not in the reference: off for its weights.
     center_segments: bool = False
+    # How the audio was timed when these weights were trained (io.decode.load_av): "authors" for the released
+    # checkpoints (their stack took the audio of most files 64 ms early), "true" for the package's own models.
+    timing: str = "true"
 
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+        if self.timing not in TIMINGS:
+            raise ValueError(f"timing must be one of {', '.join(TIMINGS)}, not {self.timing!r}")
 
     # derived sizes
     @property
@@ -410,6 +417,9 @@ class SyncTransformer(nn.Module):
 class Synchformer(nn.Module):
     has_sync_head = True  # False for weights that hold only the encoders (stage I files)
     caveat: str | None = None  # about the model itself, carried into unreliable verdicts (e.g. the bundled one)
+    bundled: str | None = None  # the name of the bundled model it was loaded from (model.bundled.BUNDLED)
+    weights_label: str | None = None  # what the CLI loaded it as (a file, a released name, "bundled")
+    load_warning: str | None = None  # said with every result of the CLI (e.g. the bundled model stood in)
 
     def __init__(self, cfg: ModelConfig | None = None, segment_batch: int | None = None):
         super().__init__()

@@ -12,8 +12,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synchformer.constants import TIMINGS
 from synchformer.errors import SynchformerError
 from synchformer.model import ModelConfig
+
+from .data import negative_weights
 
 STAGES = ("contrastive", "sync", "synchronizability")
 
@@ -32,6 +35,12 @@ class DataConfig:
     num_workers: int = 2
     decode_workers: int = 2  # processes that fill the decoded-clip cache
     augment: dict = field(default_factory=dict)  # probabilities, see training.augment.Augment
+    # stage III's unsynchronizable half, {kind: weight} of data.NEGATIVES ("far", "other", "silent", "static");
+    # the reference's: all "far" (the clip's own audio from a part that does not overlap the window)
+    negatives: dict = field(default_factory=lambda: {"far": 1.0})
+    # how the clips' audio is placed (io.decode.load_av): "true", or "authors" to fine-tune released weights on
+    # the inputs they were trained on; saved in the model's config (ModelConfig.timing)
+    timing: str = "true"
     # where uint8 frames and waveforms become model inputs (log-mel, [-1, 1]): "loader" (its workers) or
     # "device" (the training device, batched: on a GPU the loader's CPU work drops about 4x); "auto": device on GPU
     inputs_on: str = "auto"
@@ -93,12 +102,16 @@ class TrainConfig:
         if self.sync_start not in ("reference", "sharp"):
             raise ValueError(f"sync_start must be reference or sharp, not {self.sync_start!r}")
         self.optim.betas = tuple(self.optim.betas)
+        negative_weights(self.data.negatives)  # checked before any clip is decoded
+        if self.data.timing not in TIMINGS:
+            raise ValueError(f"data.timing must be one of {', '.join(TIMINGS)}, not {self.data.timing!r}")
 
     def model_config(self) -> ModelConfig:
         spec = dict(self.model)
         preset = spec.pop("preset", None)
         if self.stage == "synchronizability":
             spec = {"n_segments": 13, **spec, "head": "synchronizability"}
+        spec.setdefault("timing", self.data.timing)
         if preset == "tiny":
             return ModelConfig.tiny(**spec)
         if preset not in (None, "base"):

@@ -88,9 +88,11 @@ def _optional_float(text):
 # ------------------------------------------------------------------------------------------------ the cache
 
 
-def _cache_key(path: str, size: int, max_sec: float) -> str:
+def _cache_key(path: str, size: int, max_sec: float, timing: str = "true") -> str:
     st = os.stat(path)
     ident = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{size}|{max_sec}|{CACHE_VERSION}"
+    if timing != "true":  # the keys of true-timing caches stay as they were
+        ident += f"|{timing}"
     return hashlib.sha1(ident.encode()).hexdigest()[:20]
 
 
@@ -100,12 +102,12 @@ def save_npy(path: Path, array: np.ndarray) -> None:
 
 
 def _decode_one(path: str, cache_dir: str, size: int, max_sec: float, need_sec: float, min_fps: float,
-                min_sample_rate: int) -> tuple[str, str | None, int]:
+                min_sample_rate: int, timing: str = "true") -> tuple[str, str | None, int]:
     """Decode one clip into the cache. Returns (key, reason it was skipped or None, frames)."""
     from synchformer.io.decode import load_av, probe
 
     try:
-        key = _cache_key(path, size, max_sec)
+        key = _cache_key(path, size, max_sec, timing)
         meta = Path(cache_dir) / f"{key}.json"
         if meta.exists():
             return key, None, json.loads(meta.read_text())["frames"]
@@ -119,7 +121,7 @@ def _decode_one(path: str, cache_dir: str, size: int, max_sec: float, need_sec: 
             return key, f"wrong rates: {fps:g} fps video (needs >= {min_fps:g})", 0
         if (info["audio"]["sample_rate"] or 0) < min_sample_rate:
             return key, f"wrong rates: {info['audio']['sample_rate']} Hz audio (needs >= {min_sample_rate})", 0
-        clip = load_av(path, 0.0, max_sec, size=size, crop=None)
+        clip = load_av(path, 0.0, max_sec, size=size, crop=None, timing=timing)
     except SynchformerError as e:
         return "", _reason(e.problem), 0
     except Exception as e:  # a decoder failure on one file must not stop a run over thousands
@@ -156,10 +158,12 @@ class Prepared:
 
 
 def prepare(clips: list[Clip], cache_dir: Path, size: int, max_sec: float, need_sec: float, *,
-            min_fps: float = 12.5, min_sample_rate: int = 16000, workers: int = 1, progress: bool = False) -> Prepared:
-    """Decode every clip into the cache (once) and keep those that can be trained on."""
+            min_fps: float = 12.5, min_sample_rate: int = 16000, workers: int = 1, progress: bool = False,
+            timing: str = "true") -> Prepared:
+    """Decode every clip into the cache (once; audio timed by ``timing``, see ``load_av``) and keep those that
+    can be trained on."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    args = [(c.path, str(cache_dir), size, max_sec, need_sec, min_fps, min_sample_rate) for c in clips]
+    args = [(c.path, str(cache_dir), size, max_sec, need_sec, min_fps, min_sample_rate, timing) for c in clips]
     if workers > 1 and len(clips) > 1:
         with ProcessPoolExecutor(workers, mp_context=torch.multiprocessing.get_context("spawn")) as pool:
             results = pool.map(_decode_one, *zip(*args), chunksize=4)
@@ -213,6 +217,24 @@ class Placement:
     first_sample: int
     target: int
     offset_sec: float
+    negative: str = ""  # stage III: which kind of unsynchronizable sample (NEGATIVES), "" for the others
+    audio_index: int | None = None  # the clip the audio comes from, when not the window's own ("other")
+
+
+# Stage III's unsynchronizable samples: "far", the clip's own audio from a part that does not overlap the
+# window (the reference's only kind); "other", another clip's audio; "silent", the sound replaced by noise at
+# -100..-60 dBFS; "static", the picture frozen on the window's first frame.
+NEGATIVES = ("far", "other", "silent", "static")
+
+
+def negative_weights(weights: dict | None) -> dict[str, float]:
+    """Checked ``{kind: weight}`` of stage III's negatives (default: the reference's, all "far")."""
+    weights = {"far": 1.0} if not weights else dict(weights)
+    bad = sorted(set(weights) - set(NEGATIVES))
+    if bad or any(float(w) < 0 for w in weights.values()) or sum(float(w) for w in weights.values()) <= 0:
+        raise ValueError(f"data.negatives must map some of {', '.join(NEGATIVES)} to weights >= 0 (not all 0), "
+                         f"got {weights}")
+    return {k: float(w) for k, w in weights.items() if float(w) > 0}
 
 
 class SyncDataset(torch.utils.data.Dataset):
@@ -226,8 +248,11 @@ class SyncDataset(torch.utils.data.Dataset):
 
     def __init__(self, clips: list[Clip], cache_dir: Path, stage: str, cfg: ModelConfig, *, train: bool,
                  seed: int = 0, augment: Augment | None = None, audio_jitter_sec: float = 0.05,
-                 segment_stride: int = 8, raw: bool = False):
+                 segment_stride: int = 8, raw: bool = False, negatives: dict | None = None):
         self.clips, self.cache_dir, self.stage, self.cfg, self.raw = clips, Path(cache_dir), stage, cfg, raw
+        self.negatives = negative_weights(negatives)
+        if "other" in self.negatives and len(clips) < 2:
+            raise ValueError("data.negatives 'other' needs at least two clips")
         self.train, self.seed, self.augment = train, seed, augment or Augment()
         self.jitter = int(round(audio_jitter_sec * AUDIO_SR)) if train else 0
         self.stride = segment_stride
@@ -258,6 +283,9 @@ class SyncDataset(torch.utils.data.Dataset):
         if self.stage == "contrastive":
             offset, target = 0.0, 0
         elif self.stage == "synchronizability" and _rand(gen) < 0.5:
+            kind = self._negative_kind(gen)
+            if kind != "far":
+                return self._placed_negative(index, n_frames, gen, frame_step, kind)
             offset, target = (span / VIDEO_FPS) * (1 if _rand(gen) < 0.5 else -1), 0  # from a part that does not overlap
         else:
             c = int(torch.randint(len(self.grid), (1,), generator=gen))
@@ -278,7 +306,29 @@ class SyncDataset(torch.utils.data.Dataset):
         if self.jitter:
             a_first += int(torch.randint(-self.jitter, self.jitter + 1, (1,), generator=gen))
             a_first = min(max(a_first, 0), n_samples - a_span)
-        return Placement(first, a_first, target, offset)
+        return Placement(first, a_first, target, offset, "far" if self.stage == "synchronizability" and not target else "")
+
+    def _negative_kind(self, gen: torch.Generator) -> str:
+        kinds = list(self.negatives)
+        if len(kinds) == 1:
+            return kinds[0]
+        weights = torch.tensor([self.negatives[k] for k in kinds], dtype=torch.float64)
+        return kinds[int(torch.multinomial(weights, 1, generator=gen))]
+
+    def _placed_negative(self, index: int, n_frames: int, gen: torch.Generator, frame_step: int, kind: str):
+        """A window of the clip's own picture anywhere; its audio from another clip ("other"), or its own in
+        sync, to be silenced or frozen later ("silent", "static")."""
+        span = self.span_frames
+        first = int(torch.randint(0, (n_frames - span) // frame_step + 1, (1,), generator=gen)) * frame_step
+        if not self.train:
+            first = (n_frames - span) // frame_step // 2 * frame_step
+        if kind != "other":
+            return Placement(first, first * SAMPLES_PER_FRAME, 0, 0.0, kind)
+        other = int(torch.randint(len(self.clips) - 1, (1,), generator=gen))
+        other += other >= index
+        a_frames = self.clips[other].frames - span
+        a_first = int(torch.randint(0, max(a_frames, 0) + 1, (1,), generator=gen)) * SAMPLES_PER_FRAME
+        return Placement(first, a_first, 0, float("nan"), kind, other)
 
     def _target(self, offset_sec: float) -> tuple[int, float]:
         if self.stage == "synchronizability":
@@ -294,8 +344,15 @@ class SyncDataset(torch.utils.data.Dataset):
         gen, index = self.sample_key(item)
         frames, audio = load_cached(self.cache_dir, self.clips[index].key)
         p = self.place(index, len(frames), gen)
+        if p.audio_index is not None:
+            audio = load_cached(self.cache_dir, self.clips[p.audio_index].key)[1]
         video = torch.from_numpy(np.array(frames[p.first_frame:p.first_frame + self.span_frames]))
         wave = torch.from_numpy(np.array(audio[p.first_sample:p.first_sample + self.span_frames * SAMPLES_PER_FRAME]))
+        if p.negative == "static":
+            video[:] = video[:1].clone()
+        elif p.negative == "silent":
+            rms = 10 ** (-3 - 2 * _rand(gen))  # -60..-100 dBFS
+            wave = torch.randn(wave.shape, generator=gen) * rms
         size = self.cfg.image_size
         if self.train:
             video = self.augment.video(video, size, gen)

@@ -23,14 +23,17 @@ from .data import Clip, SyncDataset, model_inputs, prepare, read_clip_list, requ
 from .metrics import confusion_matrix, offset_metrics, plot_confusion, plot_roc, sync_metrics
 
 
-def eval_dataset(source, cfg, *, seed: int = 0, cache_dir=None, workers: int = 1, progress: bool = False):
+def eval_dataset(source, cfg, *, seed: int = 0, cache_dir=None, workers: int = 1, progress: bool = False,
+                 timing: str | None = None):
     """Fixed-offset samples of ``source`` (a folder or CSV) for a model of config ``cfg``: CSV offsets where
-    given, otherwise one offset per clip drawn from ``seed``. Returns (dataset, Prepared)."""
+    given, otherwise one offset per clip drawn from ``seed``; audio timed by ``timing`` (default the model's,
+    ``cfg.timing``). Returns (dataset, Prepared)."""
     stage = "sync" if cfg.head == "offset" else "synchronizability"
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="synchformer-eval-"))
     data = DataConfig()  # the training defaults: 10 s clips, segments 8 frames apart
     prep = prepare(read_clip_list(source), cache, decode_size(cfg.image_size), data.max_clip_sec,
-                   required_sec(stage, cfg, data.segment_stride), workers=workers, progress=progress)
+                   required_sec(stage, cfg, data.segment_stride), workers=workers, progress=progress,
+                   timing=timing or cfg.timing)
     if not prep.clips:
         raise SynchformerError(source, f"no usable clips ({prep.report('clips')})")
     return SyncDataset(prep.clips, cache, stage, cfg, train=False, seed=seed), prep

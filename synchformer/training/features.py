@@ -85,6 +85,9 @@ class FeatureDataset(torch.utils.data.Dataset):
     def __init__(self, base: SyncDataset, feature_dir: Path, video_step: int = 1):
         if base.stride % video_step:
             raise ValueError(f"video_step {video_step} must divide the segment stride {base.stride}")
+        unencoded = sorted(set(base.negatives) & {"silent", "static"}) if base.stage == "synchronizability" else []
+        if unencoded:  # their inputs are made per sample, so no cached feature holds them
+            raise ValueError(f"data.negatives {' and '.join(unencoded)} need cache_features=false")
         self.base, self.dir, self.step = base, Path(feature_dir), video_step
 
     def __len__(self):
@@ -98,8 +101,9 @@ class FeatureDataset(torch.utils.data.Dataset):
         gen, index = b.sample_key(item)
         clip = b.clips[index]
         vf = np.load(self.dir / f"{clip.key}.video{self.step}.npy", mmap_mode="r")
-        af = np.load(self.dir / f"{clip.key}.audio.npy", mmap_mode="r")
         p = b.place(index, clip.frames, gen, self.step)
+        audio_clip = clip if p.audio_index is None else b.clips[p.audio_index]
+        af = np.load(self.dir / f"{audio_clip.key}.audio.npy", mmap_mode="r")
         n, stride = b.cfg.n_segments, b.stride
         a_first = min(int(round(p.first_sample / SAMPLES_PER_FRAME)), len(af) - 1 - (n - 1) * stride)
         if p.first_frame % self.step:  # a fixed placement: move video and audio together

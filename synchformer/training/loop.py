@@ -178,6 +178,7 @@ def build_model(cfg: TrainConfig) -> Synchformer:
             mcfg = dataclasses.replace(mcfg, head="synchronizability", n_segments=13)
         else:
             mcfg = dataclasses.replace(mcfg, head="offset")
+        mcfg = dataclasses.replace(mcfg, timing=cfg.data.timing)  # what this run trains on
     if cfg.center_features:
         mcfg = dataclasses.replace(mcfg, center_segments=True)
     model = Synchformer(mcfg)
@@ -382,7 +383,8 @@ def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool, device: str =
                 raise SynchformerError(None, "no training data: set data.train to a folder of videos or a CSV")
             continue
         check = functools.partial(prepare, read_clip_list(source), cfg.cache_dir, size, cfg.data.max_clip_sec, need,
-                                  min_fps=cfg.data.min_fps, min_sample_rate=cfg.data.min_sample_rate)
+                                  min_fps=cfg.data.min_fps, min_sample_rate=cfg.data.min_sample_rate,
+                                  timing=cfg.data.timing)
         if d.main:
             prep = check(workers=cfg.data.decode_workers, progress=progress)
         if d.world > 1:
@@ -394,7 +396,8 @@ def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool, device: str =
         out[name] = (prep, SyncDataset(prep.clips, cfg.cache_dir, cfg.stage, mcfg, train=name == "train",
                                        seed=cfg.seed, augment=Augment.from_dict(cfg.data.augment),
                                        audio_jitter_sec=cfg.data.audio_jitter_sec,
-                                       segment_stride=cfg.data.segment_stride, raw=raw))
+                                       segment_stride=cfg.data.segment_stride, raw=raw,
+                                       negatives=cfg.data.negatives))
     return out
 
 
