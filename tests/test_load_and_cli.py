@@ -260,6 +260,9 @@ def test_stage1_weights_refused_by_predict_in_one_line_and_kept_encoders_only(tm
     save_model(stage1, path)  # the untrained head is not written: the file stays a stage I file
     assert not any(k.startswith("transformer.") for k in read_checkpoint(path).state_dict)
     assert synchformer.load_model(path).has_sync_head is False
+    from synchformer.training.synth import make_sparse_clip
+
+    make_sparse_clip(tmp_path / "any.mp4", 880_041, duration=6.0)
     assert main(["predict", str(tmp_path / "any.mp4"), "-w", str(path)]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds only the encoders" in err and str(path) in err and len(err.splitlines()) == 1

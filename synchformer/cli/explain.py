@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from synchformer.cli.common import add_device, add_timing, add_weights, load
+from synchformer.cli.common import add_device, device, add_timing, add_weights, load
 
 
 def _target(text: str):
@@ -48,7 +48,8 @@ def run(args) -> int:
         check_output(args.output, [args.video] + ([args.weights] if args.weights else []))
     from synchformer.io.decode import check_media
 
-    check_media(args.video)  # before the model is loaded
+    device(args.device)  # the arguments first, then the input, then the weights
+    check_media(args.video)
     model = load(args.weights, args.device, head="offset")
     ex = explain_window(model, args.video, start_sec=args.start, target_sec=args.target, method=args.method,
                         tokens=not args.segments_only, timing=args.timing)

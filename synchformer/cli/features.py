@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synchformer.cli.common import add_device, add_timing, add_weights, load
+from synchformer.cli.common import add_device, device, add_timing, add_weights, load
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -71,7 +71,8 @@ def run(args) -> int:
         protect_inputs(out, args.videos)
     from synchformer.io.decode import check_media
 
-    for video in args.videos:  # before the model is loaded
+    device(args.device)  # the arguments first, then the inputs, then the weights
+    for video in args.videos:
         check_media(video, audio=args.audio)
     model = load(args.weights, args.device, sync_head=False)
     for video, out in zip(args.videos, targets):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from synchformer.cli.common import add_device, add_syncability, add_timing, add_weights, load, load_syncability
+from synchformer.cli.common import add_device, device, add_syncability, add_timing, add_weights, load, load_syncability
 from synchformer.errors import SynchformerError
 
 
@@ -42,7 +42,8 @@ def run(args) -> int:
     if offset is None:
         from synchformer.io.decode import check_media
 
-        check_media(args.video)  # before the model is loaded
+        device(args.device)  # the arguments first, then the input, then the weights
+        check_media(args.video)
         from synchformer.inference.analyze import analyze
 
         model = load(args.weights, args.device, head="offset")

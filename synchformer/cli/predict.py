@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from synchformer.cli.common import (add_device, add_syncability, add_timing, add_weights, load, load_syncability,
+from synchformer.cli.common import (add_device, device, add_syncability, add_timing, add_weights, load, load_syncability,
                                     syncability_label)
 from synchformer.io.decode import check_media
 from synchformer.io.outputs import protect_inputs
@@ -37,6 +37,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
+    device(args.device)  # the arguments first, then the input, then the weights
     if len(args.videos) == 1:  # fail fast, before seconds of model loading (several: each file says for itself)
         check_media(args.videos[0])
     model = load(args.weights, args.device)

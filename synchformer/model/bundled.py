@@ -22,8 +22,13 @@ SYNTHETIC_TINY_SHA256 = "f87db655f62e99d49c6eae88abf8142746ddf404ce61c1fc4315144
 # its stage III companion (same encoders, so the gate costs only its sync transformer): P(synchronizable)
 SYNTHETIC_TINY_SYNCABILITY = ASSETS / "synthetic_tiny_syncability.safetensors"
 SYNTHETIC_TINY_SYNCABILITY_SHA256 = "7430d497e66fcd581a17efcd3a6e3a22e05a8d319685bc2c8b549808da91b3ae"
-BUNDLED = {"synthetic_tiny": (SYNTHETIC_TINY, SYNTHETIC_TINY_SHA256),
-           "synthetic_tiny_syncability": (SYNTHETIC_TINY_SYNCABILITY, SYNTHETIC_TINY_SYNCABILITY_SHA256)}
+BUNDLED = ("synthetic_tiny", "synthetic_tiny_syncability")
+
+
+def _file(name: str) -> tuple[Path, str]:
+    """(path, sha256) of a bundled model, read when asked (tests point them elsewhere)."""
+    key = name.upper()
+    return globals()[key], globals()[f"{key}_SHA256"]
 CAVEAT = "model trained on synthetic clips only"  # a reason on its every unreliable verdict
 NOTE = ("note: using the bundled model, trained on synthetic flash/click clips only (synchformer synth); "
         "for real videos pass --weights with a released checkpoint")
@@ -43,7 +48,8 @@ def bundled_name(path) -> str | None:
     """Which bundled model the file at ``path`` is (by size and checksum, whatever its name), or None."""
     try:
         size = os.path.getsize(path)
-        for name, (file, sha) in BUNDLED.items():
+        for name in BUNDLED:
+            file, sha = _file(name)
             if file.exists() and size == file.stat().st_size and sha256sum(path) == sha:
                 return name
     except (OSError, TypeError):
@@ -52,9 +58,9 @@ def bundled_name(path) -> str | None:
 
 
 def _load(name: str, device: str):
-    path, sha = BUNDLED[name]
+    path, sha = _file(name)
     if not path.exists():
-        raise SynchformerError(None, f"the bundled model {path.name} is missing from this install: pass --weights "
+        raise SynchformerError(None, f"the bundled model is missing from this install ({path.name}): pass --weights "
                                      "with a released checkpoint or one trained with `synchformer train`")
     if sha256sum(path) != sha:
         raise SynchformerError(path, "does not match the bundled model's checksum (a damaged install?)")
