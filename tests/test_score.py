@@ -391,7 +391,10 @@ def test_stopped_by_a_signal_leaves_nothing_behind_and_resumes(tmp_path, sig):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp)}
     code = 130 if sig == signal.SIGINT else 128 + sig
     for when in ("first row", "start"):
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+        # default dispositions in the child, whatever this run inherited (under nohup SIGHUP is ignored, and the
+        # CLI rightly leaves an ignored signal ignored)
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True,
+                                preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))
         deadline = time.time() + 300
         if when == "first row":
             while proc.poll() is None and time.time() < deadline and not (out.exists() and out.read_text().strip()):
