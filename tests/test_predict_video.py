@@ -14,7 +14,7 @@ from synthetic import FORMATS, make_clip
 @pytest.fixture
 def oracle(monkeypatch):
     model = OracleSync()
-    monkeypatch.setattr(predict_cli, "load", lambda weights, device, head=None: model)
+    monkeypatch.setattr(predict_cli, "load", lambda weights, device, head=None, **kw: model)
     return model
 
 

@@ -19,6 +19,7 @@ def add_parser(sub):
     common.add_weights(p)
     common.add_timing(p)
     common.add_device(p)
+    common.add_precision(p)
     p.add_argument("--out", "-o", help="folder for eval.json and the confusion (or ROC) plots")
     p.add_argument("--no-baseline", action="store_true", help="skip the cross-correlation baseline")
     p.add_argument("--pool", action="store_true",
@@ -45,7 +46,7 @@ def run(args):
     from synchformer.inference.timeline import PlotDependencyError, require_matplotlib
     from synchformer.training.synth import ceiling_of
 
-    model = common.load(args.weights, args.device)
+    model = common.load(args.weights, args.device, precision=args.precision)
     cfg = model.cfg
     dataset, prep = eval_dataset(args.data, cfg, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
                                  progress=True, timing=args.timing)

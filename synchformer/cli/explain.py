@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from synchformer.cli.common import add_device, device, add_timing, add_weights, load
+from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, device, load
 
 
 def _target(text: str):
@@ -37,6 +37,7 @@ def add_parser(sub):
                                                                 "(about 7x fewer transformer passes)")
     p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
     add_device(p)
+    add_precision(p)
     return p
 
 
@@ -50,7 +51,7 @@ def run(args) -> int:
 
     device(args.device)  # the arguments first, then the input, then the weights
     check_media(args.video)
-    model = load(args.weights, args.device, head="offset")
+    model = load(args.weights, args.device, head="offset", precision=args.precision)
     ex = explain_window(model, args.video, start_sec=args.start, target_sec=args.target, method=args.method,
                         tokens=not args.segments_only, timing=args.timing)
     if args.output is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synchformer.cli.common import add_device, device, add_timing, add_weights, load
+from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, device, load
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -27,6 +27,7 @@ def add_parser(sub):
     add_weights(p)
     add_timing(p)
     add_device(p)
+    add_precision(p)
     return p
 
 
@@ -74,7 +75,7 @@ def run(args) -> int:
     device(args.device)  # the arguments first, then the inputs, then the weights
     for video in args.videos:
         check_media(video, audio=args.audio)
-    model = load(args.weights, args.device, sync_head=False)
+    model = load(args.weights, args.device, sync_head=False, precision=args.precision)
     for video, out in zip(args.videos, targets):
         feats = extract_features(model, video, audio=args.audio, size=args.size, timing=args.timing)
         save(out, feats, args.timing or model.cfg.timing)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from synchformer.cli.common import add_device, device, add_syncability, add_timing, add_weights, load, load_syncability
+from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_syncability, add_timing,
+                                    add_weights, device, load, load_syncability)
 from synchformer.errors import SynchformerError
 
 
@@ -17,6 +18,7 @@ def add_parser(sub):
     p.add_argument("--offset", type=float, metavar="SEC", help="the offset to remove (positive: the audio leads, "
                    "so it is delayed); default: measure it with --weights")
     p.add_argument("--hop", type=float, default=0.64, metavar="SEC", help="window hop when measuring (default 0.64)")
+    add_max_windows(p, " when measuring")
     p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
                    help="refuse to fix when the measured offset's confidence is below P")
     p.add_argument("--force", action="store_true", help="write the copy even when the measured offset is not "
@@ -27,6 +29,7 @@ def add_parser(sub):
     add_syncability(p)
     add_timing(p)
     add_device(p)
+    add_precision(p)
     return p
 
 
@@ -46,9 +49,10 @@ def run(args) -> int:
         check_media(args.video)
         from synchformer.inference.analyze import analyze
 
-        model = load(args.weights, args.device, head="offset")
+        model = load(args.weights, args.device, head="offset", precision=args.precision)
         sync_model = load_syncability(args.syncability_weights, model, args.device)
-        result = analyze(model, args.video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing)
+        result = analyze(model, args.video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
+                         max_windows=args.max_windows)
         summary = result.summarize(min_sync_prob=args.min_sync_prob)
         if summary.offset_sec is None:
             raise SynchformerError(args.video, f"no offset to fix: {summary.message}")
@@ -62,7 +66,7 @@ def run(args) -> int:
         offset = round(float(summary.offset_sec), 3)
         drift = summary.drift is not None and summary.drift.detected
         measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement,
-                    "timing": result.timing,
+                    "timing": result.timing, "sampled": result.sampled,
                     "drift_detected": drift, "reliable": summary.reliable, "reasons": summary.reasons}
         if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
             print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "

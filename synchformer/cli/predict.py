@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from synchformer.cli.common import (add_device, device, add_syncability, add_timing, add_weights, load, load_syncability,
-                                    syncability_label)
+from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_syncability, add_timing,
+                                    add_weights, device, load, load_syncability, syncability_label)
 from synchformer.io.decode import check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
@@ -26,6 +26,7 @@ def add_parser(sub):
                    help="time between window starts; rounded to a multiple of 0.32 s so that windows share "
                         "their segments (default 0.64: more windows are more evidence for the offset and its "
                         "verdict, at little cost: only the sync transformer runs per window)")
+    add_max_windows(p)
     p.add_argument("--start", type=float, default=None, metavar="SEC",
                    help="analyse only one window, in the reference's layout: a 5 s crop at SEC, the window is "
                         "[SEC+0.08, SEC+4.88] s")
@@ -33,6 +34,7 @@ def add_parser(sub):
     p.add_argument("--plot", metavar="PNG", help="heat map of the windows' probabilities over time "
                    "(with several videos: the video's name is appended)")
     add_device(p)
+    add_precision(p)
     return p
 
 
@@ -40,7 +42,7 @@ def run(args) -> int:
     device(args.device)  # the arguments first, then the input, then the weights
     if len(args.videos) == 1:  # fail fast, before seconds of model loading (several: each file says for itself)
         check_media(args.videos[0])
-    model = load(args.weights, args.device)
+    model = load(args.weights, args.device, precision=args.precision)
     if args.start is not None:
         return _single_window(model, args)
     if model.cfg.head != "offset":
@@ -66,13 +68,16 @@ def analyze_video(model, video: str, args, sync_model=None) -> dict:
     from synchformer.inference.timeline import plot_heatmap
 
     result = analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
+                     max_windows=args.max_windows,
                      progress=not args.json and sys.stderr.isatty())  # a film must not look hung
     summary = result.summarize(min_sync_prob=args.min_sync_prob)
+    segments = result.file_segments if result.sampled else result.segments_total
     report = {"file": str(video), "weights": getattr(model, "weights_label", args.weights),
               "syncability_weights": syncability_label(args.syncability_weights, sync_model),
-              "timing": result.timing, "audio_lead_sec": result.audio_lead_sec,
-              "hop_sec": round(result.hop_sec, 3), "segments": result.segments_total,
-              "analysed_sec": round(result.segments_total * 0.32 + 0.32, 3),
+              "precision": getattr(model, "precision", "fp32"), "timing": result.timing,
+              "audio_lead_sec": result.audio_lead_sec,
+              "hop_sec": round(result.hop_sec, 3), "segments": segments,
+              "analysed_sec": round(segments * 0.32 + 0.32, 3), "sampled": sampled_of(result),
               "warnings": [w for w in [getattr(model, "load_warning", None)] if w] + result.warnings,
               **summary.to_dict()}
     if args.plot:
@@ -81,14 +86,29 @@ def analyze_video(model, video: str, args, sync_model=None) -> dict:
             out = out.with_name(f"{out.stem}_{Path(video).stem}{out.suffix or '.png'}")
         protect_inputs(out, args.videos)
         plot_heatmap(result.window_starts, result.probs, result.grid, summary, out, sync_probs=result.sync_probs,
-                     title=Path(video).name)
+                     title=Path(video).name + (f" (sampled: {len(result.window_starts)} windows spread over the file)"
+                                               if result.sampled else ""))
         report["plot"] = str(out)
     return report
 
 
+def sampled_of(result) -> dict | None:
+    """What a sampled analysis saw (None: every window): the budget, the seconds seen and their spans."""
+    if not result.sampled:
+        return None
+    spans = result.seen
+    return {"windows": len(result.window_starts), "seen_sec": round(sum(b - a for a, b in spans), 3),
+            "spans_sec": [list(s) for s in spans]}
+
+
 def format_report(r: dict) -> str:
-    lines = [f"{r['file']}  {r['analysed_sec']:.2f} s analysed, {r['n_windows']} windows of 4.8 s "
-             f"(hop {r['hop_sec']:.2f} s)"]
+    if r.get("sampled"):
+        lines = [f"{r['file']}  {r['analysed_sec']:.2f} s, sampled: {r['n_windows']} windows of 4.8 s spread over "
+                 f"it ({r['sampled']['seen_sec']:.1f} s seen, one every {r['hop_sec']:.1f} s; --max-windows 0 "
+                 "for every window)"]
+    else:
+        lines = [f"{r['file']}  {r['analysed_sec']:.2f} s analysed, {r['n_windows']} windows of 4.8 s "
+                 f"(hop {r['hop_sec']:.2f} s)"]
     if r["offset_sec"] is None:
         lines.append(f"  {r['message']}")
     else:
@@ -115,10 +135,11 @@ def format_report(r: dict) -> str:
     if len(windows) <= MAX_TABLE_ROWS:
         for w in windows:
             lines.append(_row(w["start_sec"], w["end_sec"], w, sync))
-    else:  # runs of consecutive windows with the same offset
+    else:  # runs of consecutive, overlapping windows with the same offset (a sampled file's gaps stay visible)
         run = [windows[0]]
         for w in windows[1:] + [None]:
-            if w is not None and w["offset_sec"] == run[0]["offset_sec"] and w["used"] == run[0]["used"]:
+            if (w is not None and w["offset_sec"] == run[0]["offset_sec"] and w["used"] == run[0]["used"]
+                    and w["start_sec"] <= run[-1]["end_sec"]):
                 run.append(w)
                 continue
             lines.append(_row(run[0]["start_sec"], run[-1]["end_sec"], run[0], sync, len(run)))

@@ -19,7 +19,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from synchformer.cli.common import add_device, add_timing, add_weights, device, load
+from synchformer.cli.common import add_device, add_max_windows, add_precision, add_timing, add_weights, device, load
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -51,6 +51,7 @@ def add_parser(sub):
                    help="cut video and audio to SEC seconds first (av-benchmark's --audio_length)")
     p.add_argument("--hop", type=float, default=2.4, metavar="SEC", help="offset metric: seconds between windows "
                    "(rounded to 0.32 s; default 2.4)")
+    add_max_windows(p, " of the offset metric (not with --duration: a cut is read whole)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="decoding processes per model process (0: decode in the model's process; default: up to "
                         "8 on GPU, 1 on CPU)")
@@ -65,6 +66,7 @@ def add_parser(sub):
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_device(p)
+    add_precision(p)
     return p
 
 
@@ -183,8 +185,8 @@ def _score(model, items, todo, args, fmt: RowFile, path: Path, mode: str, show: 
         if f.tell() == 0:
             f.write(fmt.header())
         stream = score_files(model, [items[i] for i in todo], metric=args.metric, hop_sec=args.hop,
-                             duration=args.duration, workers=workers, batch_size=args.batch_size,
-                             timing=args.timing)
+                             duration=args.duration, max_windows=args.max_windows, workers=workers,
+                             batch_size=args.batch_size, timing=args.timing)
         with tqdm(total=len(todo), unit="clip", file=sys.stderr, disable=not show, dynamic_ncols=True) as bar:
             try:
                 for row in stream:
@@ -199,12 +201,13 @@ def _score(model, items, todo, args, fmt: RowFile, path: Path, mode: str, show: 
     return rows
 
 
-def _report(out: Path, rows: list[dict], n_new: int, elapsed: float, args, world: int) -> None:
+def _report(out: Path, rows: list[dict], n_new: int, elapsed: float, args, world: int, model) -> None:
     from synchformer.inference.score import summarize_rows
 
     s = summarize_rows(rows, args.metric)
     s.update(output=str(out), new_rows=n_new, elapsed_sec=round(elapsed, 3),
-             clips_per_sec=round(n_new / elapsed, 4) if elapsed > 0 else None, world_size=world)
+             clips_per_sec=round(n_new / elapsed, 4) if elapsed > 0 else None, world_size=world,
+             precision=getattr(model, "precision", "fp32"))
     print(f"{out}: {s['clips']} rows ({n_new} new): {s['scored']} clips scored, {s['failed']} failed")
     if args.metric == "desync" and s["desync_mean"] is not None:
         print(f"DeSync {s['desync_mean']:.4f} s (std {s['desync_std']:.4f}) over {s['scored']} clips")
@@ -239,10 +242,10 @@ def run(args) -> int:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         return _run_distributed(out, fmt, items, args, t0, world)
-    model = load(args.weights, args.device)
+    model = load(args.weights, args.device, precision=args.precision)
     prev, todo = _plan(out, fmt, items, args)
     new = _score(model, items, todo, args, fmt, out, "w" if args.overwrite else "a", not args.no_progress)
-    _report(out, prev + new, len(new), time.perf_counter() - t0, args, 1)
+    _report(out, prev + new, len(new), time.perf_counter() - t0, args, 1, model)
     return 0
 
 
@@ -256,7 +259,8 @@ def _run_distributed(out: Path, fmt: RowFile, items, args, t0: float, world: int
         dev = f"cuda:{local}"
     if dev.startswith("cuda"):
         torch.cuda.set_device(dev)
-    model = load(args.weights, dev)  # a bad --weights fails on every rank alike, before any collective
+    # a bad --weights fails on every rank alike, before any collective
+    model = load(args.weights, dev, precision=args.precision)
     # ranks wait for each other at the end for as long as the slowest shard takes
     if dev.startswith("cuda"):
         dist.init_process_group("nccl", timeout=timedelta(days=7), device_id=torch.device(dev))
@@ -288,7 +292,7 @@ def _run_distributed(out: Path, fmt: RowFile, items, args, t0: float, world: int
             else:
                 print(f"synchformer: warning: {len(todo) - len(new)} rows missing from the parts (is the folder of "
                       f"{out} shared by all nodes?); parts kept", file=sys.stderr)
-            _report(out, prev + new, len(todo), time.perf_counter() - t0, args, world)
+            _report(out, prev + new, len(todo), time.perf_counter() - t0, args, world, model)
         dist.barrier()
     finally:
         dist.destroy_process_group()

@@ -21,6 +21,7 @@ from synchformer.features.segments import decode_size
 from synchformer.inference.checks import segment_signals, window_problems
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
 from synchformer.model import Synchformer
+from synchformer.model.precision import using
 
 SEGMENT_SEC = SEGMENT_STRIDE_FRAMES / VIDEO_FPS  # 0.32 s between segment starts
 
@@ -42,6 +43,21 @@ class Analysis:
     model_caveat: str | None = None  # about the model itself, added to an unreliable verdict's reasons
     timing: str = "true"  # how the audio was placed against the frames (io.decode.load_av)
     audio_lead_sec: float = 0.0  # timing="authors": the audio was taken this much early, as the weights learned
+    # a sampled analysis (max_windows): windows spread over the file rather than every one; the file's whole
+    # segments by its header (segments_total is then what was read)
+    sampled: bool = False
+    file_segments: int | None = None
+
+    @property
+    def seen(self) -> list[tuple[float, float]]:
+        """The spans of the file the windows saw (s), overlapping windows merged."""
+        spans: list[list[float]] = []
+        for s in np.sort(self.window_starts):
+            if spans and s <= spans[-1][1] + 1e-6:
+                spans[-1][1] = max(spans[-1][1], s + WINDOW_SEC)
+            else:
+                spans.append([float(s), float(s) + WINDOW_SEC])
+        return [(round(float(a), 3), round(float(b), 3)) for a, b in spans]
 
     def summarize(self, min_sync_prob: float = 0.5):
         """The whole file's offset, its windows and its verdict (timeline.summarize with all this holds)."""
@@ -102,35 +118,47 @@ class _FeatureCache:
             del self.feats[k]
 
 
+MAX_WINDOWS = 32  # default analysis budget: see analyze and benchmarks/bench_long.py
+
+
 def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int | None = None,
             audio: np.ndarray | None = None, timing: str | None = None, progress: bool = False,
-            **kw) -> Analysis:
+            max_windows: int = MAX_WINDOWS, precision: str | None = None, **kw) -> Analysis:
     """Offset logits of every window of ``path`` (and P(synchronizable) with a stage III ``sync_model``).
 
     ``audio``: a 16 kHz mono waveform used instead of the file's sound (e.g. a generated track). ``size``:
     short side before the 224 centre crop (default 256, as the released models were trained; 224 as
     av-benchmark and MMAudio do; a model with smaller inputs scales it in proportion). ``timing``: how the
     file's audio is placed (``load_av``; default: as the model was trained, ``ModelConfig.timing``); offsets are
-    in the file's true timeline either way. ``progress``: a bar over the file's segments on stderr. Other
-    keywords: see :func:`analyze_segments`.
+    in the file's true timeline either way. ``progress``: a bar over the file's segments on stderr.
+    ``max_windows``: the analysis budget. A file with more segments than ``max_windows`` windows hold (32 x
+    4.8 s, about 2.6 minutes, by default) is analysed in ``max_windows`` windows spread evenly over it, each
+    decoded by seeking to it, so that a film costs what a short clip does (``Analysis.sampled``); 0: every
+    window, whatever the length. ``precision``: fp32, bf16, fp16 or auto for this call (default:
+    ``model.precision``, fp32 unless ``load_model`` was told otherwise). Other keywords: see
+    :func:`analyze_segments`.
     """
     crop = model.cfg.image_size
     size = size or decode_size(crop)
     grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio,
-                                 timing=timing or model.cfg.timing)
+                                 timing=timing or model.cfg.timing,
+                                 max_windows=0 if kw.get("ends_only") else max_windows,
+                                 window_segments=model.cfg.n_segments)
     if progress:
-        chunks = _with_progress(chunks, os.fspath(path))
-    return analyze_segments(model, grid, chunks, **kw)
+        total = len(grid.windows) * model.cfg.n_segments if grid.windows is not None else None
+        chunks = _with_progress(chunks, grid.path, total)
+    with using(precision, model, kw.get("sync_model")):
+        return analyze_segments(model, grid, chunks, **kw)
 
 
-def _with_progress(chunks: Iterable[SegmentChunk], path: str) -> Iterator[SegmentChunk]:
-    """The chunks, with a bar over the segments the header's duration promises (a film must not look hung)."""
+def _with_progress(chunks: Iterable[SegmentChunk], path: str, total: int | None = None) -> Iterator[SegmentChunk]:
+    """The chunks, with a bar over the segments to read (by default: all the header's duration promises; a
+    film must not look hung)."""
     from tqdm import tqdm
 
     from synchformer.io.decode import declared_duration
 
-    duration = declared_duration(path)
-    total = None
+    duration = declared_duration(path) if total is None else None
     if duration:
         total = max(1, int((duration * VIDEO_FPS - SEGMENT_FRAMES) // SEGMENT_STRIDE_FRAMES) + 1)
     with tqdm(total=total, unit="segment", desc=os.path.basename(path), leave=False, file=sys.stderr,
@@ -176,11 +204,35 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
         starts.extend(batch)
         batch.clear()
 
+    signals: dict[int, np.ndarray] = {}  # per segment: the model-free checks' four numbers
+    if grid.windows is not None and not ends_only:  # sampled (read_segments' max_windows): a chunk per window
+        read = 0
+        for chunk in chunks:
+            signals.update(zip(range(chunk.first, chunk.first + len(chunk)), segment_signals(chunk.video, chunk.audio)))
+            for cache in dict.fromkeys(caches):
+                cache.add(chunk, list(range(min(len(chunk), n))))
+            read += len(chunk)
+            batch.append(chunk.first)
+            if len(batch) >= window_batch:
+                run_batch()
+            for cache in dict.fromkeys(caches):
+                cache.prune(batch[0] if batch else chunk.first + len(chunk))
+        run_batch()
+        if not starts:
+            raise too_short(path, n, 0)
+        warnings = list(grid.warnings)
+        if len(starts) < len(grid.windows):
+            warnings.append(f"the file ends before the {grid.time(grid.file_segments) + SEGMENT_SEC:.1f} s its header "
+                            f"states: {len(grid.windows) - len(starts)} of {len(grid.windows)} sampled windows "
+                            "were not there")
+        spacing = float(np.median(np.diff(starts))) * SEGMENT_SEC if len(starts) > 1 else WINDOW_SEC
+        return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, read,
+                         hop_sec=spacing, warnings=warnings, sampled=True, file_segments=grid.file_segments)
+
     recent: deque = deque(maxlen=n)  # raw segments of the tail, in case its window was not on the hop grid
-    signals = []  # per segment: the model-free checks' four numbers
     next_k0, seen = 0, 0
     for chunk in chunks:
-        signals.append(segment_signals(chunk.video, chunk.audio))
+        signals.update(zip(range(chunk.first, chunk.first + len(chunk)), segment_signals(chunk.video, chunk.audio)))
         ks = range(chunk.first, chunk.first + len(chunk))
         wanted = [i for i, k in enumerate(ks) if k % h < n]  # segments that some hop window uses
         for cache in dict.fromkeys(caches):
@@ -209,12 +261,16 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
         batch.append(tail)
     run_batch()
 
+    return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, seen,
+                     hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"), warnings=grid.warnings)
+
+
+def _analysis(model, grid: SegmentGrid, starts: list[int], logits, sync_logits, signals: dict, n: int,
+              encoded: int, read: int, **kw) -> Analysis:
     sync_probs = torch.cat(sync_logits).softmax(-1)[:, 1].numpy() if sync_logits else None
-    signals = np.concatenate(signals)
-    return Analysis(path=path, hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"),
-                    window_starts=np.asarray(grid.time(starts), dtype=np.float64),
+    problems = [window_problems(np.stack([signals[k] for k in range(k0, k0 + n)])) for k0 in starts]
+    return Analysis(path=grid.path, window_starts=np.asarray(grid.time(starts), dtype=np.float64),
                     logits=torch.cat(logits).numpy(), grid=model.cfg.offset_grid().numpy(),
-                    sync_probs=sync_probs, segments_encoded=caches[0].encoded, segments_total=seen,
-                    warnings=grid.warnings, problems=[window_problems(signals[k0:k0 + n]) for k0 in starts],
+                    sync_probs=sync_probs, segments_encoded=encoded, segments_total=read, problems=problems,
                     model_caveat=getattr(model, "caveat", None), timing=grid.timing,
-                    audio_lead_sec=grid.audio_lead_sec)
+                    audio_lead_sec=grid.audio_lead_sec, **kw)

@@ -17,6 +17,7 @@ from synchformer.constants import (CROP_SIZE, SEGMENT_FRAMES, SEGMENT_SAMPLES, S
 from synchformer.features import audio_to_model, frames_to_model
 from synchformer.inference.stream import encode_chunk, read_segments, too_short
 from synchformer.model import Synchformer
+from synchformer.model.precision import using
 
 
 def _chunked(model, encode, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -50,13 +51,15 @@ def encode_audio(model: Synchformer, wave: torch.Tensor, batch_size: int = 64) -
 
 
 def extract_features(model: Synchformer, path: str | os.PathLike, *, audio: bool = False, size: int = 224,
-                     audio_track: np.ndarray | None = None, timing: str | None = None) -> dict[str, np.ndarray]:
+                     audio_track: np.ndarray | None = None, timing: str | None = None,
+                     precision: str | None = None) -> dict[str, np.ndarray]:
     """Visual (and audio) segment features of a whole file, any length, decoded and encoded chunk by chunk.
 
     Returns ``vfeats`` (S*8, 768), with ``audio=True`` also ``afeats`` (S*6, 768), and ``segment_start_sec``
     (S,) in the file's timeline. ``size=224``: short side 224 then centre crop, as MMAudio prepares frames (a
     model with smaller inputs, as the bundled one, gets both scaled in proportion).
-    ``timing``: of the file's audio (``load_av``; default the model's, ``ModelConfig.timing``).
+    ``timing``: of the file's audio (``load_av``; default the model's, ``ModelConfig.timing``). ``precision``:
+    fp32, bf16, fp16 or auto (default: ``model.precision``); the features are returned in float32 either way.
     """
     path = os.fspath(path)
     crop = int(model.cfg.image_size)
@@ -65,11 +68,12 @@ def extract_features(model: Synchformer, path: str | os.PathLike, *, audio: bool
     grid, chunks = read_segments(path, first_frame=0, size=size, crop=crop, audio=audio_track, with_audio=audio,
                                  timing=timing or model.cfg.timing)
     vf, af = [], []
-    for chunk in chunks:
-        v, a = encode_chunk(model, chunk, audio=audio)
-        vf.append(v.flatten(0, 1).float().cpu())
-        if audio:
-            af.append(a.flatten(0, 1).float().cpu())
+    with using(precision, model):
+        for chunk in chunks:
+            v, a = encode_chunk(model, chunk, audio=audio)
+            vf.append(v.flatten(0, 1).float().cpu())
+            if audio:
+                af.append(a.flatten(0, 1).float().cpu())
     if not vf:
         raise too_short(path, 1, 0)
     out = {"vfeats": torch.cat(vf).numpy()}

@@ -29,12 +29,13 @@ import av
 import numpy as np
 import torch
 
-from synchformer.constants import AUDIO_SR, CROP_SIZE, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
+from synchformer.constants import AUDIO_SR, CROP_SIZE, N_SEGMENTS, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
-from synchformer.inference.analyze import Analysis, analyze_segments
+from synchformer.inference.analyze import MAX_WINDOWS, Analysis, analyze_segments
 from synchformer.inference.stream import read_segments
 from synchformer.interrupts import held_signals
+from synchformer.model.precision import using
 from synchformer.io.decode import mean_channels
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
@@ -50,8 +51,9 @@ METRIC_COLUMNS = {
     "desync": ("desync_sec", "first_start_sec", "first_offset_sec", "first_probability",
                "last_start_sec", "last_offset_sec", "last_probability"),
     # whole-video analysis pooled into one offset (synchformer.inference.timeline)
+    # sampled: the file was longer than the analysis budget, so windows spread over it were read (max_windows)
     "offset": ("offset_sec", "abs_offset_sec", "confidence", "refined_offset_sec", "agreement",
-               "drift_detected", "drift_ms_per_min"),
+               "drift_detected", "drift_ms_per_min", "sampled"),
 }
 _QUEUE_MESSAGES = 6  # per decoding worker: about one file (header, chunks, end) ahead of the model
 
@@ -216,18 +218,20 @@ def load_audio(path: str | os.PathLike) -> np.ndarray:
 
 
 def open_item(item: Item, *, size: int, duration: float | None = None, crop: int = CROP_SIZE,
-              timing: str = "true"):
+              timing: str = "true", max_windows: int = 0, window_segments: int = N_SEGMENTS):
     """(SegmentGrid, iterator of SegmentChunk) of one item: segments from frame 0, the external audio (if any)
-    from its sample 0 on the same timeline, both cut to ``duration`` seconds (av-benchmark's --audio_length)."""
+    from its sample 0 on the same timeline, both cut to ``duration`` seconds (av-benchmark's --audio_length).
+    ``max_windows``: the analysis budget of ``read_segments`` (not with ``duration``: a cut is read whole)."""
     try:
-        return _open_item(item, size, duration, crop, timing)
+        return _open_item(item, size, duration, crop, timing, max_windows, window_segments)
     except SynchformerError:
         raise
     except Exception as e:  # noqa: BLE001 - see _guarded
         raise _unexpected(item, e) from e
 
 
-def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_SIZE, timing: str = "true"):
+def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_SIZE, timing: str = "true",
+               max_windows: int = 0, window_segments: int = N_SEGMENTS):
     if item.error:
         raise SynchformerError(item.video, item.error)
     audio = load_audio(item.audio) if item.audio else None
@@ -238,7 +242,8 @@ def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_S
         if audio is not None:
             audio = audio[:round(duration * AUDIO_SR)]
     grid, chunks = read_segments(item.video, first_frame=0, size=size, crop=crop, audio=audio,
-                                 chunk_segments=chunk_segments, timing=timing)
+                                 chunk_segments=chunk_segments, timing=timing,
+                                 max_windows=max_windows if cap is None else 0, window_segments=window_segments)
     return grid, _guarded(item, chunks if cap is None else _capped(chunks, cap))
 
 
@@ -274,6 +279,12 @@ def _decode_worker(jobs: list[tuple[int, Item]], opts: dict, q, stop) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the model's process stops us
     torch.set_num_threads(1)  # the workers share the machine with each other and with the model
     parent = multiprocessing.parent_process()
+
+    def report(*exc):  # multiprocessing's handle-serving thread reports here; once the model's process has
+        if not (stop.is_set() or (parent is not None and not parent.is_alive())):  # gone, a lost handover is
+            sys.__excepthook__(*exc)  # expected, not news for the user's terminal
+
+    sys.excepthook = report
 
     def put(msg):  # wait for room; give up when told to stop or when the model's process is gone (nobody
         while True:  # will read): a normal exit, so that this process's temporary files go with it
@@ -338,7 +349,10 @@ class _DecodePool:
         w = i % self.n
         while True:
             try:
-                j, tag, payload = self.queues[w].get(timeout=1.0)
+                # a tensor arrives as a handle that we fetch from the worker over a socket: a signal raised in
+                # the middle of that cuts the worker's side short (a traceback on the terminal), so it waits
+                with held_signals():
+                    j, tag, payload = self.queues[w].get(timeout=1.0)
                 break
             except queue.Empty:
                 if not self.procs[w].is_alive():
@@ -431,38 +445,51 @@ def _row(item: Item, metric: str) -> dict:
 
 
 def _fill(row: dict, analysis: Analysis, metric: str) -> dict:
-    s = analysis.segments_total
+    s = analysis.file_segments if analysis.sampled else analysis.segments_total
     row["timing"] = analysis.timing  # "true" for a separate audio track, taken as it is
     row.update(duration_sec=_num((SEGMENT_FRAMES + (s - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS, 3), n_segments=s,
                n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings) or None)
     summary = analysis.summarize()
     row.update(reliable=bool(summary.reliable), reasons="; ".join(summary.reasons) or None)
     row.update(desync_of(analysis) if metric == "desync" else offset_of(analysis, summary))
+    if metric == "offset":
+        row["sampled"] = analysis.sampled
     return row
 
 
 def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: float = 2.4,
                 duration: float | None = None, workers: int = 0, batch_size: int | None = None,
-                size: int | None = None, timing: str | None = None) -> Iterator[dict]:
+                size: int | None = None, timing: str | None = None, max_windows: int = MAX_WINDOWS,
+                precision: str | None = None) -> Iterator[dict]:
     """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done.
 
     ``metric="desync"``: av-benchmark's recipe (frames scaled to short side 224, segments from frame 0, first
     and last window). ``metric="offset"``: every window at ``hop_sec`` (short side 256, as the models were
-    trained), pooled into one offset. ``duration``: cut video and audio to this many seconds first.
+    trained), pooled into one offset; a file longer than ``max_windows`` windows (the analysis budget, see
+    ``analyze``) in that many windows spread over it (0: every window). ``duration``: cut video and audio to
+    this many seconds first.
     ``workers``: decoding processes (0: decode in this process). ``batch_size``: segments per encoder call.
     ``timing`` of the audio (``load_av``): default "true" for desync (av-benchmark decodes so, and published
-    DeSync numbers are of that), the model's own (``ModelConfig.timing``) for offset.
+    DeSync numbers are of that), the model's own (``ModelConfig.timing``) for offset. ``precision``: fp32, bf16,
+    fp16 or auto (default: ``model.precision``).
     Items: :class:`Item`, video paths, (video, audio) pairs or dicts (see :func:`as_item`).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    with using(precision, model):
+        yield from _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing,
+                                max_windows)
+
+
+def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing, max_windows):
     items = [as_item(x) for x in items]
     # frames at the model's own input size (224 for the released models; the bundled tiny one takes 32): desync
     # decodes at short side = crop (av-benchmark: 224), offset at the reference's 256/224 proportion
     crop = int(model.cfg.image_size)
     timing = timing or ("true" if metric == "desync" else model.cfg.timing)
     opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop,
-            "timing": timing}
+            "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
+            "window_segments": model.cfg.n_segments}
     kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "encode_batch": batch_size}
     pool = _DecodePool(items, min(workers, len(items)), opts) if workers > 0 and items else None
     try:

@@ -9,6 +9,7 @@ a chunk ahead of the model, and only a chunk of frames is held in memory at a ti
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,10 +20,12 @@ import torch
 
 from synchformer.constants import (
     CROP_SIZE,
+    N_SEGMENTS,
     SAMPLES_PER_FRAME,
     SEGMENT_FRAMES,
     SEGMENT_SAMPLES,
     SEGMENT_STRIDE_FRAMES,
+    SEGMENT_STRIDE_SAMPLES,
     VIDEO_FPS,
 )
 from synchformer.errors import SynchformerError
@@ -50,23 +53,45 @@ class SegmentGrid:
     warnings: list[str]
     timing: str = "true"  # how the audio was placed (io.decode.load_av)
     audio_lead_sec: float = 0.0  # timing="authors": how much early the audio was taken
+    # a sampled read (read_segments' max_windows): the first segment of each window read, and the segments the
+    # whole file has by its header; None: every segment is read
+    windows: list[int] | None = None
+    file_segments: int | None = None
 
     def time(self, k) -> float | np.ndarray:
         return self.start_sec + np.asarray(k) * SEGMENT_STRIDE_FRAMES / VIDEO_FPS
 
 
+def sample_windows(n_file: int, n_segments: int, max_windows: int) -> list[int] | None:
+    """First segments of ``max_windows`` windows of ``n_segments`` spread evenly over ``n_file`` segments (the
+    first at the start, the last a little before the header's end, which may be optimistic), or None when
+    reading every segment costs no more encoder work than that (the budget is ``max_windows * n_segments``
+    segments) or ``max_windows`` is 0 (no budget)."""
+    if max_windows <= 0 or n_file <= max_windows * n_segments:
+        return None
+    last = n_file - n_segments - END_MARGIN_SEGMENTS
+    return sorted({round(k) for k in np.linspace(0, last, max_windows)})
+
+
+END_MARGIN_SEGMENTS = 2  # the last sampled window ends 0.64 s before the header's end
+
+
 def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 256, crop: int = CROP_SIZE,
                   chunk_segments: int = 64, audio: np.ndarray | torch.Tensor | None = None,
-                  with_audio: bool = True, timing: str = "true") -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
+                  with_audio: bool = True, timing: str = "true", max_windows: int = 0,
+                  window_segments: int = N_SEGMENTS) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
     """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid.
 
     ``size`` is the short side before the ``crop`` (224) centre crop (256: the reference's inputs; 224:
     av-benchmark's and MMAudio's). ``audio``: a 16 kHz mono waveform to use instead of the file's own sound (a separately generated
     track); sample 0 is aligned with the first video frame. ``with_audio=False``: the file's sound is neither
     decoded nor required (visual features only; the chunks' audio is silence). ``timing``: of the file's own
-    sound, as ``load_av`` (an external track is taken as it is). Returns the grid (known once the
-    first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded one
-    chunk ahead.
+    sound, as ``load_av`` (an external track is taken as it is). ``max_windows``: when the file (by its
+    header) has more than ``max_windows * window_segments`` segments, read only ``max_windows`` windows of
+    ``window_segments`` spread evenly over it, each decoded by seeking to it: one chunk per window, its starts
+    in ``grid.windows`` (a window the file turns out not to have is not yielded). Returns the grid (known once
+    the first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded
+    one chunk ahead.
     """
     path = os.fspath(path)
     span = SEGMENT_FRAMES + (chunk_segments - 1) * SEGMENT_STRIDE_FRAMES  # frames of one chunk
@@ -82,12 +107,21 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
 
     # The first frame's time is known once it is decoded: start at 0 and decode a margin past the
     # stream's declared start (streams such as MPEG-TS start seconds into their timeline).
-    hint = (probe(path).get("video") or {}).get("start_sec") or 0.0
+    info = probe(path)
+    hint = (info.get("video") or {}).get("start_sec") or 0.0
+    n_file = _header_segments(info, first_frame)
+    if audio is not None and n_file is not None:  # an external track shorter than the picture ends the file
+        n_file = min(n_file, (len(audio) - SEGMENT_SAMPLES) // SEGMENT_STRIDE_SAMPLES + 1)
+    windows = sample_windows(n_file, window_segments, max_windows) if n_file is not None else None
+    if windows is not None:  # one chunk per window, starting at its first segment
+        chunk_segments = window_segments
+        span = SEGMENT_FRAMES + (window_segments - 1) * SEGMENT_STRIDE_FRAMES
     first_clip = load_av(path, start_sec=0.0, end_sec=hint + (first_frame + span + 1) / VIDEO_FPS + 0.5, size=size,
                          crop=crop, with_audio=own_audio, timing=timing)
     t_first = first_clip.start_sec
     grid = SegmentGrid(path=path, start_sec=t_first + first_frame / VIDEO_FPS, warnings=list(first_clip.warnings),
-                       timing=timing if own_audio else "true", audio_lead_sec=first_clip.audio_lead_sec)
+                       timing=timing if own_audio else "true", audio_lead_sec=first_clip.audio_lead_sec,
+                       windows=windows, file_segments=n_file if windows is not None else None)
     if audio is not None:
         grid.warnings = [w for w in grid.warnings if not w.startswith("audio covers")]
 
@@ -106,7 +140,27 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
             return None, False
         return SegmentChunk(k0, segment_video(frames, 0, n), segment_audio(wave, 0, n)), more
 
+    def sampled() -> Iterator[SegmentChunk]:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            starts = [first_frame + k0 * SEGMENT_STRIDE_FRAMES for k0 in windows]
+            # the first window starts at segment 0, inside the clip already decoded
+            pending = pool.submit(lambda: first_clip)
+            for j, k0 in enumerate(windows):
+                try:
+                    clip = pending.result()
+                except SynchformerError:  # past the end (the header promised more), or damage: the windows
+                    return  # read so far stand, and the analysis says how many were not there
+                if j + 1 < len(windows):
+                    pending = pool.submit(decode, starts[j + 1], t_first)
+                chunk, _ = chunk_of(clip, starts[j], k0)
+                if chunk is None or len(chunk) < window_segments:  # the header promised more than there is
+                    return
+                yield chunk
+
     def chunks() -> Iterator[SegmentChunk]:
+        if windows is not None:
+            yield from sampled()
+            return
         with ThreadPoolExecutor(max_workers=1) as pool:
             clip, f0, k0 = first_clip, first_frame, 0
             while True:
@@ -119,6 +173,20 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
                 clip, f0, k0 = pending.result(), f0 + step, k0 + chunk_segments
 
     return grid, chunks()
+
+
+def _header_segments(info: dict, first_frame: int) -> int | None:
+    """Whole segments from ``first_frame`` by the header's video duration (or the container's), or None."""
+    video = info.get("video") or {}
+    end = None
+    if video.get("duration_sec"):
+        end = (video.get("start_sec") or 0.0) + video["duration_sec"]
+    elif info.get("duration_sec"):
+        end = (info.get("start_sec") or 0.0) + info["duration_sec"]
+    if end is None:
+        return None
+    frames = math.floor((end - (video.get("start_sec") or info.get("start_sec") or 0.0)) * VIDEO_FPS + 1e-6)
+    return max(0, (frames - first_frame - SEGMENT_FRAMES) // SEGMENT_STRIDE_FRAMES + 1)
 
 
 def encode_chunk(model, chunk: SegmentChunk, *, video: bool = True, audio: bool = True,
@@ -148,4 +216,4 @@ def too_short(path: str, n_segments: int, have: int) -> SynchformerError:
                                   f"the file has {have_sec:.2f} s of whole segments")
 
 
-__all__ = ["SegmentChunk", "SegmentGrid", "encode_chunk", "read_segments", "too_short"]
+__all__ = ["SegmentChunk", "SegmentGrid", "encode_chunk", "read_segments", "sample_windows", "too_short"]

@@ -146,7 +146,8 @@ def _undetermined_message(fields: list[str], path) -> str:
     return f"the weights do not tell the model's {'; '.join(reasons)}: {where}"
 
 
-def load_model(source, device: str | torch.device = "cpu", config: ModelConfig | None = None) -> Synchformer:
+def load_model(source, device: str | torch.device = "cpu", config: ModelConfig | None = None,
+               precision: str = "fp32") -> Synchformer:
     """A ``Synchformer`` in eval mode from a released model's name (``released.MODELS``: "audioset",
     "syncability", ...; downloaded once), a released .pt (stage II/III or stage I), a bare state dict file,
     the package's .safetensors, or an in-memory state dict. The head (offset or synchronizability) and the
@@ -155,7 +156,12 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     without either, the load is refused in one line rather than guessed.
 
     Stage I files hold only the encoders: ``extract_vfeats``/``extract_afeats`` work, the sync head does not.
+    ``precision``: fp32 (default: the reference's numbers), bf16 or fp16 autocast, or auto (bf16 where the
+    device is fast at it; see ``model.precision``); the weights stay fp32 either way.
     """
+    from synchformer.model.precision import resolve
+
+    precision = resolve(precision, device)  # a bad value is refused before seconds of loading
     path = None
     if released.is_name(source):  # "audioset", "syncability", ...: the cached download
         source = released.fetch(source)
@@ -202,6 +208,7 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     model.source_format = ckpt.source_format
     model.bundled = _bundled_name(path)  # every verdict of a bundled model says it never saw a real video
     model.caveat = None if model.bundled is None else _bundled_caveat()
+    model.precision = precision
     return model.to(device).eval()
 
 

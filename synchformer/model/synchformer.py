@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synchformer.constants import TIMINGS
+from synchformer.model.precision import autocast
 
 HEADS = ("offset", "synchronizability")
 
@@ -420,6 +421,7 @@ class Synchformer(nn.Module):
     bundled: str | None = None  # the name of the bundled model it was loaded from (model.bundled.BUNDLED)
     weights_label: str | None = None  # what the CLI loaded it as (a file, a released name, "bundled")
     load_warning: str | None = None  # said with every result of the CLI (e.g. the bundled model stood in)
+    precision: str = "fp32"  # "bf16" / "fp16": the encoders and the sync transformer run under autocast
 
     def __init__(self, cfg: ModelConfig | None = None, segment_batch: int | None = None):
         super().__init__()
@@ -453,7 +455,8 @@ class Synchformer(nn.Module):
         expected = (cfg.segment_frames, 3, cfg.image_size, cfg.image_size)
         if video.dim() != 6 or tuple(video.shape[2:]) != expected:
             raise ValueError(f"video must be (B, S, {', '.join(map(str, expected))}), got {tuple(video.shape)}")
-        return self._by_segments(self.vfeat_extractor, video)
+        with autocast(self):
+            return self._by_segments(self.vfeat_extractor, video).float()
 
     def extract_afeats(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, S, 1, 128, 66) log-mel -> (B, S, 6, 768) segment features, before ``aproj``."""
@@ -461,7 +464,8 @@ class Synchformer(nn.Module):
         expected = (1, cfg.n_mels, cfg.mel_frames)
         if audio.dim() != 5 or tuple(audio.shape[2:]) != expected:
             raise ValueError(f"audio must be (B, S, {', '.join(map(str, expected))}), got {tuple(audio.shape)}")
-        return self._by_segments(self.afeat_extractor, audio)
+        with autocast(self):
+            return self._by_segments(self.afeat_extractor, audio).float()
 
     def compare_v_a(self, vfeats: torch.Tensor, afeats: torch.Tensor) -> torch.Tensor:
         """Logits from segment features of one window: (B, S, 8, D), (B, S, 6, D) -> (B, classes)."""
@@ -471,8 +475,9 @@ class Synchformer(nn.Module):
         if vfeats.shape[1] != self.cfg.n_segments or afeats.shape[1] != self.cfg.n_segments:
             raise ValueError(f"this model takes windows of {self.cfg.n_segments} segments, got "
                              f"{vfeats.shape[1]} visual and {afeats.shape[1]} audio")
-        v, a = self.sync_tokens(vfeats, afeats)
-        return self.transformer(v.flatten(1, 2), a.flatten(1, 2))
+        with autocast(self):
+            v, a = self.sync_tokens(vfeats, afeats)
+            return self.transformer(v.flatten(1, 2), a.flatten(1, 2)).float()
 
     def sync_tokens(self, vfeats: torch.Tensor, afeats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The sync transformer's visual and audio tokens, (B, S, 8, width) and (B, S, 6, width)."""
