@@ -147,7 +147,7 @@ def cost(args) -> dict:
 
 
 def main():
-    from synchformer.inference.analyze import MAX_WINDOWS
+    from synchformer.constants import MAX_WINDOWS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", nargs="?", choices=["accuracy", "cost"], default="cost")

@@ -11,6 +11,9 @@ SEGMENT_FRAMES = 16  # 0.64 s
 SEGMENT_STRIDE_FRAMES = 8  # 0.32 s
 SEGMENT_SAMPLES = SEGMENT_FRAMES * SAMPLES_PER_FRAME  # 10,240
 SEGMENT_STRIDE_SAMPLES = SEGMENT_STRIDE_FRAMES * SAMPLES_PER_FRAME  # 5,120
+MAX_WINDOWS = 32  # default analysis budget (windows of a long file; inference.analyze, benchmarks/bench_long.py)
+STAGES = ("contrastive", "sync", "synchronizability")  # training stages I, II, III
+METRICS = ("desync", "offset")  # what `score` measures (inference.score)
 N_SEGMENTS = 14  # one 4.8 s window
 WINDOW_SEC = (SEGMENT_FRAMES + (N_SEGMENTS - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS  # 4.8
 

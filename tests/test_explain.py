@@ -233,3 +233,22 @@ def test_cli_without_matplotlib_is_one_line_before_any_work(clip, weights, tmp_p
     err = capsys.readouterr().err
     assert err.startswith("synchformer: error:") and err.count("\n") == 1 and "pip install matplotlib" in err
     assert not out.exists()
+
+
+def test_the_bundled_models_warning_reaches_the_figures(clip, tmp_path, capsys, monkeypatch):
+    """Named explicitly or standing in, the bundled model's warning is in explain's text, JSON and figure, and
+    under predict's heat map (a figure must not look more trustworthy than the text)."""
+    import synchformer.inference.timeline as timeline
+    from synchformer.model.bundled import SYNTHETIC_TINY
+
+    drawn = []
+    real = timeline.warning_line
+    monkeypatch.setattr(timeline, "warning_line", lambda fig, w, **kw: (drawn.append(w), real(fig, w, **kw)))
+    out = tmp_path / "fig.png"
+    assert main(["explain", str(clip), "-o", str(out), "--weights", str(SYNTHETIC_TINY), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert len(d["warnings"]) == 1 and "bundled model" in d["warnings"][0]
+    assert drawn == d["warnings"] and out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["predict", str(clip), "--weights", str(SYNTHETIC_TINY), "--plot", str(tmp_path / "h.png")]) == 0
+    assert "warning: using the bundled model" in capsys.readouterr().out
+    assert len(drawn) == 2 and drawn[1] == drawn[0] and (tmp_path / "h.png").exists()

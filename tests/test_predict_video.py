@@ -1,6 +1,8 @@
 """`synchformer predict` on whole videos: a model that sees the cue recovers known offsets in many containers."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -57,3 +59,40 @@ def test_table_plot_and_bad_files(tmp_path, oracle, capsys):
     # a plot never goes over an input
     assert main(["predict", str(tmp_path / "a.mp4"), "-w", "oracle", "--plot", str(tmp_path / "a.mp4")]) == 2
     assert "is an input file" in capsys.readouterr().err
+
+
+def test_bad_files_answer_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    """Every input is checked before seconds of model loading: with none usable, no model is loaded at all;
+    with some, the bad ones are named and skipped, and the exit code says so."""
+    monkeypatch.setattr(predict_cli, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    (tmp_path / "text.mp4").write_text("not a video")
+    assert main(["predict", str(tmp_path / "missing.mp4"), str(tmp_path / "text.mp4")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "missing.mp4: file not found" in err[0] and "text.mp4" in err[1]
+    assert main(["predict", str(tmp_path / "missing.mp4")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_bad_input_answers_before_torch_is_imported(tmp_path):
+    """The <= 2 s fail-fast target: torch's import alone takes 1.7 s here, so predict, fix, explain and features
+    must name a missing input before importing it (and before opening the weights, here a 64 MB file)."""
+    weights = tmp_path / "big.pt"
+    weights.write_bytes(b"\0" * (64 << 20))
+    missing = str(tmp_path / "missing.mp4")
+    for cmd in (["predict", missing], ["fix", missing, "-o", str(tmp_path / "o.mp4")], ["explain", missing],
+                ["features", missing, "-o", str(tmp_path / "f.npy")]):
+        code = ("import sys\nfrom synchformer.cli import main\nassert main(sys.argv[1:]) == 2\n"
+                "assert 'torch' not in sys.modules, 'torch was imported'\n")
+        r = subprocess.run([sys.executable, "-c", code, *cmd, "--weights", str(weights)], capture_output=True,
+                           text=True)
+        assert r.returncode == 0, (cmd, r.stderr)
+        assert r.stderr.strip() == f"synchformer: error: {missing}: file not found", cmd
+
+
+def test_score_with_no_input_that_exists_answers_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    from synchformer.cli import score as score_cli
+
+    monkeypatch.setattr(score_cli, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    out = tmp_path / "s.csv"
+    assert main(["score", str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "-o", str(out)]) == 2
+    assert "none of the 2 videos exists" in capsys.readouterr().err and not out.exists()

@@ -678,3 +678,19 @@ def test_max_minutes_stops_after_the_time_budget_and_saves(tmp_path, clips):
     s = train(config(tmp_path, clips, "sync", "epochs=50", "max_minutes=1e-9"), progress=False)
     assert s["steps"] == 1 and s["epochs"] == 1  # the first step already ran over: validate-free stop, saved
     assert (tmp_path / "run" / "last.safetensors").exists() and (tmp_path / "run" / "best.safetensors").exists()
+
+
+def test_eval_takes_clips_as_predict_does(tmp_path):
+    """An 11 kHz, 15 fps clip is resampled and evaluated, not skipped (training keeps its minimums)."""
+    from synchformer.training.data import prepare, read_clip_list
+    from synchformer.training.evaluate import eval_dataset
+    from synthetic import make_clip
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_clip(folder / "low", 0.4, duration=8.0, fps=15, sample_rate=11025, fmt="mov-mjpeg-pcm")
+    cfg = ModelConfig.tiny(image_size=32)
+    dataset, prep = eval_dataset(folder, cfg, cache_dir=tmp_path / "cache")
+    assert len(dataset) == 1 and not prep.problems
+    trained = prepare(read_clip_list(folder), tmp_path / "cache2", 38, 10.0, 6.8)
+    assert not trained.clips and "wrong rates" in trained.problems[0][1]

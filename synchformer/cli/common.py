@@ -47,7 +47,7 @@ def add_precision(p):
 
 
 def add_max_windows(p, what: str = ""):
-    from synchformer.inference.analyze import MAX_WINDOWS
+    from synchformer.constants import MAX_WINDOWS
 
     def count(text: str) -> int:
         n = int(text)
@@ -106,6 +106,12 @@ def device(name: str) -> str:
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise SynchformerError(None, f"--device {name}: MPS is not available on this machine; use --device cpu")
     return name
+
+
+def check_device(name: str) -> None:
+    """--device checked before the inputs; "auto" and "cpu" need no check, so no torch import (1.7 s) yet."""
+    if name not in ("auto", "cpu"):
+        device(name)
 
 
 def load(weights: str | None, device_name: str, *, head: str | None = None, sync_head: bool = True,

@@ -14,7 +14,9 @@ def add_parser(sub):
                        "dataset with fixed offsets, with a cross-correlation baseline for comparison",
                        description="Evaluate on DATA: a folder of videos or a CSV (path,offset_sec,vstart_sec: the "
                        "official fixed-offset format, also written by `synchformer synth`). Clips without fixed "
-                       "offsets get one drawn from --seed. Without --weights the bundled synthetic-data model is used.")
+                       "offsets get one drawn from --seed. Clips are read as predict reads them (any frame rate and sample rate), "
+                       "but each must hold a window and its largest shift: 6.8 s for an offset model (4.8 s and "
+                       "+-2 s), 8.96 s for a synchronizability one (two 4.48 s windows).")
     p.add_argument("data", help="folder of videos or CSV with path[,offset_sec,vstart_sec]")
     common.add_weights(p)
     common.add_timing(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, device, load
+from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, check_device, load
 
 
 def _target(text: str):
@@ -42,23 +42,26 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from synchformer.inference.explain import check_output, explain_window, save_figure
-    from synchformer.inference.timeline import describe_offset
-
-    if args.output is not None:  # fail before the minutes of work
-        check_output(args.output, [args.video] + ([args.weights] if args.weights else []))
+    from synchformer.inference.timeline import check_figure_output
     from synchformer.io.decode import check_media
 
-    device(args.device)  # the arguments first, then the input, then the weights
+    if args.output is not None:  # fail before the minutes of work
+        check_figure_output(args.output, [args.video, *([args.weights] if args.weights else [])],
+                            "the explain figure")
+    check_device(args.device)  # the arguments first, then the input, then the weights
     check_media(args.video)
+    from synchformer.inference.explain import explain_window, save_figure
+    from synchformer.inference.timeline import describe_offset
+
     model = load(args.weights, args.device, head="offset", precision=args.precision)
+    warning = getattr(model, "load_warning", None)
     ex = explain_window(model, args.video, start_sec=args.start, target_sec=args.target, method=args.method,
                         tokens=not args.segments_only, timing=args.timing)
     if args.output is not None:
-        save_figure(ex, args.output, inputs=[args.weights] if args.weights else [])
+        save_figure(ex, args.output, inputs=[args.weights] if args.weights else [], warning=warning)
     if args.json:
         print(json.dumps({**ex.to_dict(), "weights": getattr(model, "weights_label", args.weights),
-                          "figure": args.output,
+                          "warnings": [warning] if warning else [], "figure": args.output,
                           "timing": args.timing or model.cfg.timing}))
         return 0
     print(f"{args.video}  window {ex.start_sec:.2f}-{ex.end_sec:.2f} s")
@@ -70,6 +73,8 @@ def run(args) -> int:
         top = scores.argsort(descending=True)[:3].tolist()
         print(f"  {name + ':':9}" + "  ".join(f"{starts[s]:.2f}-{starts[s] + 0.64:.2f} s {float(scores[s]):+.3g}"
                                               for s in top))
+    if warning:
+        print(f"  warning: {warning}")
     if args.output is not None:
         print(f"  figure: {args.output}")
     return 0

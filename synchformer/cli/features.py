@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, device, load
+from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, check_device, load
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -65,16 +65,16 @@ def save(path: Path, feats: dict[str, np.ndarray], timing: str = "true") -> None
 
 
 def run(args) -> int:
-    from synchformer.inference.embed import extract_features
-
     targets = outputs(args)
     for out in targets:
         protect_inputs(out, args.videos)
     from synchformer.io.decode import check_media
 
-    device(args.device)  # the arguments first, then the inputs, then the weights
+    check_device(args.device)  # the arguments first, then the inputs, then the weights
     for video in args.videos:
         check_media(video, audio=args.audio)
+    from synchformer.inference.embed import extract_features
+
     model = load(args.weights, args.device, sync_head=False, precision=args.precision)
     for video, out in zip(args.videos, targets):
         feats = extract_features(model, video, audio=args.audio, size=args.size, timing=args.timing)

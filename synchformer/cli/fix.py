@@ -6,7 +6,7 @@ import json
 import sys
 
 from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_syncability, add_timing,
-                                    add_weights, device, load, load_syncability)
+                                    add_weights, check_device, load, load_syncability)
 from synchformer.errors import SynchformerError
 
 
@@ -45,7 +45,7 @@ def run(args) -> int:
     if offset is None:
         from synchformer.io.decode import check_media
 
-        device(args.device)  # the arguments first, then the input, then the weights
+        check_device(args.device)  # the arguments first, then the input, then the weights
         check_media(args.video)
         from synchformer.inference.analyze import analyze
 

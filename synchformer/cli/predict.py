@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_syncability, add_timing,
-                                    add_weights, device, load, load_syncability, syncability_label)
+                                    add_weights, check_device, load, load_syncability, syncability_label)
 from synchformer.io.decode import check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
@@ -39,18 +39,25 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    device(args.device)  # the arguments first, then the input, then the weights
-    if len(args.videos) == 1:  # fail fast, before seconds of model loading (several: each file says for itself)
-        check_media(args.videos[0])
+    check_device(args.device)  # the arguments first, then the inputs, then the weights
+    videos, failed = [], 0
+    for video in args.videos:  # before seconds of model loading: a bad file says so now and is skipped
+        try:
+            check_media(video)
+            videos.append(video)
+        except SynchformerError as e:
+            print(f"synchformer: error: {e}", file=sys.stderr)
+            failed += 1
+    if not videos:
+        return 2
     model = load(args.weights, args.device, precision=args.precision)
     if args.start is not None:
-        return _single_window(model, args)
+        return _single_window(model, args, videos, failed)
     if model.cfg.head != "offset":
         raise SynchformerError(args.weights, "is a synchronizability model: pass it as --syncability-weights and "
                                              "an offset model (stage II) as --weights")
     sync_model = load_syncability(args.syncability_weights, model, args.device)
-    failed = 0
-    for video in args.videos:
+    for video in videos:
         try:
             report = analyze_video(model, video, args, sync_model)
         except SynchformerError as e:  # one bad file does not stop the others
@@ -87,7 +94,8 @@ def analyze_video(model, video: str, args, sync_model=None) -> dict:
         protect_inputs(out, args.videos)
         plot_heatmap(result.window_starts, result.probs, result.grid, summary, out, sync_probs=result.sync_probs,
                      title=Path(video).name + (f" (sampled: {len(result.window_starts)} windows spread over the file)"
-                                               if result.sampled else ""))
+                                               if result.sampled else ""),
+                     warning=getattr(model, "load_warning", None))
         report["plot"] = str(out)
     return report
 
@@ -163,10 +171,10 @@ def _row(start, end, w, sync, count=1) -> str:
     return s
 
 
-def _single_window(model, args) -> int:
+def _single_window(model, args, videos, failed: int) -> int:
     from synchformer.inference import predict_window
 
-    for video in args.videos:
+    for video in videos:
         result = predict_window(model, video, start_sec=args.start, timing=args.timing)
         if args.json:
             print(json.dumps({**result.to_dict(), "weights": getattr(model, "weights_label", args.weights),
@@ -179,4 +187,4 @@ def _single_window(model, args) -> int:
         print(f"{video}  {span}")
         print(f"  offset {result.offset_sec:+.2f} s ({describe_offset(result.offset_sec)}), p={result.probability:.3f}")
         print("  top-5: " + "  ".join(f"{t['offset_sec']:+.2f} s p={t['probability']:.3f}" for t in result.top(5)))
-    return 0
+    return 2 if failed else 0

@@ -25,7 +25,7 @@ from synchformer.errors import SynchformerError
 
 
 def add_parser(sub):
-    from synchformer.inference.score import METRICS
+    from synchformer.constants import METRICS
 
     p = sub.add_parser(
         "score", help="score many videos: av-benchmark's DeSync (default) or whole-video offsets",
@@ -239,6 +239,9 @@ def run(args) -> int:
     if not items:
         raise SynchformerError(None, f"no inputs found in {' '.join(args.inputs)} (videos are found by their "
                                      f"extension: {' '.join(VIDEO_EXTENSIONS)})")
+    if not any(os.path.exists(it.video) for it in items):  # nothing to score: say so before the model loads
+        raise SynchformerError(items[0].video if len(items) == 1 else None, "file not found" if len(items) == 1
+                               else f"none of the {len(items)} videos exists (the first: {items[0].video})")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         return _run_distributed(out, fmt, items, args, t0, world)

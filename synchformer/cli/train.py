@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from synchformer.training.config import STAGES
+from synchformer.constants import STAGES
 
 
 def add_parser(sub):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from synchformer.constants import SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
+from synchformer.constants import MAX_WINDOWS, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
 from synchformer.features.segments import decode_size
 from synchformer.inference.checks import segment_signals, window_problems
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
@@ -116,9 +116,6 @@ class _FeatureCache:
     def prune(self, below: int):
         for k in [k for k in self.feats if k < below]:
             del self.feats[k]
-
-
-MAX_WINDOWS = 32  # default analysis budget: see analyze and benchmarks/bench_long.py
 
 
 def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int | None = None,

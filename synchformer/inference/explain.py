@@ -38,7 +38,7 @@ import torch
 from synchformer.constants import (AUDIO_SR, HOP_LENGTH, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS)
 from synchformer.errors import SynchformerError
 from synchformer.features import LEAD_FRAMES, LEAD_SAMPLES, span_frames, span_samples
-from synchformer.inference.timeline import describe_offset
+from synchformer.inference.timeline import check_figure_output, describe_offset
 from synchformer.inference.window import load_window
 from synchformer.model import Synchformer
 
@@ -296,7 +296,7 @@ def _strip(ex: Explanation, modality: int, res: float = 0.01) -> np.ndarray:
     return grid
 
 
-def plot_explanation(ex: Explanation):
+def plot_explanation(ex: Explanation, warning: str | None = None):
     """A matplotlib ``Figure`` (Agg canvas, pyplot untouched): thumbnails, attribution and waveform on one time axis."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import Normalize
@@ -401,28 +401,20 @@ def plot_explanation(ex: Explanation):
         "overlapping segments see the same moment, their tokens' scores add.\n"
         "Sign convention: a positive offset means the audio leads the video (a sound is heard before the "
         "picture that makes it)."), fontsize=9, va="top", ha="left", color="0.15")
+    if warning:
+        from synchformer.inference.timeline import warning_line
+
+        warning_line(fig, warning, y=0.885)  # between the title and the plots
     return fig
 
 
-def save_figure(ex: Explanation, out: str | os.PathLike, inputs=()) -> str:
-    """Write the figure to ``out`` (.png, .pdf or .svg) atomically; never over ``ex.path`` or ``inputs``."""
+def save_figure(ex: Explanation, out: str | os.PathLike, inputs=(), warning: str | None = None) -> str:
+    """Write the figure to ``out`` (.png, .pdf or .svg) atomically; never over ``ex.path`` or ``inputs``.
+    ``warning``: printed in red at the bottom (e.g. that the bundled model stood in)."""
     from synchformer.io.outputs import write_atomic
 
-    check_output(out, [p for p in (ex.path, *inputs) if p])
-    fig = plot_explanation(ex)
+    check_figure_output(out, [p for p in (ex.path, *inputs) if p], "the explain figure")
+    fig = plot_explanation(ex, warning)
     fmt = os.path.splitext(os.fspath(out))[1].lower().lstrip(".")
     write_atomic(out, lambda tmp: fig.savefig(tmp, format=fmt))
     return os.fspath(out)
-
-
-def check_output(out: str | os.PathLike, inputs) -> None:
-    """Before any work: a figure format matplotlib writes, and not one of the input files."""
-    from synchformer.inference.timeline import require_matplotlib
-    from synchformer.io.outputs import protect_inputs
-
-    protect_inputs(out, inputs)
-    require_matplotlib("the explain figure")
-    if os.path.splitext(os.fspath(out))[1].lower() not in (".png", ".pdf", ".svg"):
-        raise SynchformerError(out, "the figure must be a .png, .pdf or .svg file")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise SynchformerError(out, "cannot write: the folder does not exist")

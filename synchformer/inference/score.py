@@ -29,10 +29,11 @@ import av
 import numpy as np
 import torch
 
-from synchformer.constants import AUDIO_SR, CROP_SIZE, N_SEGMENTS, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
+from synchformer.constants import (AUDIO_SR, CROP_SIZE, MAX_WINDOWS, METRICS, N_SEGMENTS, SEGMENT_FRAMES,
+                                   SEGMENT_STRIDE_FRAMES, VIDEO_FPS)
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
-from synchformer.inference.analyze import MAX_WINDOWS, Analysis, analyze_segments
+from synchformer.inference.analyze import Analysis, analyze_segments
 from synchformer.inference.stream import read_segments
 from synchformer.interrupts import held_signals
 from synchformer.model.precision import using
@@ -41,7 +42,6 @@ from synchformer.io.decode import mean_channels
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ogv", ".flv", ".wmv",
                     ".ts", ".mts", ".m2ts", ".3gp")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
-METRICS = ("desync", "offset")
 
 # Row columns (fixed, so CSV and JSONL hold the same fields; a missing value is None / empty).
 COMMON = ("id", "video", "audio", "status", "error", "metric", "timing", "duration_sec", "n_segments", "n_windows",

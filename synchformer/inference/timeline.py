@@ -1006,6 +1006,18 @@ def require_matplotlib(what: str = "plotting") -> None:
                                         "(or pip install 'synchformer[plot]')") from None
 
 
+def check_figure_output(out: str | os.PathLike, inputs, what: str) -> None:
+    """Before any work: a figure format matplotlib writes, in a folder that exists, and not one of the inputs."""
+    from synchformer.io.outputs import protect_inputs
+
+    protect_inputs(out, inputs)
+    require_matplotlib(what)
+    if os.path.splitext(os.fspath(out))[1].lower() not in (".png", ".pdf", ".svg"):
+        raise SynchformerError(out, "the figure must be a .png, .pdf or .svg file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise SynchformerError(out, "cannot write: the folder does not exist")
+
+
 def _umask() -> int:
     try:
         with open("/proc/self/status") as f:
@@ -1017,14 +1029,23 @@ def _umask() -> int:
     return 0o022
 
 
-def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, title: str | None = None) -> str:
+def warning_line(fig, warning: str, y: float = 0.004) -> None:
+    """``warning`` in red across ``fig`` at height ``y`` (a figure must not look more trustworthy than the
+    text and JSON it goes with)."""
+    fig.text(0.5, y, textwrap.fill(f"warning: {warning}", 190), ha="center", va="bottom", fontsize=8.5,
+             color="#b00000")
+
+
+def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, title: str | None = None,
+                 warning: str | None = None) -> str:
     """Write a PNG heat map of the windows' offset probabilities over time; returns the path written.
 
     x: time in the video; y: offset (+ = audio leads); colour: the window's P(offset). Each window is a
     column centred on its centre, one hop wide (half the distance to each neighbour, at most half a
     window); where windows do not cover the video the background shows. Left-out (non-synchronizable)
     windows are greyed and hatched; the overall offset is a dashed line, a detected drift a solid one. A
-    strip above shows each window's top probability and, when known, P(synchronizable).
+    strip above shows each window's top probability and, when known, P(synchronizable). ``warning`` (e.g.
+    that the bundled model stood in) is printed in red under the plot.
     The file is written atomically (a temporary file in the same folder, then os.replace).
     Needs matplotlib (imported here; it is an optional dependency) and uses the Agg canvas directly, so
     pyplot's global state and the caller's backend are left alone.
@@ -1061,7 +1082,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
     fig = Figure(figsize=(11, 6.2), dpi=110)
     FigureCanvasAgg(fig)
     gs = fig.add_gridspec(2, 2, height_ratios=[1, 4], width_ratios=[40, 1], hspace=0.08, wspace=0.03,
-                          left=0.08, right=0.93, top=0.88, bottom=0.09)
+                          left=0.08, right=0.93, top=0.88, bottom=0.11 if warning else 0.09)
     ax = fig.add_subplot(gs[1, 0])
     top = fig.add_subplot(gs[0, 0], sharex=ax)
     cax = fig.add_subplot(gs[1, 1])
@@ -1158,6 +1179,8 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
     fig.colorbar(mesh, cax=cax).set_label("P(offset) of the window")
     head = title if title is not None else "audio-visual offset per window"
     fig.suptitle(head + "\n" + textwrap.fill(summary.message, 150), fontsize=9.5)
+    if warning:
+        warning_line(fig, warning)
 
     tmp = None
     try:

@@ -16,15 +16,17 @@ import stat
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import av
 import numpy as np
-import torch
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from synchformer.constants import AUDIO_SR, CROP_SIZE, RESIZE_SHORT_SIDE, SAMPLES_PER_FRAME, TIMINGS, VIDEO_FPS
 from synchformer.errors import SynchformerError
+
+if TYPE_CHECKING:
+    import torch
 
 # Seek only when this far into a stream: nearer, decoding from the start costs little. Audio decodes fast, and
 # from the start its timeline is exactly a full decode's; after a seek it hangs on one frame's pts, which some
@@ -201,8 +203,8 @@ def load_av(
     if getattr(first_frame, "rotation", 0) % 90:
         warnings.append(f"rotation of {first_frame.rotation} degrees is not a multiple of 90; ignored")
     return AVClip(
-        frames=torch.from_numpy(np.stack(images)),
-        audio=torch.from_numpy(audio),
+        frames=_torch().from_numpy(np.stack(images)),
+        audio=_torch().from_numpy(audio),
         path=path,
         start_sec=float(clip_start),
         source_fps=source_fps,
@@ -216,6 +218,12 @@ def load_av(
         audio_lead_sec=float(lead),
         warnings=warnings,
     )
+
+
+def _torch():
+    import torch  # here, not at the top: checking a file (check_media, probe) must not wait for torch to load
+
+    return torch
 
 
 @_user_errors

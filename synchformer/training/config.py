@@ -12,13 +12,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synchformer.constants import TIMINGS
+from synchformer.constants import STAGES, TIMINGS
 from synchformer.errors import SynchformerError
 from synchformer.model import ModelConfig
 
 from .data import negative_weights
-
-STAGES = ("contrastive", "sync", "synchronizability")
 
 
 @dataclass

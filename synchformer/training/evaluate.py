@@ -27,13 +27,15 @@ def eval_dataset(source, cfg, *, seed: int = 0, cache_dir=None, workers: int = 1
                  timing: str | None = None):
     """Fixed-offset samples of ``source`` (a folder or CSV) for a model of config ``cfg``: CSV offsets where
     given, otherwise one offset per clip drawn from ``seed``; audio timed by ``timing`` (default the model's,
-    ``cfg.timing``). Returns (dataset, Prepared)."""
+    ``cfg.timing``). Clips are taken as ``predict`` takes them: any frame rate and any sample rate (resampled
+    to 25 fps and 16 kHz; training's minimums are for training data), as long as a sample fits (``required_sec``).
+    Returns (dataset, Prepared)."""
     stage = "sync" if cfg.head == "offset" else "synchronizability"
     cache = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="synchformer-eval-"))
     data = DataConfig()  # the training defaults: 10 s clips, segments 8 frames apart
     prep = prepare(read_clip_list(source), cache, decode_size(cfg.image_size), data.max_clip_sec,
                    required_sec(stage, cfg, data.segment_stride), workers=workers, progress=progress,
-                   timing=timing or cfg.timing)
+                   timing=timing or cfg.timing, min_fps=0.0, min_sample_rate=0)
     if not prep.clips:
         raise SynchformerError(source, f"no usable clips ({prep.report('clips')})")
     return SyncDataset(prep.clips, cache, stage, cfg, train=False, seed=seed), prep
