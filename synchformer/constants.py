@@ -14,6 +14,7 @@ SEGMENT_STRIDE_SAMPLES = SEGMENT_STRIDE_FRAMES * SAMPLES_PER_FRAME  # 5,120
 MAX_WINDOWS = 32  # default analysis budget (windows of a long file; inference.analyze, benchmarks/bench_long.py)
 STAGES = ("contrastive", "sync", "synchronizability")  # training stages I, II, III
 METRICS = ("desync", "offset")  # what `score` measures (inference.score)
+BT1359_SEC = (-0.125, 0.045)  # ITU-R BT.1359 detectability: audio lagging 125 ms .. leading 45 ms
 N_SEGMENTS = 14  # one 4.8 s window
 WINDOW_SEC = (SEGMENT_FRAMES + (N_SEGMENTS - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS  # 4.8
 

@@ -113,3 +113,14 @@ def test_released_timing_compares_both_timings(tmp_path):
     assert res["trained_timing"] == "authors"
     for timing in ("authors", "true"):
         assert res[timing]["n"] == 3 and 0 <= res[timing]["accuracy_1"] <= res[timing]["accuracy_1_tol1"] <= 1
+
+
+def test_refine_offsets_compares_the_estimators_on_continuous_clips(tmp_path):
+    from synchformer.model.bundled import SYNTHETIC_TINY
+
+    out = subprocess.run([sys.executable, str(BENCH / "refine_offsets.py"), "--n", "2", "--duration", "6",
+                          "--weights", str(SYNTHETIC_TINY), "--folder", str(tmp_path / "c")],
+                         capture_output=True, text=True, check=True).stdout
+    lines = [x for x in out.splitlines() if "|error| median" in x]
+    assert len(lines) == 7 and "refined (shipped)" in out and "posterior fit" in out
+    assert all(float(x.split("median")[1].split("ms")[0]) < 2000 for x in lines)

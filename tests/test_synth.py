@@ -242,3 +242,33 @@ def test_linked_sounds_give_each_event_kind_its_own_sound():
     assert all(len(v) >= 3 for v in by_kind.values())
     assert max(by_kind["flash"]) < min(by_kind["hit"])  # tones are peaky, noise bursts are flat
     assert set(np.round(by_kind["flash"], 6)) != set(np.round(by_kind["hit"], 6))
+
+
+def test_continuous_offsets_are_in_the_files_and_the_csv_holds_the_truth(tmp_path):
+    from synchformer.training.data import read_clip_list
+    from synchformer.training.synth import continuous_offset, clip_seed, in_file_offsets
+
+    csv_path = synth(tmp_path / "c", 2, seed=5, duration=10.0, offsets="continuous", progress=False)
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["path", "offset_sec", "in_file"]
+    truth = in_file_offsets(csv_path)
+    offsets = [continuous_offset(clip_seed(5, i)) for i in range(2)]
+    assert list(truth.values()) == offsets and all(abs(o) <= 1.5 for o in offsets)
+    assert len({round(o, 1) for o in offsets}) == 2 and any(abs(o * 5 - round(o * 5)) > 0.05 for o in offsets)
+    # the file itself is out of sync: its events' sounds start offset_sec before their pictures
+    path, off = next(iter(truth.items()))
+    plan = _plan(clip_seed(5, 0), 10.0, 96, off)
+    audio = load_av(path, 0, None, size=None, crop=None).audio.numpy()
+    loud = np.abs(audio) > 0.3
+    heard = 0
+    for t in plan.events:
+        start = t - off
+        if 0.25 < start < 9.7:
+            window = loud[int((start - 0.2) * 16000):int((start + 0.2) * 16000)]
+            assert window.any() and start - 0.2 + np.argmax(window) / 16000 == pytest.approx(start, abs=0.02)
+            heard += 1
+    assert heard >= 1
+    with pytest.raises(SynchformerError, match="offset is in the file"):  # not crops to train on
+        read_clip_list(csv_path)
+    assert in_file_offsets(tmp_path / "c") is None  # a folder, or a class-offset CSV: None

@@ -245,7 +245,7 @@ def test_to_dict_is_plain_json_with_the_documented_keys():
     assert plain(json.loads(text)) and plain(d)
     assert set(d) == {"schema", "window_sec", "grid_sec", "n_windows", "n_used", "n_invalid", "left_out",
                       "synchronizable", "reliable", "reasons", "pooling", "offset_sec", "confidence",
-                      "refined_offset_sec", "agreement",
+                      "refined_offset_sec", "refined_interval_sec", "agreement",
                       "distribution", "pools", "pools_agree", "effective_windows", "message", "drift", "windows"}
     assert d["schema"] == "synchformer.timeline/1" and len(d["distribution"]) == 21 and len(d["grid_sec"]) == 21
     assert sum(d["distribution"]) == pytest.approx(1.0, abs=1e-3)
@@ -431,3 +431,24 @@ def test_summary_type():
     s = summarize([0.0], spread({cls(0.0): 0.9})[None], GRID)
     assert isinstance(s, Summary) and s.offset_sec == 0.0 and "in sync" in s.message
     assert s.drift is not None and not s.drift.detected
+
+
+def test_refined_offset_and_its_interval_come_from_the_three_classes_around_the_peak():
+    from synchformer.inference.timeline import REFINED_INTERVAL_SCALE
+
+    p = np.full(21, 1e-4)
+    p[12], p[13] = 0.6, 0.4  # +0.4 s and +0.6 s
+    p /= p.sum()
+    s = summarize([0.0], p[None], GRID)
+    q = p[11:14] / p[11:14].sum()
+    r = float((q * GRID[11:14]).sum())
+    half = REFINED_INTERVAL_SCALE * float(np.sqrt((q * (GRID[11:14] - r) ** 2).sum()))
+    assert s.offset_sec == pytest.approx(0.4) and s.refined_offset_sec == pytest.approx(r) and 0.47 < r < 0.49
+    assert s.refined_interval_sec == pytest.approx((r - half, r + half))
+    d = s.to_dict()
+    assert d["refined_interval_sec"] == [round(r - half, 3), round(r + half, 3)]
+    assert d["pools"]["mean"]["refined_interval_sec"] == d["refined_interval_sec"]
+    peaked = np.full(21, 1e-6)
+    peaked[12] = 1.0
+    lo, hi = summarize([0.0], (peaked / peaked.sum())[None], GRID).refined_interval_sec
+    assert hi - lo < 0.002  # a certain model: a narrow interval

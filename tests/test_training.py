@@ -694,3 +694,25 @@ def test_eval_takes_clips_as_predict_does(tmp_path):
     assert len(dataset) == 1 and not prep.problems
     trained = prepare(read_clip_list(folder), tmp_path / "cache2", 38, 10.0, 6.8)
     assert not trained.clips and "wrong rates" in trained.problems[0][1]
+
+
+def test_eval_measures_offsets_in_the_files_in_ms(tmp_path, capsys):
+    """A `synth --offsets continuous` folder is measured as predict measures it (the bundled model): |error|
+    of the class and the refined offset, the interval's coverage and what one fix leaves (BT.1359)."""
+    from synchformer.cli import main
+    from synchformer.model.bundled import SYNTHETIC_TINY
+    from synchformer.training.synth import synth
+
+    csv_path = synth(tmp_path / "c", 4, seed=9002, duration=10.0, offsets="continuous", progress=False)
+    assert main(["eval", str(csv_path), "--weights", str(SYNTHETIC_TINY), "-o", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "refined  |error|" in out and "BT.1359" in out
+    r = json.loads((tmp_path / "out" / "eval.json").read_text())
+    assert r["clips"] == r["measured"] == 4 and len(r["files"]) == 4
+    for row in r["files"]:
+        lo, hi = row["interval_sec"]
+        assert lo <= row["refined_sec"] <= hi and abs(row["refined_sec"] - row["class_sec"]) <= 0.1 + 1e-6
+    errors = [abs(x["refined_sec"] - x["offset_sec"]) * 1000 for x in r["files"]]
+    assert r["refined"]["median_ms"] == pytest.approx(float(np.median(errors)))
+    assert r["refined"]["median_ms"] < 100  # the bundled model on its own kind of clip (48 clips: 18 ms)
+    assert 0 <= r["inside_bt1359_after_fix"] <= 1 and 0 <= r["interval_coverage"] <= 1

@@ -16,7 +16,10 @@ def add_parser(sub):
                        "official fixed-offset format, also written by `synchformer synth`). Clips without fixed "
                        "offsets get one drawn from --seed. Clips are read as predict reads them (any frame rate and sample rate), "
                        "but each must hold a window and its largest shift: 6.8 s for an offset model (4.8 s and "
-                       "+-2 s), 8.96 s for a synchronizability one (two 4.48 s windows).")
+                       "+-2 s), 8.96 s for a synchronizability one (two 4.48 s windows). A clips.csv from "
+                       "`synchformer synth --offsets continuous` (offsets in the files) is measured as predict "
+                       "measures (every window, hop 0.64 s): |error| in ms of the class and of the refined offset, "
+                       "the 90% interval's coverage, and what one fix leaves inside ITU-R BT.1359's window.")
     p.add_argument("data", help="folder of videos or CSV with path[,offset_sec,vstart_sec]")
     common.add_weights(p)
     common.add_timing(p)
@@ -48,8 +51,32 @@ def run(args):
     from synchformer.inference.timeline import PlotDependencyError, require_matplotlib
     from synchformer.training.synth import ceiling_of
 
+    from synchformer.training.synth import in_file_offsets
+
     model = common.load(args.weights, args.device, precision=args.precision)
     cfg = model.cfg
+    truth = in_file_offsets(args.data)
+    if truth is not None:  # the offsets are in the files: measured as predict measures them, in ms
+        from synchformer.training.evaluate import evaluate_in_file
+
+        if cfg.head != "offset":
+            raise SynchformerError(args.data, "holds offsets in the files: evaluate an offset model (stage II)")
+        report = {"data": str(args.data), "weights": getattr(model, "weights_label", args.weights),
+                  "protocol": "offsets in the files, measured as predict does (hop 0.64 s)",
+                  **evaluate_in_file(model, truth, timing=args.timing)}
+        for name in ("class", "refined"):
+            e = report[name]
+            print(f"{name:8s} |error| mean {e['mean_ms']:.1f} ms  median {e['median_ms']:.1f} ms  "
+                  f"p90 {e['p90_ms']:.1f} ms")
+        print(f"right class {report['right_class']:.3f}; refined inside its 90% interval "
+              f"{report['interval_coverage']:.3f}; after one fix inside BT.1359 (-125..+45 ms) "
+              f"{report['inside_bt1359_after_fix']:.3f} of {report['clips']} clips")
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(f"wrote {out / 'eval.json'}")
+        return 0
     dataset, prep = eval_dataset(args.data, cfg, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
                                  progress=True, timing=args.timing)
     print(prep.report(args.data))

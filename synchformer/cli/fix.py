@@ -16,7 +16,7 @@ def add_parser(sub):
     p.add_argument("video", metavar="VIDEO")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="the corrected file (never the input)")
     p.add_argument("--offset", type=float, metavar="SEC", help="the offset to remove (positive: the audio leads, "
-                   "so it is delayed); default: measure it with --weights")
+                   "so it is delayed); default: measure it with --weights (the refined offset, to the ms)")
     p.add_argument("--hop", type=float, default=0.64, metavar="SEC", help="window hop when measuring (default 0.64)")
     add_max_windows(p, " when measuring")
     p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
@@ -48,6 +48,7 @@ def run(args) -> int:
         check_device(args.device)  # the arguments first, then the input, then the weights
         check_media(args.video)
         from synchformer.inference.analyze import analyze
+        from synchformer.constants import BT1359_SEC
 
         model = load(args.weights, args.device, head="offset", precision=args.precision)
         sync_model = load_syncability(args.syncability_weights, model, args.device)
@@ -63,16 +64,21 @@ def run(args) -> int:
         if summary.confidence < args.min_confidence:
             raise SynchformerError(args.video, f"the measured offset {summary.offset_sec:+.2f} s has confidence "
                                                f"{summary.confidence:.2f} < --min-confidence {args.min_confidence}")
-        offset = round(float(summary.offset_sec), 3)
+        # the refined offset, not the 0.2 s class: a fix that leaves up to 100 ms is a failed fix (BT.1359)
+        offset = round(float(summary.refined_offset_sec), 3)
+        in_sync = BT1359_SEC[0] <= offset <= BT1359_SEC[1]
         drift = summary.drift is not None and summary.drift.detected
-        measured = {"offset_sec": offset, "confidence": summary.confidence, "agreement": summary.agreement,
+        measured = {"offset_sec": offset, "class_offset_sec": summary.offset_sec,
+                    "refined_interval_sec": [round(x, 3) for x in summary.refined_interval_sec],
+                    "confidence": summary.confidence, "agreement": summary.agreement,
                     "timing": result.timing, "sampled": result.sampled,
                     "drift_detected": drift, "reliable": summary.reliable, "reasons": summary.reasons}
         if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
             print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "
                   "the average offset", file=sys.stderr)
-        if offset == 0 and not args.force:  # within half a class of 0: in sync, nothing to do
-            print(f"{args.video}: in sync (measured {offset:+.2f} s, confidence {summary.confidence:.2f}); "
+        if in_sync and not args.force:  # nobody notices it (ITU-R BT.1359): nothing to do
+            print(f"{args.video}: in sync (measured {offset * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; "
+                  f"confidence {summary.confidence:.2f}); "
                   f"nothing written (--force to write a copy anyway)")
             return 0
     report = shift_audio(args.video, args.output, offset, overwrite=args.overwrite)
@@ -82,7 +88,7 @@ def run(args) -> int:
     else:
         how = "measured" if measured else "given"
         moved = "delayed" if offset > 0 else "advanced" if offset < 0 else "left as it was"
-        print(f"{args.video}: offset {offset:+.2f} s ({how}); audio {moved}"
+        print(f"{args.video}: offset {offset:+.3f} s ({how}); audio {moved}"
               + (f" by {abs(report['audio_shift_sec']):.3f} s" if offset else "")
               + f" ({report['method']}) -> {args.output}")
     return 0

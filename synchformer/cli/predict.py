@@ -123,6 +123,9 @@ def format_report(r: dict) -> str:
         lines.append(f"  offset {r['offset_sec']:+.2f} s ({describe_offset(r['offset_sec'])}), confidence "
                      f"{r['confidence']:.2f}, {r['agreement'] * 100:.0f}% of {r['n_used']} windows agree "
                      f"within 0.2 s")
+        lo, hi = r["refined_interval_sec"]
+        lines.append(f"  refined {r['refined_offset_sec'] * 1000:+.0f} ms (90% interval {lo * 1000:+.0f} to "
+                     f"{hi * 1000:+.0f} ms)")
     lines.append("  reliable" if r["reliable"] else f"  NOT RELIABLE: {'; '.join(r['reasons'])}")
     if r["left_out"]["count"]:
         lines.append(f"  {r['left_out']['count']} window(s) left out: {r['left_out']['why']}")

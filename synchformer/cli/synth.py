@@ -19,6 +19,11 @@ def add_parser(sub):
     p.add_argument("--duration", type=float, default=10.0, metavar="SEC", help="clip length, >= 5 (default: 10)")
     p.add_argument("--size", type=int, default=96, metavar="PX", help="frame side in pixels (default: 96)")
     p.add_argument("--workers", type=int, default=1, metavar="K", help="processes making clips (default: 1)")
+    p.add_argument("--offsets", choices=("classes", "continuous"), default="classes",
+                   help="classes (default): in-sync files, clips.csv gives each an offset from the 21 classes to "
+                        "crop at; continuous: each file is written out of sync by an offset drawn uniformly from "
+                        "+-1.5 s, clips.csv (path,offset_sec,in_file) holds the truth, for predict and eval to be "
+                        "measured in ms")
     easier = p.add_argument_group("difficulty (an easier set is a curriculum for training from scratch)")
     easier.add_argument("--events", type=_range, default=(1, 4), metavar="LO,HI",
                         help="events per 5 s stretch (default: 1,4)")
@@ -52,6 +57,6 @@ def run(args) -> int:
     except ValueError as e:
         raise SynchformerError(args.out_dir, str(e)) from None
     csv_path = synth(args.out_dir, args.n, seed=args.seed, duration=args.duration, size=args.size,
-                     workers=args.workers, cues=cues)
+                     workers=args.workers, cues=cues, offsets=args.offsets)
     print(f"{args.n} clips of {args.duration:g} s in {args.out_dir}; offsets and crops: {csv_path}")
     return 0

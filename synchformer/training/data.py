@@ -64,6 +64,9 @@ def read_clip_list(source: str | os.PathLike) -> list[Clip]:
         raise SynchformerError(src, f"cannot read it as a CSV ({e})") from None
     if not rows or "path" not in rows[0]:
         raise SynchformerError(src, "is not a CSV with a 'path' column (e.g. path,offset_sec,vstart_sec)")
+    if "in_file" in rows[0]:  # synth --offsets continuous: the files are out of sync already
+        raise SynchformerError(src, "holds clips whose offset is in the file (synth --offsets continuous): for "
+                                    "`synchformer eval` only, not for training")
     clips = []
     for line, row in enumerate(rows, start=2):
         try:

@@ -342,21 +342,55 @@ def crop_row(seed: int, duration: float) -> tuple[float, float]:
     return offset, vstart
 
 
-def _make_one(job: tuple[int, str, int, float, int, Cues]) -> tuple[int, dict]:
-    i, path, seed, duration, size, cues = job
-    return i, make_sparse_clip(path, seed, duration, size, cues=cues)
+CONTINUOUS_MAX_SEC = 1.5  # synth --offsets continuous: offsets drawn uniformly from +-this, in the files
+
+
+def continuous_offset(seed: int) -> float:
+    """The offset written into clip ``seed``'s file by ``--offsets continuous``: uniform in +-1.5 s, to 0.1 ms."""
+    return round(float(np.random.default_rng([seed, 2]).uniform(-CONTINUOUS_MAX_SEC, CONTINUOUS_MAX_SEC)), 4)
+
+
+def _make_one(job: tuple[int, str, int, float, int, Cues, float]) -> tuple[int, dict]:
+    i, path, seed, duration, size, cues, offset = job
+    return i, make_sparse_clip(path, seed, duration, size, offset_sec=offset, cues=cues)
+
+
+def in_file_offsets(csv_path: str | os.PathLike) -> dict[str, float] | None:
+    """{video path: offset} of a clips.csv from ``synth --offsets continuous`` (column ``in_file``: the offset
+    is in the file itself, the truth for ``predict``), or None for any other CSV or a folder."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file() or csv_path.suffix.lower() != ".csv":
+        return None
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "in_file" not in rows[0]:
+        return None
+    out = {}
+    for row in rows:
+        p = Path(row["path"])
+        out[str(p if p.is_absolute() else csv_path.parent / p)] = float(row["offset_sec"])
+    return out
 
 
 def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 10.0, size: int = 96,
-          workers: int = 1, progress: bool = True, cues: Cues = Cues()) -> Path:
+          workers: int = 1, progress: bool = True, cues: Cues = Cues(), offsets: str = "classes") -> Path:
     """Write ``n`` in-sync clips ``clip_00000.mp4``... into ``out_dir`` (clip i from seed
     ``seed * 1_000_003 + i``), ``clips.csv`` (path, offset_sec, vstart_sec: the crops an evaluation takes),
     ``events.jsonl`` (each clip's event times and kinds) and ``synth.json`` (these arguments).
 
+    ``offsets="continuous"``: each clip's file is written out of sync instead, by an offset drawn uniformly
+    from +-1.5 s (``continuous_offset``), and clips.csv is ``path,offset_sec,in_file``: the truth for
+    ``predict`` and for ``eval``, which then measures in ms (the sub-class offset; not for training).
+
     A folder made with the same arguments is resumed: only missing clips are made. Returns the CSV's path.
     """
     out_dir = Path(out_dir)
+    if offsets not in ("classes", "continuous"):
+        raise ValueError(f"offsets must be 'classes' or 'continuous', not {offsets!r}")
+    continuous = offsets == "continuous"
     args = {"n": n, "seed": seed, "duration": float(duration), "size": size, "version": VERSION}
+    if continuous:  # a class-offset folder's synth.json stays as it was
+        args["offsets"] = offsets
     changed = cues.changed()
     if changed:  # a benchmark folder's synth.json stays as it was
         args["cues"] = {k: list(v) if isinstance(v, tuple) else v for k, v in changed.items()}
@@ -379,7 +413,8 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
         write_atomic(meta, lambda tmp: Path(tmp).write_text(json.dumps(args) + "\n"))
 
     names = [f"clip_{i:05d}.mp4" for i in range(n)]
-    jobs = [(i, str(out_dir / name), clip_seed(seed, i), duration, size, cues)
+    jobs = [(i, str(out_dir / name), clip_seed(seed, i), duration, size, cues,
+             continuous_offset(clip_seed(seed, i)) if continuous else 0.0)
             for i, name in enumerate(names) if not (out_dir / name).exists()]
     made = {}
     if jobs:
@@ -401,13 +436,19 @@ def synth(out_dir: str | os.PathLike, n: int, seed: int = 0, duration: float = 1
         lines = []
         for i, name in enumerate(names):
             # clips made by an earlier, interrupted run: their plan gives the events without decoding them
-            info = made.get(i) or vars(_plan(clip_seed(seed, i), duration, size, 0.0, cues))
+            info = made.get(i) or vars(_plan(clip_seed(seed, i), duration, size,
+                                             continuous_offset(clip_seed(seed, i)) if continuous else 0.0, cues))
             lines.append(json.dumps({"path": name, "events": info["events"], "kinds": info["kinds"]}))
         write_atomic(events_path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     if not csv_path.exists():
         def write_csv(tmp):
             with open(tmp, "w", newline="") as fh:
                 w = csv.writer(fh)
+                if continuous:
+                    w.writerow(["path", "offset_sec", "in_file"])
+                    for i, name in enumerate(names):
+                        w.writerow([name, continuous_offset(clip_seed(seed, i)), 1])
+                    return
                 w.writerow(["path", "offset_sec", "vstart_sec"])
                 for i, name in enumerate(names):
                     w.writerow([name, *crop_row(clip_seed(seed, i), duration)])
