@@ -74,13 +74,14 @@ def test_bad_files_answer_before_any_model_loads(tmp_path, monkeypatch, capsys):
 
 
 def test_a_bad_input_answers_before_torch_is_imported(tmp_path):
-    """The <= 2 s fail-fast target: torch's import alone takes 1.7 s here, so predict, fix, explain and features
-    must name a missing input before importing it (and before opening the weights, here a 64 MB file)."""
+    """The <= 2 s fail-fast target: torch's import alone takes 1.7 s here, so predict, fix, explain, features
+    and score must name a missing input before importing it (and before opening the weights, here a 64 MB file)."""
     weights = tmp_path / "big.pt"
     weights.write_bytes(b"\0" * (64 << 20))
     missing = str(tmp_path / "missing.mp4")
     for cmd in (["predict", missing], ["fix", missing, "-o", str(tmp_path / "o.mp4")], ["explain", missing],
-                ["features", missing, "-o", str(tmp_path / "f.npy")]):
+                ["features", missing, "-o", str(tmp_path / "f.npy")],
+                ["score", missing, "-o", str(tmp_path / "s.csv")]):
         code = ("import sys\nfrom synchformer.cli import main\nassert main(sys.argv[1:]) == 2\n"
                 "assert 'torch' not in sys.modules, 'torch was imported'\n")
         r = subprocess.run([sys.executable, "-c", code, *cmd, "--weights", str(weights)], capture_output=True,

@@ -74,7 +74,7 @@ class RowFile:
     """Rows as JSONL (one object per line) or CSV (a header, then one line per row), in a fixed column order."""
 
     def __init__(self, path: Path, metric: str):
-        from synchformer.inference.score import columns
+        from synchformer.inference.batch_io import columns
 
         suffix = path.suffix.lower()
         if suffix not in (".jsonl", ".ndjson", ".csv"):
@@ -130,7 +130,7 @@ class RowFile:
 
 
 def _key(row: dict):
-    from synchformer.inference.score import row_key
+    from synchformer.inference.batch_io import row_key
 
     return row_key(row["video"], row.get("audio") or None)
 
@@ -221,7 +221,7 @@ def _report(out: Path, rows: list[dict], n_new: int, elapsed: float, args, world
 
 
 def run(args) -> int:
-    from synchformer.inference.score import VIDEO_EXTENSIONS, read_inputs
+    from synchformer.inference.batch_io import VIDEO_EXTENSIONS, read_inputs
 
     t0 = time.perf_counter()
     out = Path(args.output)
