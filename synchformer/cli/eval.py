@@ -22,6 +22,7 @@ def add_parser(sub):
                        "the 90% interval's coverage, and what one fix leaves inside ITU-R BT.1359's window.")
     p.add_argument("data", help="folder of videos or CSV with path[,offset_sec,vstart_sec]")
     common.add_weights(p)
+    common.add_syncability(p)  # for a CSV of offsets in the files (predict's protocol); the rest ignore it
     common.add_timing(p)
     common.add_device(p)
     common.add_precision(p)
@@ -49,9 +50,7 @@ def run(args):
     from synchformer.features.segments import span_frames
     from synchformer.training.evaluate import eval_dataset, metrics_of, plot, pool_logits, pooled_windows, predict_dataset
     from synchformer.inference.timeline import PlotDependencyError, require_matplotlib
-    from synchformer.training.synth import ceiling_of
-
-    from synchformer.training.synth import in_file_offsets
+    from synchformer.training.synth import ceiling_of, in_file_offsets
 
     model = common.load(args.weights, args.device, precision=args.precision)
     cfg = model.cfg
@@ -61,9 +60,12 @@ def run(args):
 
         if cfg.head != "offset":
             raise SynchformerError(args.data, "holds offsets in the files: evaluate an offset model (stage II)")
+        sync_model = common.load_syncability(args.syncability_weights, model, args.device)
         report = {"data": str(args.data), "weights": getattr(model, "weights_label", args.weights),
+                  "syncability_weights": common.syncability_label(args.syncability_weights, sync_model),
                   "protocol": "offsets in the files, measured as predict does (hop 0.64 s)",
-                  **evaluate_in_file(model, truth, timing=args.timing)}
+                  **evaluate_in_file(model, truth, timing=args.timing, sync_model=sync_model,
+                                     min_sync_prob=args.min_sync_prob)}
         for name in ("class", "refined"):
             e = report[name]
             print(f"{name:8s} |error| mean {e['mean_ms']:.1f} ms  median {e['median_ms']:.1f} ms  "

@@ -273,13 +273,16 @@ def _refine(p: np.ndarray, grid: np.ndarray) -> np.ndarray:
 REFINED_INTERVAL_SCALE = 0.55
 
 
-def _refine_interval(dist: np.ndarray, grid: np.ndarray) -> tuple[float, float]:
-    k = int(np.argmax(dist))
+def _refine_interval(dist: np.ndarray, grid: np.ndarray, k: int, refined: float) -> tuple[float, float]:
+    """The 90 % interval of ``refined`` (``_refine`` of ``dist``, whose argmax is class ``k``)."""
     lo, hi = max(0, k - 1), min(len(grid), k + 2)
     q = dist[lo:hi] / dist[lo:hi].sum()
-    r = float((q * grid[lo:hi]).sum())
-    half = REFINED_INTERVAL_SCALE * float(np.sqrt((q * (grid[lo:hi] - r) ** 2).sum()))
-    return r - half, r + half
+    half = REFINED_INTERVAL_SCALE * float(np.sqrt((q * (grid[lo:hi] - refined) ** 2).sum()))
+    return refined - half, refined + half
+
+
+def _interval_json(interval: tuple[float, float] | None) -> list | None:
+    return None if interval is None else [_sec(x) for x in interval]
 
 
 def window_offsets(probs, grid) -> np.ndarray:
@@ -782,8 +785,7 @@ class Pool:
     def to_dict(self) -> dict:
         return {"offset_sec": _sec(self.offset_sec), "confidence": _prob(self.confidence),
                 "refined_offset_sec": _sec(self.refined_offset_sec),
-                "refined_interval_sec": None if self.refined_interval_sec is None
-                else [_sec(x) for x in self.refined_interval_sec]}
+                "refined_interval_sec": _interval_json(self.refined_interval_sec)}
 
 
 @dataclass
@@ -852,8 +854,7 @@ class Summary:
             "pooling": self.pooling,
             "offset_sec": _sec(self.offset_sec), "confidence": _prob(self.confidence),
             "refined_offset_sec": _sec(self.refined_offset_sec),
-            "refined_interval_sec": None if self.refined_interval_sec is None
-            else [_sec(x) for x in self.refined_interval_sec], "agreement": _num(self.agreement, 4),
+            "refined_interval_sec": _interval_json(self.refined_interval_sec), "agreement": _num(self.agreement, 4),
             "distribution": None if dist is None else [_prob(v) for v in dist],
             "pools": {"mean": None if self.mean_pool is None else self.mean_pool.to_dict(),
                       "log": None if self.log_pool is None else self.log_pool.to_dict()},
@@ -867,9 +868,9 @@ class Summary:
 
 def _pool(kind: str, dist: np.ndarray, grid: np.ndarray) -> Pool:
     k = int(np.argmax(dist))
-    return Pool(kind=kind, offset_sec=float(grid[k]), confidence=float(dist[k]),
-                refined_offset_sec=float(_refine(dist[None], grid)[0]), distribution=dist, index=k,
-                refined_interval_sec=_refine_interval(dist, grid))
+    refined = float(_refine(dist[None], grid)[0])
+    return Pool(kind=kind, offset_sec=float(grid[k]), confidence=float(dist[k]), refined_offset_sec=refined,
+                distribution=dist, index=k, refined_interval_sec=_refine_interval(dist, grid, k, refined))
 
 
 def describe_offset(off: float) -> str:

@@ -100,12 +100,12 @@ def pool_logits(logits: torch.Tensor, targets: torch.Tensor, groups, starts, gri
 
 
 def evaluate_in_file(model, truth: dict[str, float], hop_sec: float = 0.64, timing: str | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, sync_model=None, min_sync_prob: float = 0.5) -> dict:
     """Files whose offset is known (``truth``: path -> seconds, + = audio leads), measured as ``predict``
-    measures them: |error| (ms) of the class and of the refined offset, the class accuracy (nearest class),
-    how often the truth lies in the refined offset's 90 % interval, and the fraction of files that one ``fix``
-    leaves inside ITU-R BT.1359's window (it moves the audio by the refined offset, unless that is inside the
-    window already)."""
+    measures them (``sync_model``, ``min_sync_prob``: its synchronizability gate): |error| (ms) of the class
+    and of the refined offset, the class accuracy (nearest class), how often the truth lies in the refined
+    offset's 90 % interval, and the fraction of files that one ``fix`` leaves inside ITU-R BT.1359's window
+    (it moves the audio by the refined offset, unless that is inside the window already)."""
     from tqdm import tqdm
 
     from synchformer.inference.analyze import analyze
@@ -113,7 +113,7 @@ def evaluate_in_file(model, truth: dict[str, float], hop_sec: float = 0.64, timi
     grid = model.cfg.offset_grid().numpy()
     rows = []
     for path, off in tqdm(truth.items(), desc="measuring", unit="clip", disable=not progress, leave=False):
-        s = analyze(model, path, hop_sec=hop_sec, timing=timing).summarize()
+        s = analyze(model, path, hop_sec=hop_sec, timing=timing, sync_model=sync_model).summarize(min_sync_prob)
         if s.offset_sec is None:
             rows.append({"path": path, "offset_sec": off, "class_sec": None, "refined_sec": None})
             continue
