@@ -124,3 +124,14 @@ def test_refine_offsets_compares_the_estimators_on_continuous_clips(tmp_path):
     lines = [x for x in out.splitlines() if "|error| median" in x]
     assert len(lines) == 7 and "refined (shipped)" in out and "posterior fit" in out
     assert all(float(x.split("median")[1].split("ms")[0]) < 2000 for x in lines)
+
+
+def test_bench_gpu_runs_on_a_cpu_and_both_pipelines_give_the_same_rows(tmp_path):
+    out = tmp_path / "b.json"
+    subprocess.run([sys.executable, str(BENCH / "bench_gpu.py"), "--device", "cpu", "--model", "tiny", "--clips", "2",
+                    "--workers", "2", "--no-compile", "--iters", "1", "--batch-size", "8", "--work", str(tmp_path / "c"),
+                    "--out", str(out)], capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
+    res = json.loads(out.read_text())
+    assert res["rows"] == {**res["rows"], "clips": 2, "failed": 0, "argmax_agreement": 1.0}
+    assert res["encoders"]["gflop_per_segment"] > 0 and res["clips_per_sec"]["score"] > 0
+    assert "fraction_of_peak" not in res["encoders"]  # no GPU, no peak: nothing is made up

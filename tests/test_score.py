@@ -202,6 +202,63 @@ def test_parallel_decoding_gives_the_same_rows(data, model):
     assert list(score_files(model, clips, workers=2)) == list(score_files(model, clips, workers=0))
 
 
+@pytest.fixture(scope="module")
+def mixed(data):
+    """Files of three lengths between a missing one and a non-video, so that files finish out of order."""
+    root = data / "mixed"
+    root.mkdir(exist_ok=True)
+    files = [write_clip(root / "long.mkv", 11, seed=4), data / "clips" / "bad.mp4",
+             write_clip(root / "mid.mkv", 8, seed=5), root / "gone.mkv", data / "clips" / "a.mkv",
+             data / "clips" / "short.mkv", write_clip(root / "seven.mkv", 7, seed=6)]
+    return files
+
+
+@pytest.mark.parametrize("metric", ["desync", "offset"])
+def test_files_in_flight_share_encoder_calls_and_give_the_same_rows(mixed, model, metric, monkeypatch):
+    import synchformer.inference.score as score_mod
+
+    calls = []
+    real = score_mod.encode_chunk
+
+    def counting(m, chunk, batch):
+        calls.append((len(chunk), batch))
+        return real(m, chunk, batch=batch)
+
+    monkeypatch.setattr(score_mod, "encode_chunk", counting)
+    alone = list(score_files(model, mixed, metric=metric, workers=0, hop_sec=0.64, batch_size=64))
+    one_file = max(n for n, _ in calls)  # the most one file asks for at once
+    calls.clear()
+    shared = list(score_files(model, mixed, metric=metric, workers=3, files_in_flight=3, batch_size=64, hop_sec=0.64))
+    # rows in input order, errors where they were, numbers the same up to float rounding
+    assert [r["video"] for r in shared] == [str(p) for p in mixed]
+    assert [r["status"] for r in shared] == ["ok", "error", "ok", "error", "ok", "error", "ok"]
+    for got, want in zip(shared, alone):
+        assert_same_row(got, want, tol=1e-5)
+    # the segments of several files went through one call: more than any single file's request
+    assert max(n for n, _ in calls) > one_file and all(b == 64 for _, b in calls)
+
+
+def test_an_out_of_memory_error_halves_the_batch_and_the_rows_stand(mixed, model, monkeypatch, capsys):
+    import synchformer.inference.score as score_mod
+
+    real, sizes = score_mod.encode_chunk, []
+
+    def small_gpu(m, chunk, batch):  # a GPU that holds 16 segments per call
+        sizes.append(batch)
+        if batch > 16:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(m, chunk, batch=batch)
+
+    want = list(score_files(model, mixed, workers=0))
+    monkeypatch.setattr(score_mod, "encode_chunk", small_gpu)
+    got = list(score_files(model, mixed, workers=2, files_in_flight=2, batch_size=64))
+    for g, w in zip(got, want, strict=True):
+        assert_same_row(g, w, tol=1e-5)
+    assert sizes[:3] == [64, 32, 16] and set(sizes[3:]) == {16}  # halved twice, then kept for the run
+    err = capsys.readouterr().err
+    assert err.count("ran out of memory") == 2 and "encoding 16 segments per call" in err
+
+
 def test_cli_jsonl_resume_overwrite_and_csv(data, tmp_path, capsys):
     out = tmp_path / "out.jsonl"
     assert cli(data, data / "clips", "-o", out, "--summary-json", tmp_path / "s.json") == 0  # despite bad files

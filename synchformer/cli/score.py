@@ -56,7 +56,8 @@ def add_parser(sub):
                    help="decoding processes per model process (0: decode in the model's process; default: up to "
                         "8 on GPU, 1 on CPU)")
     p.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="segments per encoder call (default 32 on GPU, 4 on CPU)")
+                   help="segments per encoder call, filled from several files at once on a GPU (default 128 on "
+                        "GPU, halved if it runs out of memory; 4 on CPU)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="when OUT exists, keep its rows and score only the inputs it lacks (a row is identified "
                         "by video and audio path). Default: on")

@@ -90,6 +90,21 @@ def encoders_equal(a: Synchformer, b: Synchformer) -> bool:
                                                     torch.equal(sa[k], sb[k].to(sa[k].device)) for k in keys)
 
 
+@dataclass
+class EncodeRequest:
+    """What an analysis waits for: the encoder features of ``chunk``'s segments by ``model``. The analysis is
+    a generator that yields these and is sent back ``(video, audio)`` features, so that a caller can serve
+    the requests of several files with one encoder call (score's batching across files)."""
+
+    model: Synchformer
+    chunk: SegmentChunk
+    batch: int  # segments per encoder call when served alone
+
+
+def encode_alone(request: EncodeRequest) -> tuple[torch.Tensor, torch.Tensor]:
+    return encode_chunk(request.model, request.chunk, batch=request.batch)
+
+
 class _FeatureCache:
     """Encoder features by segment index for one model, encoding only the segments it is asked for."""
 
@@ -97,6 +112,7 @@ class _FeatureCache:
         self.model, self.batch, self.feats, self.encoded = model, batch, {}, 0
 
     def add(self, chunk: SegmentChunk, rows: list[int]):
+        """A generator: yields one EncodeRequest (none when ``rows`` is empty) and stores the features sent."""
         if not rows:
             return
         if len(rows) == len(chunk):  # the usual case: no copy of the chunk's frames
@@ -104,7 +120,7 @@ class _FeatureCache:
         else:
             idx = torch.tensor(rows)
             sub = SegmentChunk(chunk.first, chunk.video.index_select(0, idx), chunk.audio.index_select(0, idx))
-        v, a = encode_chunk(self.model, sub, batch=self.batch)
+        v, a = yield EncodeRequest(self.model, sub, self.batch)
         for i, r in enumerate(rows):
             self.feats[chunk.first + r] = (v[i], a[i])
         self.encoded += len(rows)
@@ -165,14 +181,31 @@ def _with_progress(chunks: Iterable[SegmentChunk], path: str, total: int | None 
             bar.update(len(chunk))
 
 
-def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[SegmentChunk], *,
-                     hop_sec: float = 2.4, sync_model: Synchformer | None = None, ends_only: bool = False,
-                     window_batch: int = 16, encode_batch: int | None = None) -> Analysis:
+def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[SegmentChunk], **kw) -> Analysis:
     """The windows of a stream of segment chunks (from :func:`read_segments`, possibly decoded elsewhere).
 
-    ``hop_sec`` is rounded to a multiple of 0.32 s. ``ends_only``: just the first and the last window
-    (av-benchmark's DeSync protocol).
+    ``hop_sec`` (default 2.4) is rounded to a multiple of 0.32 s. ``ends_only``: just the first and the last
+    window (av-benchmark's DeSync protocol). ``sync_model``: a stage III model run on the same windows.
+    ``encode_batch``: segments per encoder call; ``window_batch``: windows per sync-transformer call.
     """
+    return run_steps(analysis_steps(model, grid, chunks, **kw))
+
+
+def run_steps(steps, encode=encode_alone):
+    """Drive an :func:`analysis_steps` generator to its Analysis, serving each request with ``encode``."""
+    try:
+        request = next(steps)
+        while True:
+            request = steps.send(encode(request))
+    except StopIteration as done:
+        return done.value
+
+
+def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[SegmentChunk], *,
+                   hop_sec: float = 2.4, sync_model: Synchformer | None = None, ends_only: bool = False,
+                   window_batch: int = 16, encode_batch: int | None = None):
+    """:func:`analyze_segments` as a generator: yields EncodeRequests, is sent their features, returns the
+    Analysis (``StopIteration.value``)."""
     path = grid.path
     if model.cfg.head != "offset":
         raise ValueError("the first model must have the offset head; pass a stage III model as sync_model")
@@ -207,7 +240,7 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
         for chunk in chunks:
             signals.update(zip(range(chunk.first, chunk.first + len(chunk)), segment_signals(chunk.video, chunk.audio)))
             for cache in dict.fromkeys(caches):
-                cache.add(chunk, list(range(min(len(chunk), n))))
+                yield from cache.add(chunk, list(range(min(len(chunk), n))))
             read += len(chunk)
             batch.append(chunk.first)
             if len(batch) >= window_batch:
@@ -233,7 +266,7 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
         ks = range(chunk.first, chunk.first + len(chunk))
         wanted = [i for i, k in enumerate(ks) if k % h < n]  # segments that some hop window uses
         for cache in dict.fromkeys(caches):
-            cache.add(chunk, wanted)
+            yield from cache.add(chunk, wanted)
         recent.extend((k, chunk, i) for i, k in enumerate(ks))
         seen = chunk.first + len(chunk)
         while next_k0 + n <= seen:
@@ -254,7 +287,7 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
                 if k not in cache.feats:
                     by_chunk.setdefault(id(c), (c, []))[1].append(i)
             for c, rows in by_chunk.values():
-                cache.add(c, rows)
+                yield from cache.add(c, rows)
         batch.append(tail)
     run_batch()
 

@@ -1,10 +1,12 @@
 """Scoring many files: av-benchmark's DeSync, or whole-video offsets; one row per (video, audio) pair.
 
 Decoding (PyAV, CPU-bound) runs in worker processes that stream each file's segment chunks through a bounded
-queue; the model stays in the calling process and takes the files in input order, one file at a time. A
-file's numbers therefore never depend on how many workers (or torchrun ranks) share the work, or on what
-else is in a batch. Every user-caused failure (missing, unreadable, no sound, too short: a SynchformerError)
-becomes a row with ``status: "error"`` and the run goes on.
+queue; the model stays in the calling process. On a GPU several files are in flight at once (one per decoding
+worker) and their segments share each encoder call (``batch_size`` segments), since a GPU is only kept busy by
+large batches; on a CPU one file at a time. Rows come in input order whatever finishes first. The encoders see
+each segment on its own, so a row does not depend on what else was in a batch beyond float rounding (exactly
+the same with one file in flight). Every user-caused failure (missing, unreadable, no sound, too short: a
+SynchformerError) becomes a row with ``status: "error"`` and the run goes on.
 
     model = synchformer.load_model("24-01-04T16-39-21.pt", device="cuda")
     items = read_inputs(["gen/videos"], audio_dir="gen/audio")       # (video, generated audio) pairs
@@ -29,10 +31,10 @@ from synchformer.constants import (AUDIO_SR, CROP_SIZE, MAX_WINDOWS, METRICS, N_
                                    SEGMENT_STRIDE_FRAMES, VIDEO_FPS)
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
-from synchformer.inference.analyze import Analysis, analyze_segments
+from synchformer.inference.analyze import Analysis, EncodeRequest, analysis_steps
 from synchformer.inference.batch_io import (AUDIO_EXTENSIONS, COMMON, METRIC_COLUMNS, VIDEO_EXTENSIONS, Item, as_item,
                                            columns, read_inputs, row_key)
-from synchformer.inference.stream import read_segments
+from synchformer.inference.stream import SegmentChunk, encode_chunk, read_segments
 from synchformer.interrupts import held_signals
 from synchformer.model.precision import using
 from synchformer.io.decode import mean_channels
@@ -315,7 +317,7 @@ def _fill(row: dict, analysis: Analysis, metric: str) -> dict:
 def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: float = 2.4,
                 duration: float | None = None, workers: int = 0, batch_size: int | None = None,
                 size: int | None = None, timing: str | None = None, max_windows: int = MAX_WINDOWS,
-                precision: str | None = None) -> Iterator[dict]:
+                precision: str | None = None, files_in_flight: int | None = None) -> Iterator[dict]:
     """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done.
 
     ``metric="desync"``: av-benchmark's recipe (frames scaled to short side 224, segments from frame 0, first
@@ -323,7 +325,9 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
     trained), pooled into one offset; a file longer than ``max_windows`` windows (the analysis budget, see
     ``analyze``) in that many windows spread over it (0: every window). ``duration``: cut video and audio to
     this many seconds first.
-    ``workers``: decoding processes (0: decode in this process). ``batch_size``: segments per encoder call.
+    ``workers``: decoding processes (0: decode in this process). ``batch_size``: segments per encoder call
+    (default 128 on CUDA, halved on an out-of-memory error; 4 on a CPU). ``files_in_flight``: files whose
+    segments share encoder calls (default: one per decoding worker on CUDA, 1 on a CPU; at most ``workers``).
     ``timing`` of the audio (``load_av``): default "true" for desync (av-benchmark decodes so, and published
     DeSync numbers are of that), the model's own (``ModelConfig.timing``) for offset. ``precision``: fp32, bf16,
     fp16 or auto (default: ``model.precision``).
@@ -333,10 +337,11 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     with using(precision, model):
         yield from _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing,
-                                max_windows)
+                                max_windows, files_in_flight)
 
 
-def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing, max_windows):
+def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing, max_windows,
+                 files_in_flight):
     items = [as_item(x) for x in items]
     # frames at the model's own input size (224 for the released models; the bundled tiny one takes 32): desync
     # decodes at short side = crop (av-benchmark: 224), offset at the reference's 256/224 proportion
@@ -345,26 +350,135 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
     opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop,
             "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
             "window_segments": model.cfg.n_segments}
+    cuda = model.device.type == "cuda"
+    batch_size = batch_size or (GPU_BATCH if cuda else CPU_BATCH)
     kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "encode_batch": batch_size}
     pool = _DecodePool(items, min(workers, len(items)), opts) if workers > 0 and items else None
+    if files_in_flight is None:  # a GPU is fed from several files at once; a CPU is as fast one file at a time
+        files_in_flight = max(1, pool.n if pool is not None else 1) if cuda else 1
+    files_in_flight = max(1, min(files_in_flight, pool.n if pool is not None else files_in_flight))
+    encoder = BatchEncoder(batch_size)
+    live: dict[int, _Live] = {}
+    done: dict[int, dict] = {}
+    started = emitted = 0
     try:
-        for i, item in enumerate(items):
-            row, state = {**_row(item, metric), "timing": timing}, None
-            try:
-                if pool is None:
-                    grid, chunks = open_item(item, **opts)
-                else:
-                    grid, chunks, state = pool.source(i)
-                _fill(row, analyze_segments(model, grid, chunks, **kw), metric)
-            except SynchformerError as e:
-                row.update(status="error", error=str(e))
-            finally:
-                if pool is not None and state is not None:
-                    pool.drain(i, state)
-            yield row
+        while emitted < len(items):
+            # a decoding worker sends its files in order: file j may start once the file before it on the same
+            # worker (j - n) is finished
+            while (started < len(items) and len(live) < files_in_flight
+                   and (pool is None or started - pool.n not in live)):
+                _start(started, items[started], metric, timing, pool, opts, kw, model, live, done)
+                started += 1
+            waiting = [i for i in live if live[i].request is not None]
+            if waiting:
+                feats = encoder([live[i].request for i in waiting])
+                for i, f in zip(waiting, feats):
+                    live[i].advance(f, done)
+            for i in [i for i in live if live[i].finished]:
+                live.pop(i).release()
+            while emitted in done:
+                yield done.pop(emitted)
+                emitted += 1
     finally:
+        for f in live.values():
+            f.steps.close()
         if pool is not None:
             pool.close()
+
+
+GPU_BATCH, CPU_BATCH = 128, 4  # segments per encoder call (a CUDA out-of-memory error halves it and retries)
+
+
+class BatchEncoder:
+    """Serves several files' EncodeRequests with shared encoder calls of up to ``batch`` segments per model.
+    On CUDA, an out-of-memory error halves the batch (for the rest of the run) and retries: a too large
+    ``--batch-size`` costs speed, not the run."""
+
+    def __init__(self, batch: int):
+        self.batch = batch
+
+    def __call__(self, requests: list[EncodeRequest]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        out: list = [None] * len(requests)
+        by_model: dict[int, list[int]] = {}
+        for j, r in enumerate(requests):
+            by_model.setdefault(id(r.model), []).append(j)
+        for js in by_model.values():
+            model = requests[js[0]].model
+            if len(js) == 1:
+                chunk = requests[js[0]].chunk
+            else:  # one tensor of every file's segments: the encoders see each segment on its own
+                chunk = SegmentChunk(0, torch.cat([requests[j].chunk.video for j in js]),
+                                     torch.cat([requests[j].chunk.audio for j in js]))
+            v, a = self._encode(model, chunk)
+            at = 0
+            for j in js:
+                n = len(requests[j].chunk)
+                out[j] = (v[at:at + n], a[at:at + n])
+                at += n
+        return out
+
+    def _encode(self, model, chunk: SegmentChunk):
+        while True:
+            try:
+                return encode_chunk(model, chunk, batch=self.batch)
+            except torch.cuda.OutOfMemoryError:
+                if self.batch <= 1:
+                    raise
+                self.batch = max(1, self.batch // 2)
+                torch.cuda.empty_cache()
+                print(f"synchformer: warning: the GPU ran out of memory; encoding {self.batch} segments per call "
+                      "from now on (--batch-size)", file=sys.stderr)
+
+
+class _Live:
+    """One file in flight: its analysis generator, the request it waits on, and its row."""
+
+    def __init__(self, i: int, row: dict, steps, metric: str, pool, state):
+        self.i, self.row, self.steps, self.metric, self.pool, self.state = i, row, steps, metric, pool, state
+        self.request, self.finished = None, False
+
+    def advance(self, feats, done: dict) -> None:
+        """Run the analysis to its next request (``feats``: the answer to the last one), or to its end."""
+        try:
+            self.request = next(self.steps) if feats is None else self.steps.send(feats)
+        except StopIteration as end:
+            self._finish(done, analysis=end.value)
+        except SynchformerError as e:
+            self._finish(done, error=str(e))
+
+    def _finish(self, done: dict, analysis=None, error=None) -> None:
+        self.request, self.finished = None, True
+        try:
+            if error is None:
+                _fill(self.row, analysis, self.metric)
+        except SynchformerError as e:
+            error = str(e)
+        if error is not None:
+            self.row.update(status="error", error=error)
+        done[self.i] = self.row
+
+    def release(self) -> None:
+        if self.pool is not None and self.state is not None:
+            self.pool.drain(self.i, self.state)  # what an analysis that stopped early left unread
+
+
+def _start(i, item, metric, timing, pool, opts, kw, model, live, done) -> None:
+    row, state = {**_row(item, metric), "timing": timing}, None
+    try:
+        if pool is None:
+            grid, chunks = open_item(item, **opts)
+        else:
+            grid, chunks, state = pool.source(i)
+    except SynchformerError as e:
+        row.update(status="error", error=str(e))
+        done[i] = row
+        return
+    f = _Live(i, row, analysis_steps(model, grid, chunks, **kw), metric, pool, state)
+    f.advance(None, done)
+    if f.finished:
+        f.release()
+    else:
+        live[i] = f
 
 
 def summarize_rows(rows: Iterable[dict], metric: str = "desync") -> dict:
