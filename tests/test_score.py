@@ -282,6 +282,11 @@ def test_cli_jsonl_resume_overwrite_and_csv(data, tmp_path, capsys):
     before = out.read_text()
     assert cli(data, data / "clips", "-o", out, "--no-resume") == 2  # never replaced without --overwrite
     assert out.read_text() == before
+    # rows of another audio timing are not mixed into one DeSync: refused in one line, the file untouched
+    capsys.readouterr()
+    assert cli(data, data / "clips" / "sub", "-o", out, "--timing", "authors") == 2
+    assert out.read_text() == before
+    assert "holds rows scored with --timing true, this run uses authors" in capsys.readouterr().err
     assert cli(data, data / "clips", "-o", out, "--overwrite") == 0
     assert out.read_text() == full
 

@@ -140,9 +140,10 @@ def _parts(out: Path) -> list[Path]:
     return sorted(out.parent.glob(f"{out.name}.rank*.part"))
 
 
-def _plan(out: Path, fmt: RowFile, items, args) -> tuple[list[dict], list[int]]:
-    """The rows OUT keeps and the indices of the items to score. Resuming folds the parts of a killed torchrun
-    run into OUT first, and drops a half-written last line."""
+def _plan(out: Path, fmt: RowFile, items, args, timing: str) -> tuple[list[dict], list[int]]:
+    """The rows OUT keeps and the indices of the items to score (``timing``: this run's audio timing, which
+    the kept rows must share). Resuming folds the parts of a killed torchrun run into OUT first, and drops a
+    half-written last line."""
     everything = list(range(len(items)))
     parts = _parts(out)
     exists = out.exists() and out.stat().st_size > 0
@@ -164,11 +165,21 @@ def _plan(out: Path, fmt: RowFile, items, args) -> tuple[list[dict], list[int]]:
         if _key(r) not in seen and not (args.retry_errors and r.get("status") == "error"):
             seen.add(_key(r))
             kept.append(r)
+    # rows placed with another audio timing would mix two protocols in one dataset number
+    other = sorted({r["timing"] for r in kept if r.get("status") == "ok" and r.get("timing") not in (None, "", timing)})
+    if other:
+        raise SynchformerError(out, f"holds rows scored with --timing {other[0]}, this run uses {timing}: pass "
+                                    f"--timing {other[0]} to add to it, or use another output file, or --overwrite")
     if parts or not clean or len(kept) != len(prev):
         write_atomic(out, lambda tmp: fmt.write_all(tmp, kept))
         for p in parts:
             p.unlink()
     return kept, [i for i in everything if items[i].key not in seen]
+
+
+def _timing(args, model) -> str:
+    """The audio timing this run scores with (as score_files resolves it)."""
+    return args.timing or ("true" if args.metric == "desync" else model.cfg.timing)
 
 
 def _score(model, items, todo, args, fmt: RowFile, path: Path, mode: str, show: bool) -> list[dict]:
@@ -247,7 +258,7 @@ def run(args) -> int:
     if world > 1:
         return _run_distributed(out, fmt, items, args, t0, world)
     model = load(args.weights, args.device, precision=args.precision)
-    prev, todo = _plan(out, fmt, items, args)
+    prev, todo = _plan(out, fmt, items, args, _timing(args, model))
     new = _score(model, items, todo, args, fmt, out, "w" if args.overwrite else "a", not args.no_progress)
     _report(out, prev + new, len(new), time.perf_counter() - t0, args, 1, model)
     return 0
@@ -274,7 +285,7 @@ def _run_distributed(out: Path, fmt: RowFile, items, args, t0: float, world: int
         plan = [None]
         if rank == 0:  # one rank reads OUT and decides, so that every rank shards the same list
             try:
-                prev, todo = _plan(out, fmt, items, args)
+                prev, todo = _plan(out, fmt, items, args, _timing(args, model))
                 plan[0] = ("ok", todo)
             except SynchformerError as e:
                 plan[0] = ("error", str(e))
