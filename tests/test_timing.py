@@ -90,6 +90,22 @@ def test_the_drop_follows_where_the_sound_starts(tmp_path, audio_start_sec, drop
         load_av(path, timing="late")
 
 
+def test_the_drop_is_read_once_per_file_version(tmp_path, monkeypatch):
+    """A sampled film is decoded in one piece per window: the first sound is looked at once, and again only
+    when the file changes."""
+    import synchformer.io.decode as decode
+
+    path = tmp_path / "c.mp4"
+    _clip(path, 0.0)
+    looked, real = [], decode._decode
+    monkeypatch.setattr(decode, "_decode", lambda p, kind, *a, **k: (looked.append(kind), real(p, kind, *a, **k))[1])
+    leads = [load_av(path, start_sec=t, end_sec=t + 1, size=None, crop=None, timing="authors").audio_lead_sec
+             for t in (0.0, 1.0, 2.0, 3.0)]
+    assert leads == [AUTHORS_DROPPED_SAMPLES / 16000] * 4 and looked.count("audio") == 4 + 1  # the pieces + once
+    _clip(path, 0.3)  # rewritten: the sound now starts after the first frame
+    assert load_av(path, size=None, crop=None, timing="authors").audio_lead_sec == 0.0
+
+
 def test_checkpoints_carry_their_timing(tmp_path):
     """The authors' file layouts are "authors"; the package's own models (bundled, trained, converted from ours)
     stay "true"; a ModelConfig refuses anything else."""

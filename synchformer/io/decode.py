@@ -238,6 +238,14 @@ def authors_audio_lead(path: str | os.PathLike) -> float:
 
 
 def _authors_lead(path: str, t0: Fraction) -> Fraction:
+    # read_segments decodes a file in many pieces (a sampled film: one per window): its first audio frame is
+    # decoded once per version of the file, not once per piece
+    st = os.stat(path)
+    return _authors_lead_of(path, st.st_mtime_ns, st.st_size, t0)
+
+
+@functools.lru_cache(maxsize=64)
+def _authors_lead_of(path: str, mtime_ns: int, size: int, t0: Fraction) -> Fraction:
     with closing(_decode(path, "audio")) as frames:  # closed now (see _close)
         first = next(frames, None)
     if first is None or first[0] - t0 > Fraction(1, 2 * AUDIO_SR):
