@@ -61,7 +61,7 @@ def accuracy(args) -> dict:
     import numpy as np
 
     from synchformer.inference.analyze import analyze
-    from synchformer.inference.timeline import summarize
+    from synchformer.inference.pooling import summarize
     from synchformer.model.bundled import synthetic_tiny
     from synchformer.training import synth
 

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 _LAZY = {"make_inputs": "synchformer.features", "Analysis": "synchformer.inference.analyze",
          "analyze": "synchformer.inference.analyze", "encode_audio": "synchformer.inference.embed",
          "encode_video": "synchformer.inference.embed", "extract_features": "synchformer.inference.embed",
-         "summarize": "synchformer.inference.timeline", "AVClip": "synchformer.io.decode",
+         "summarize": "synchformer.inference.pooling", "AVClip": "synchformer.io.decode",
          "load_av": "synchformer.io.decode", "shift_audio": "synchformer.io.fix", "ModelConfig": "synchformer.model",
          "Synchformer": "synchformer.model", "load_model": "synchformer.model", "save_model": "synchformer.model"}
 __all__ = ["AVClip", "Analysis", "ModelConfig", "Synchformer", "SynchformerError", "analyze", "encode_audio",

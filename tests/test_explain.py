@@ -238,12 +238,12 @@ def test_cli_without_matplotlib_is_one_line_before_any_work(clip, weights, tmp_p
 def test_the_bundled_models_warning_reaches_the_figures(clip, tmp_path, capsys, monkeypatch):
     """Named explicitly or standing in, the bundled model's warning is in explain's text, JSON and figure, and
     under predict's heat map (a figure must not look more trustworthy than the text)."""
-    import synchformer.inference.timeline as timeline
+    import synchformer.plots as plots
     from synchformer.model.bundled import SYNTHETIC_TINY
 
     drawn = []
-    real = timeline.warning_line
-    monkeypatch.setattr(timeline, "warning_line", lambda fig, w, **kw: (drawn.append(w), real(fig, w, **kw)))
+    real = plots.warning_line
+    monkeypatch.setattr(plots, "warning_line", lambda fig, w, **kw: (drawn.append(w), real(fig, w, **kw)))
     out = tmp_path / "fig.png"
     assert main(["explain", str(clip), "-o", str(out), "--weights", str(SYNTHETIC_TINY), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)

@@ -303,9 +303,11 @@ def test_refusals(tmp_path):
         frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
         frame.sample_rate, frame.pts = 16000, 0
         c.mux(a.encode(frame) + a.encode(None))
+    fifo = tmp_path / "stream.mp4"
+    os.mkfifo(fifo)  # no writer: opening it would wait forever (its size reads as 0 bytes)
     for bad, problem in [(tmp_path / "missing.mp4", "file not found"), (text, "not a readable media file"),
                          (video_only, "has no audio stream"), (audio_only, "has no video stream"),
-                         (tmp_path, "is a directory")]:
+                         (tmp_path, "is a directory"), (fifo, "is a named pipe")]:
         with pytest.raises(SynchformerError, match=problem) as err:
             shift_audio(bad, tmp_path / "bad_out.mp4", 0.6)
         assert "\n" not in str(err.value) and str(bad) in str(err.value)

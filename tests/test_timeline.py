@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 
 from synchformer.errors import SynchformerError
-from synchformer.inference.timeline import (Drift, PlotDependencyError, Summary, _umask, fit_drift,
-                                            overlap_weights, plot_heatmap, summarize, t_quantile, window_offsets)
+from synchformer.inference.drift import Drift, fit_drift, t_quantile
+from synchformer.inference.pooling import Summary, overlap_weights, summarize, window_offsets
+from synchformer.io.outputs import current_umask
+from synchformer.plots import PlotDependencyError
+from synchformer.plots.heatmap import plot_heatmap
 
 GRID = np.round(np.linspace(-2.0, 2.0, 21), 6)
 L = 4.8
@@ -404,7 +407,7 @@ def test_plot_writes_a_png_atomically(tmp_path):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     assert os.listdir(tmp_path) == ["heat.png"]  # no temporary file left behind
-    assert os.stat(out).st_mode & 0o777 == 0o666 & ~_umask()  # an ordinary file, not mkstemp's 0600
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~current_umask()  # an ordinary file, not mkstemp's 0600
     # sync probabilities come from the summary when not given; no usable window still draws
     none = summarize(starts, probs, GRID, sync_probs=np.zeros(len(starts)))
     plot_heatmap(starts, probs, GRID, none, tmp_path / "none.png")
@@ -434,7 +437,7 @@ def test_summary_type():
 
 
 def test_refined_offset_and_its_interval_come_from_the_three_classes_around_the_peak():
-    from synchformer.inference.timeline import REFINED_INTERVAL_SCALE
+    from synchformer.inference.pooling import REFINED_INTERVAL_SCALE
 
     p = np.full(21, 1e-4)
     p[12], p[13] = 0.6, 0.4  # +0.4 s and +0.6 s
@@ -452,3 +455,11 @@ def test_refined_offset_and_its_interval_come_from_the_three_classes_around_the_
     peaked[12] = 1.0
     lo, hi = summarize([0.0], (peaked / peaked.sum())[None], GRID).refined_interval_sec
     assert hi - lo < 0.002  # a certain model: a narrow interval
+
+
+def test_the_old_timeline_module_still_imports_the_same_objects():
+    """Code written against synchformer.inference.timeline (before the split) gets the very same objects."""
+    from synchformer.inference import timeline
+
+    assert timeline.summarize is summarize and timeline.fit_drift is fit_drift and timeline.Drift is Drift
+    assert timeline.plot_heatmap is plot_heatmap and timeline.Summary is Summary

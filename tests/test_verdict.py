@@ -9,7 +9,7 @@ import torch
 
 from synchformer.cli import main
 from synchformer.inference.checks import segment_signals, window_problems
-from synchformer.inference.timeline import summarize
+from synchformer.inference.pooling import summarize
 from synchformer.model.bundled import CAVEAT, SYNTHETIC_TINY
 from synchformer.training.synth import make_sparse_clip
 from _shared import MEDIA, needs_shared
@@ -93,7 +93,7 @@ def peaked(classes, top: float, side: float) -> np.ndarray:
 
 
 def test_a_drift_or_jump_among_unreliable_windows_is_not_reported():
-    from synchformer.inference.timeline import fit_drift
+    from synchformer.inference.drift import fit_drift
 
     starts = np.arange(48) * 2.56  # 125 s
     classes = [8] * 12 + [14] * 36  # one jump at ~30 s

@@ -26,7 +26,7 @@ def add_parser(sub):
 def run(args):
     from synchformer.errors import SynchformerError
     from synchformer.inference.analyze import analyze
-    from synchformer.inference.timeline import describe_offset
+    from synchformer.inference.pooling import describe_offset
     from synchformer.training.synth import make_sparse_clip
 
     model = common.load_or_bundled(args.weights, args.device, head="offset")

@@ -49,7 +49,7 @@ def run(args):
     from synchformer.errors import SynchformerError
     from synchformer.features.segments import span_frames
     from synchformer.training.evaluate import eval_dataset, metrics_of, plot, pool_logits, pooled_windows, predict_dataset
-    from synchformer.inference.timeline import PlotDependencyError, require_matplotlib
+    from synchformer.plots import PlotDependencyError, require_matplotlib
     from synchformer.training.synth import ceiling_of, in_file_offsets
 
     model = common.load(args.weights, args.device, precision=args.precision)

@@ -42,7 +42,7 @@ def add_parser(sub):
 
 
 def run(args) -> int:
-    from synchformer.inference.timeline import check_figure_output
+    from synchformer.plots import check_figure_output
     from synchformer.io.decode import check_media
 
     if args.output is not None:  # fail before the minutes of work
@@ -51,7 +51,7 @@ def run(args) -> int:
     check_device(args.device)  # the arguments first, then the input, then the weights
     check_media(args.video)
     from synchformer.inference.explain import explain_window, save_figure
-    from synchformer.inference.timeline import describe_offset
+    from synchformer.inference.pooling import describe_offset
 
     model = load(args.weights, args.device, head="offset", precision=args.precision)
     warning = getattr(model, "load_warning", None)

@@ -11,7 +11,7 @@ from synchformer.cli.common import (add_device, add_max_windows, add_precision, 
 from synchformer.io.decode import check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
-from synchformer.inference.timeline import describe_offset
+from synchformer.inference.pooling import describe_offset
 
 MAX_TABLE_ROWS = 30  # longer timelines are printed as runs of windows with the same offset
 
@@ -72,7 +72,7 @@ def run(args) -> int:
 
 def analyze_video(model, video: str, args, sync_model=None) -> dict:
     from synchformer.inference.analyze import analyze
-    from synchformer.inference.timeline import plot_heatmap
+    from synchformer.plots.heatmap import plot_heatmap
 
     result = analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
                      max_windows=args.max_windows,

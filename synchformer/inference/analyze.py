@@ -60,8 +60,8 @@ class Analysis:
         return [(round(float(a), 3), round(float(b), 3)) for a, b in spans]
 
     def summarize(self, min_sync_prob: float = 0.5):
-        """The whole file's offset, its windows and its verdict (timeline.summarize with all this holds)."""
-        from synchformer.inference.timeline import summarize
+        """The whole file's offset, its windows and its verdict (pooling.summarize with all this holds)."""
+        from synchformer.inference.pooling import summarize
 
         return summarize(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
                          min_sync_prob=min_sync_prob, problems=self.problems or None,

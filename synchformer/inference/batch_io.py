@@ -25,7 +25,7 @@ METRIC_COLUMNS = {
     # av-benchmark: argmax class of the first and the last 4.8 s window; desync = mean of their |offset|
     "desync": ("desync_sec", "first_start_sec", "first_offset_sec", "first_probability",
                "last_start_sec", "last_offset_sec", "last_probability"),
-    # whole-video analysis pooled into one offset (synchformer.inference.timeline)
+    # whole-video analysis pooled into one offset (synchformer.inference.pooling)
     # sampled: the file was longer than the analysis budget, so windows spread over it were read (max_windows)
     "offset": ("offset_sec", "abs_offset_sec", "confidence", "refined_offset_sec", "agreement",
                "drift_detected", "drift_ms_per_min", "sampled"),

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from synchformer import plots
 from synchformer.constants import (AUDIO_SR, HOP_LENGTH, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS)
 from synchformer.errors import SynchformerError
 from synchformer.features import LEAD_FRAMES, LEAD_SAMPLES, span_frames, span_samples
-from synchformer.inference.timeline import check_figure_output, describe_offset
+from synchformer.inference.pooling import describe_offset
 from synchformer.inference.window import load_window
 from synchformer.model import Synchformer
 
@@ -298,16 +299,13 @@ def _strip(ex: Explanation, modality: int, res: float = 0.01) -> np.ndarray:
 
 def plot_explanation(ex: Explanation, warning: str | None = None):
     """A matplotlib ``Figure`` (Agg canvas, pyplot untouched): thumbnails, attribution and waveform on one time axis."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fig = plots.new_figure("the explain figure", figsize=(15, 9.2), dpi=100)
     from matplotlib.colors import Normalize
-    from matplotlib.figure import Figure
 
     t0, t1 = ex.start_sec, ex.end_sec
     has_tokens = ex.visual_token is not None
     rows = [("thumbs", 1.25), ("vbars", 1.0)] + ([("vstrip", 0.32), ("astrip", 0.32)] if has_tokens else []) \
         + [("abars", 1.0), ("wave", 1.0)]
-    fig = Figure(figsize=(15, 9.2), dpi=100)
-    FigureCanvasAgg(fig)
     gs = fig.add_gridspec(len(rows), 2, height_ratios=[h for _, h in rows], width_ratios=[60, 1],
                           left=0.1, right=0.93, top=0.87, bottom=0.17, hspace=0.18, wspace=0.02)
     axes = {}
@@ -402,19 +400,13 @@ def plot_explanation(ex: Explanation, warning: str | None = None):
         "Sign convention: a positive offset means the audio leads the video (a sound is heard before the "
         "picture that makes it)."), fontsize=9, va="top", ha="left", color="0.15")
     if warning:
-        from synchformer.inference.timeline import warning_line
-
-        warning_line(fig, warning, y=0.885)  # between the title and the plots
+        plots.warning_line(fig, warning, y=0.885)  # between the title and the plots
     return fig
 
 
 def save_figure(ex: Explanation, out: str | os.PathLike, inputs=(), warning: str | None = None) -> str:
     """Write the figure to ``out`` (.png, .pdf or .svg) atomically; never over ``ex.path`` or ``inputs``.
     ``warning``: printed in red at the bottom (e.g. that the bundled model stood in)."""
-    from synchformer.io.outputs import write_atomic
-
-    check_figure_output(out, [p for p in (ex.path, *inputs) if p], "the explain figure")
+    plots.check_figure_output(out, [p for p in (ex.path, *inputs) if p], "the explain figure")
     fig = plot_explanation(ex, warning)
-    fmt = os.path.splitext(os.fspath(out))[1].lower().lstrip(".")
-    write_atomic(out, lambda tmp: fig.savefig(tmp, format=fmt))
-    return os.fspath(out)
+    return plots.write_figure(fig, out, format=os.path.splitext(os.fspath(out))[1].lower().lstrip("."))

@@ -283,7 +283,7 @@ def desync_of(analysis: Analysis) -> dict:
 
 
 def offset_of(analysis: Analysis, summary=None) -> dict:
-    """The whole video's offset from all its windows (timeline.summarize's pooled offset; windows that the
+    """The whole video's offset from all its windows (pooling.summarize's pooled offset; windows that the
     model-free checks reject are left out)."""
     out = dict.fromkeys(METRIC_COLUMNS["offset"])
     d = (summary or analysis.summarize()).to_dict(windows=False)

@@ -49,7 +49,7 @@ def file_reasons(summary) -> list[str]:
     """Why the file's overall offset cannot be trusted (empty: it can)."""
     grid = summary.grid
     if summary.offset_sec is None:
-        from synchformer.inference.timeline import note_reasons
+        from synchformer.inference.pooling import note_reasons
 
         return list(note_reasons(r.note for r in summary.windows)) or ["no window to measure"]
     out = []

@@ -479,6 +479,14 @@ def _stream(path: str, container, kind: str):
     return stream
 
 
+def refuse_special_file(path: str | os.PathLike) -> None:
+    """A FIFO, socket or device is refused in one line: reading it could block forever, and seeking fails."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise SynchformerError(path, f"is {kind}, not a regular media file; save the stream to a file first")
+
+
 @contextmanager
 def _open(path: str):
     """Open ``path`` for reading, refusing what is not a readable media file with a one-line SynchformerError."""
@@ -486,10 +494,7 @@ def _open(path: str):
         raise SynchformerError(path, "file not found")
     if os.path.isdir(path):
         raise SynchformerError(path, "is a directory, not a media file")
-    mode = os.stat(path).st_mode
-    if not stat.S_ISREG(mode):  # a FIFO, socket or device: reading it could block forever, and seeking fails
-        kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
-        raise SynchformerError(path, f"is {kind}, not a regular media file; save the stream to a file first")
+    refuse_special_file(path)
     if os.path.getsize(path) == 0:
         raise SynchformerError(path, "file is empty (0 bytes)")
     try:

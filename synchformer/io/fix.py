@@ -107,6 +107,9 @@ def _check_input(src: str, dst: str, overwrite: bool, offset: Fraction) -> None:
         raise SynchformerError(dst, "already exists (pass overwrite=True to replace it)")
     if not os.path.isdir(os.path.dirname(os.path.abspath(dst))):
         raise SynchformerError(dst, "its folder does not exist")
+    from synchformer.io.decode import refuse_special_file
+
+    refuse_special_file(src)  # before the size: a pipe's is 0, and opening it waits for a writer
     if os.path.getsize(src) == 0:
         raise SynchformerError(src, "file is empty (0 bytes)")
     try:

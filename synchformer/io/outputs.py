@@ -26,10 +26,8 @@ def write_atomic(path: str | os.PathLike, write) -> None:
         raise SynchformerError(path, "cannot write: the folder does not exist")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; an output gets the usual permissions
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it private; an output gets the usual permissions
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
@@ -37,3 +35,18 @@ def write_atomic(path: str | os.PathLike, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def current_umask() -> int:
+    """The process's umask. Read from /proc where there is one: setting it to read it (os.umask's only way)
+    leaves it 0 for a moment, for every thread."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

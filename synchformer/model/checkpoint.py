@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 from synchformer.errors import SynchformerError
+from synchformer.io.outputs import current_umask
 
 PathLike = typing.Union[str, os.PathLike]
 
@@ -523,9 +524,7 @@ def save_safetensors(
     try:
         save_file(tensors, tmp, metadata=metadata)
         _sort_metadata(tmp)
-        umask = os.umask(0)  # mkstemp made the file 0600: give it the permissions a plain open() would
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp made it 0600: the permissions a plain open() gives
         with open(tmp, "rb+") as f:  # make the bytes durable before the rename makes them visible
             os.fsync(f.fileno())
         digest = sha256sum(tmp)

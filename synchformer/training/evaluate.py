@@ -84,9 +84,9 @@ def pooled_windows(dataset: SyncDataset, hop_sec: float = 2.4):
 
 
 def pool_logits(logits: torch.Tensor, targets: torch.Tensor, groups, starts, grid, window_sec: float):
-    """One row per clip from per-window ``logits``: the log of the distribution ``timeline.summarize`` reports
+    """One row per clip from per-window ``logits``: the log of the distribution ``pooling.summarize`` reports
     for the clip's windows, as ``predict`` does. Returns (logits (N, K), targets (N,))."""
-    from synchformer.inference.timeline import summarize
+    from synchformer.inference.pooling import summarize
 
     groups, starts = np.asarray(groups), np.asarray(starts)
     probs = logits.double().softmax(-1).numpy()

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from synchformer.io.outputs import write_atomic
+from synchformer import plots
 
 
 def offset_metrics(logits: Tensor, targets: Tensor) -> dict:
@@ -122,11 +122,8 @@ def _mean(mask: Tensor) -> float:
 
 
 def _figure(figsize):
-    # a bare Figure renders with Agg and leaves pyplot's global state (and any GUI backend) alone
-    from matplotlib.figure import Figure
-    return Figure(figsize=figsize, layout="constrained")
+    return plots.new_figure("the training plots", figsize=figsize, layout="constrained")
 
 
 def _save(fig, path) -> None:
-    # the temporary file keeps the target's suffix, from which savefig picks the format
-    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120))
+    plots.write_figure(fig, path, dpi=120)  # the format from the suffix, which the temporary file keeps
