@@ -419,6 +419,22 @@ def test_plot_writes_a_png_atomically(tmp_path):
         plot_heatmap(starts[:-1], probs[:-1], GRID, s, tmp_path / "x.png")
 
 
+def test_plot_labels_say_whether_the_windows_cover_the_video(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from synchformer import plots
+
+    labels = []
+    real = plots.write_figure
+    monkeypatch.setattr(plots, "write_figure", lambda fig, *a, **k: (labels.append(fig.axes[0].get_xlabel()),
+                                                                     real(fig, *a, **k))[1])
+    rng = np.random.default_rng(3)
+    for starts in (np.arange(0, 60, 0.64), np.linspace(0, 3000, 32)):  # every window; a film sampled in 32
+        probs = synth(rng, starts, lambda c: 0.4)
+        plot_heatmap(starts, probs, GRID, summarize(starts, probs, GRID), tmp_path / "h.png")
+    assert labels[0].endswith("one hop wide") and "(s)" in labels[0]
+    assert "(min:s)" in labels[1] and labels[1].endswith("between them the video was not analysed")
+
+
 def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
     starts, probs, sync, s = _plot_inputs()
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:

@@ -233,6 +233,46 @@ def test_training_samples_draw_grid_offsets_with_jitter(prepared, clips):
     assert torch.equal(a["video"], b["video"]) and a["target"] == b["target"]  # same (seed, epoch, index)
 
 
+def test_continuous_offsets_are_whole_frames_anywhere_on_the_grid(prepared, clips):
+    from synchformer.training.data import sample_generator
+
+    cfg, prep = prepared
+    ds = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=True, seed=3, offsets="continuous")
+    grid = cfg.offset_grid().double()
+    frames_seen = set()
+    for epoch in range(8):
+        for i in range(len(ds)):
+            p = ds.place(i, prep.clips[i].frames, sample_generator(3, epoch, i))
+            shift = p.first_sample - p.first_frame * 640
+            assert shift == round(p.offset_sec * 16000) and shift % 640 == 0  # exact, no jitter on top
+            assert abs(p.offset_sec) <= 2.0 + 1e-9
+            assert p.target == int((grid - p.offset_sec).abs().argmin())
+            frames_seen.add(round(p.offset_sec * 25))
+    assert len(frames_seen) >= 40 and sum(f % 5 != 0 for f in frames_seen) >= 30  # mostly between classes
+    valid = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=False, offsets="continuous")
+    assert valid[0]["offset_sec"] == prep.clips[0].offset_sec  # validation keeps its fixed offsets
+
+
+def test_two_hot_targets_have_the_offset_as_their_expectation():
+    from synchformer.training.loop import two_hot
+
+    grid = torch.linspace(-2, 2, 21)
+    offsets = torch.tensor([0.0, 0.04, 0.1, -0.12, -2.0, 2.0, 1.96], dtype=torch.float64)
+    t = two_hot(offsets, grid)
+    assert torch.allclose(t.sum(1), torch.ones(7))
+    assert torch.allclose((t * grid).sum(1), offsets.float(), atol=1e-6)
+    assert (t > 0).sum(1).tolist() == [1, 2, 2, 2, 1, 1, 2]
+    assert torch.equal(t[0], torch.nn.functional.one_hot(torch.tensor(10), 21).float())  # on the grid: one class
+
+
+def test_continuous_offsets_train_with_two_hot_targets_on_cached_features(tmp_path, clips):
+    s = train(config(tmp_path, clips, "sync", "cache_features=true", "data.offsets=continuous",
+                     f"data.valid={clips / 'clips.csv'}"), progress=False)
+    assert s["steps"] == 4 and s["best"] is not None
+    with pytest.raises(SynchformerError, match="data.offsets must be grid or continuous"):
+        config(tmp_path, clips, "sync", "data.offsets=fine")
+
+
 def test_synchronizability_samples_are_half_out_of_sync(prepared, clips):
     cfg3 = ModelConfig.tiny(image_size=32, n_segments=13, head="synchronizability")
     _, prep = prepared
@@ -629,7 +669,7 @@ def test_the_bundled_model_scores_fresh_benchmark_clips_per_clip(tmp_path, capsy
 
 
 @pytest.mark.parametrize("name", ["contrastive", "contrastive_clip", "contrastive_bench", "sync", "sync_few", "sync_mix",
-                                  "sync_e2e", "sync_e2e_more", "sync_e2e_long"])
+                                  "sync_e2e", "sync_e2e_more", "sync_e2e_long", "sync_continuous"])
 def test_shipped_configs_parse(name):
     stage = name.split("_")[0]
     cfg = load_config(stage, Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{name}.json")
@@ -638,6 +678,8 @@ def test_shipped_configs_parse(name):
         assert cfg.center_features and cfg.sync_start == "sharp" and cfg.init.endswith("contrastive_clip/best.safetensors")
     if name == "contrastive_bench":  # continues stage I from the clean round, on clips with distractors
         assert cfg.init.endswith("contrastive_clip/best.safetensors") and cfg.center_embeddings == "clip"
+    if name == "sync_continuous":  # the sub-class experiment: the bundled model's head on continuous offsets
+        assert cfg.data.offsets == "continuous" and cfg.cache_features and cfg.freeze_encoders
     if name == "sync_mix":  # the benchmark round: centred, from the few-event model
         assert cfg.center_features and cfg.init.endswith("sync_few/best.safetensors")
     if name == "sync_e2e":  # the last round fine-tunes the encoders too, so it cannot use cached features

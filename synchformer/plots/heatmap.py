@@ -70,6 +70,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
                               [grid[-1] + (grid[-1] - grid[-2]) / 2]])
     mesh = None
     x0, x1 = 0.0, L
+    spread = False  # windows far apart (a sampled film): each column spans its window, the gaps stay empty
     if len(order):
         s = starts[order]
         c = s + L / 2
@@ -79,6 +80,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
         if len(c) > 1:  # the first and last columns mirror their one neighbour
             half_l[0], half_r[-1] = half_r[0], half_l[-1]
         lo, hi = c - half_l, c + half_r
+        spread = len(c) > 1 and bool(np.any(gaps > L + 1e-9))
         xe, cols = [lo[0]], []
         for j in range(len(order)):
             if lo[j] > xe[-1] + 1e-9:  # windows do not meet: an empty column
@@ -145,9 +147,9 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
             lambda v, _: f"{'-' if v < 0 else ''}{int(abs(v) // 3600)}:{int(abs(v) % 3600 // 60):02d}:"
                          f"{int(abs(v) % 60):02d}" if abs(v) >= 3600 else
                          f"{'-' if v < 0 else ''}{int(abs(v) // 60)}:{int(abs(v) % 60):02d}"))
-        ax.set_xlabel("time in the video (min:s), windows drawn at their centres, one hop wide")
-    else:
-        ax.set_xlabel("time in the video (s), windows drawn at their centres, one hop wide")
+    width = ("each as wide as its window; between them the video was not analysed" if spread else "one hop wide")
+    unit = "min:s" if x1 - x0 > 180 else "s"
+    ax.set_xlabel(f"time in the video ({unit}), windows drawn at their centres, {width}")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=7.5, framealpha=0.85)
     if mesh is None:

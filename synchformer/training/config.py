@@ -26,6 +26,10 @@ class DataConfig:
     cache_dir: str = ""  # decoded clips (and stage II features) are kept here; default: <out_dir>/cache
     max_clip_sec: float = 10.0  # the reference's EqualifyFromRight(10 s)
     audio_jitter_sec: float = 0.05
+    # stage II's training offsets: "grid", the reference's (a class of the 21-point grid, plus audio_jitter_sec);
+    # "continuous", any whole-frame offset (0.04 s steps) within the grid, learned against two-hot targets (the
+    # two neighbouring classes weighted by closeness) so that the expected class is the offset itself
+    offsets: str = "grid"
     segment_stride: int = 8  # frames between segment starts; stage I of the reference uses 16 (no overlap)
     min_fps: float = 12.5  # videos below this are skipped ("wrong rates"): most 25 fps frames would repeat
     min_sample_rate: int = 16000  # audio below this lacks the model's upper mel bands
@@ -101,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"sync_start must be reference or sharp, not {self.sync_start!r}")
         self.optim.betas = tuple(self.optim.betas)
         negative_weights(self.data.negatives)  # checked before any clip is decoded
+        if self.data.offsets not in ("grid", "continuous"):
+            raise ValueError(f"data.offsets must be grid or continuous, not {self.data.offsets!r}")
         if self.data.timing not in TIMINGS:
             raise ValueError(f"data.timing must be one of {', '.join(TIMINGS)}, not {self.data.timing!r}")
 

@@ -251,13 +251,15 @@ class SyncDataset(torch.utils.data.Dataset):
 
     def __init__(self, clips: list[Clip], cache_dir: Path, stage: str, cfg: ModelConfig, *, train: bool,
                  seed: int = 0, augment: Augment | None = None, audio_jitter_sec: float = 0.05,
-                 segment_stride: int = 8, raw: bool = False, negatives: dict | None = None):
+                 segment_stride: int = 8, raw: bool = False, negatives: dict | None = None,
+                 offsets: str = "grid"):
+        self.continuous = offsets == "continuous" and stage == "sync" and train
         self.clips, self.cache_dir, self.stage, self.cfg, self.raw = clips, Path(cache_dir), stage, cfg, raw
         self.negatives = negative_weights(negatives)
         if "other" in self.negatives and len(clips) < 2:
             raise ValueError("data.negatives 'other' needs at least two clips")
         self.train, self.seed, self.augment = train, seed, augment or Augment()
-        self.jitter = int(round(audio_jitter_sec * AUDIO_SR)) if train else 0
+        self.jitter = int(round(audio_jitter_sec * AUDIO_SR)) if train and not self.continuous else 0
         self.stride = segment_stride
         self.grid = cfg.offset_grid().double()
         self.epoch = 0
@@ -290,6 +292,10 @@ class SyncDataset(torch.utils.data.Dataset):
             if kind != "far":
                 return self._placed_negative(index, n_frames, gen, frame_step, kind)
             offset, target = (span / VIDEO_FPS) * (1 if _rand(gen) < 0.5 else -1), 0  # from a part that does not overlap
+        elif self.continuous:  # whole frames, so that cached features (audio at every frame) hold it exactly
+            reach = round(float(self.grid[-1]) * VIDEO_FPS)
+            offset = int(torch.randint(-reach, reach + 1, (1,), generator=gen)) / VIDEO_FPS
+            target = self._target(offset)[0]
         else:
             c = int(torch.randint(len(self.grid), (1,), generator=gen))
             offset, target = float(self.grid[c]), (c if self.stage == "sync" else 1)

@@ -110,9 +110,10 @@ class Stage(nn.Module):
     """The model plus what a stage adds (the contrastive temperature); ``forward(batch) -> (loss, outputs)``."""
 
     def __init__(self, model: Synchformer, stage: str, gather_for_loss: bool = False, center: bool = False,
-                 freeze_encoders: bool = True):
+                 freeze_encoders: bool = True, two_hot: bool = False):
         super().__init__()
         self.model, self.stage = model, stage
+        self.two_hot = two_hot and stage == "sync"
         self.frozen = stage != "contrastive" and freeze_encoders
         if stage == "contrastive":
             if model.cfg.v_width != model.cfg.a_width:
@@ -152,7 +153,23 @@ class Stage(nn.Module):
                 video, audio = model_inputs(batch)
                 vf, af = m.extract_vfeats(video), m.extract_afeats(audio)
         logits = m.compare_v_a(vf.float(), af.float())
+        if self.two_hot:
+            target = two_hot(batch["offset_sec"].to(logits.device), m.cfg.offset_grid().to(logits.device))
+            return F.cross_entropy(logits.float(), target), logits
         return F.cross_entropy(logits.float(), batch["target"]), logits
+
+
+def two_hot(offset_sec: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(B,) offsets -> (B, classes) targets: each offset split between the two grid points around it, in
+    proportion to closeness, so that the target's expected offset is the offset (on the grid: one-hot)."""
+    lo_sec, step = float(grid[0]), (float(grid[-1]) - float(grid[0])) / (len(grid) - 1)
+    pos = ((offset_sec.double() - lo_sec) / step).clamp(0, len(grid) - 1)
+    pos = torch.where((pos - pos.round()).abs() < 1e-6, pos.round(), pos)  # on the grid: exactly one class
+    lo = pos.floor().clamp(max=len(grid) - 2)
+    w = (pos - lo).float()[:, None]
+    lo = lo.long()[:, None]
+    out = torch.zeros(len(pos), len(grid), device=offset_sec.device)
+    return out.scatter(1, lo, 1 - w).scatter(1, lo + 1, w)
 
 
 def _out_of_time(cfg: TrainConfig, t0: float, d, device: str) -> bool:
@@ -397,7 +414,7 @@ def make_datasets(cfg: TrainConfig, mcfg, d: Dist, progress: bool, device: str =
                                        seed=cfg.seed, augment=Augment.from_dict(cfg.data.augment),
                                        audio_jitter_sec=cfg.data.audio_jitter_sec,
                                        segment_stride=cfg.data.segment_stride, raw=raw,
-                                       negatives=cfg.data.negatives))
+                                       negatives=cfg.data.negatives, offsets=cfg.data.offsets))
     return out
 
 
@@ -428,7 +445,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
                 print(f"  skipped {path}: {why}", flush=True)
 
     model.to(device)
-    stage = Stage(model, cfg.stage, cfg.gather_for_loss, cfg.center_embeddings, cfg.freeze_encoders).to(device)
+    stage = Stage(model, cfg.stage, cfg.gather_for_loss, cfg.center_embeddings, cfg.freeze_encoders,
+                  two_hot=cfg.data.offsets == "continuous").to(device)
     if cfg.cache_features and cfg.stage != "contrastive":
         if not cfg.freeze_encoders:
             raise SynchformerError(None, "cache_features needs freeze_encoders=true (features of changing encoders "
