@@ -238,6 +238,48 @@ def test_files_in_flight_share_encoder_calls_and_give_the_same_rows(mixed, model
     assert max(n for n, _ in calls) > one_file and all(b == 64 for _, b in calls)
 
 
+def test_many_files_analysed_together_equal_one_at_a_time(mixed, model):
+    """predict over many files (analyze_files): each Analysis as analyze gives it, with a synchronizability
+    model too, in input order with the errors in place, whether files share encoder calls or not."""
+    from synchformer.inference.score import analyze_files
+
+    torch.manual_seed(1)
+    sync_model = Synchformer(ModelConfig.tiny(head="synchronizability", n_segments=13)).eval()
+    got = list(analyze_files(model, mixed, hop_sec=0.64, sync_model=sync_model, workers=3, files_in_flight=3,
+                             batch_size=64))
+    assert [v for v, _ in got] == [str(p) for p in mixed]
+    kinds = ["ok" if isinstance(r, Analysis) else "error" for _, r in got]
+    assert kinds == ["ok", "error", "ok", "error", "ok", "error", "ok"]
+    for video, result in got:
+        if isinstance(result, SynchformerError):
+            with pytest.raises(SynchformerError) as e:
+                analyze(model, video, hop_sec=0.64, sync_model=sync_model)
+            assert Path(video).name in str(result) and str(e.value).split(": ", 1)[1] in str(result)
+            continue
+        want = analyze(model, video, hop_sec=0.64, sync_model=sync_model)
+        assert np.array_equal(result.window_starts, want.window_starts) and result.path == want.path
+        assert np.allclose(result.logits, want.logits, atol=1e-5)
+        assert np.allclose(result.sync_probs, want.sync_probs, atol=1e-5)
+        assert result.summarize().to_dict()["offset_sec"] == want.summarize().to_dict()["offset_sec"]
+
+
+def test_predict_with_decoding_workers_prints_what_one_process_prints(data, mixed, capsys):
+    videos = [str(p) for p in mixed if p.exists() and p.suffix == ".mkv" and "short" not in p.name]
+    base = ["predict", *videos, "--json", "--weights", str(data / "tiny.safetensors"), "--device", "cpu",
+            "--syncability-weights", "none"]
+    assert main(base + ["--workers", "0"]) == 0
+    alone = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(base + ["--workers", "2"]) == 0
+    parallel = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in parallel] == videos and len(alone) == len(videos)
+    for got, want in zip(parallel, alone):
+        assert got["offset_sec"] == want["offset_sec"] and got["n_windows"] == want["n_windows"]
+        assert got["refined_offset_sec"] == pytest.approx(want["refined_offset_sec"], abs=1e-3)
+        assert np.allclose(got["distribution"], want["distribution"], atol=1e-4)
+    assert main(base + ["--workers", "-1"]) == 2
+    assert "--workers must be >= 0" in capsys.readouterr().err
+
+
 def test_an_out_of_memory_error_halves_the_batch_and_the_rows_stand(mixed, model, monkeypatch, capsys):
     import synchformer.inference.score as score_mod
 

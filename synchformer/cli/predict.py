@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -33,6 +34,13 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="one JSON object per video (schema in README.md)")
     p.add_argument("--plot", metavar="PNG", help="heat map of the windows' probabilities over time "
                    "(with several videos: the video's name is appended)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with several videos: decoding processes that read ahead while the model runs, and on a GPU "
+                        "the segments of several files share encoder calls (default: up to 8 on GPU, 0 on CPU: "
+                        "one file at a time in this process)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="B",
+                   help="with --workers: segments per encoder call (default 128 on GPU, halved if it runs out of "
+                        "memory; 4 on CPU)")
     add_device(p)
     add_precision(p)
     return p
@@ -40,6 +48,8 @@ def add_parser(sub):
 
 def run(args) -> int:
     check_device(args.device)  # the arguments first, then the inputs, then the weights
+    if args.workers is not None and args.workers < 0 or args.batch_size is not None and args.batch_size < 1:
+        raise SynchformerError(None, "--workers must be >= 0 and --batch-size >= 1")
     videos, failed = [], 0
     for video in args.videos:  # before seconds of model loading: a bad file says so now and is skipped
         try:
@@ -57,9 +67,11 @@ def run(args) -> int:
         raise SynchformerError(args.weights, "is a synchronizability model: pass it as --syncability-weights and "
                                              "an offset model (stage II) as --weights")
     sync_model = load_syncability(args.syncability_weights, model, args.device)
-    for video in videos:
+    for video, result in _analyses(model, videos, args, sync_model):
         try:
-            report = analyze_video(model, video, args, sync_model)
+            if isinstance(result, SynchformerError):
+                raise result
+            report = report_of(model, video, result, args, sync_model)
         except SynchformerError as e:  # one bad file does not stop the others
             if len(args.videos) == 1:
                 raise
@@ -70,13 +82,33 @@ def run(args) -> int:
     return 2 if failed else 0
 
 
-def analyze_video(model, video: str, args, sync_model=None) -> dict:
+def _analyses(model, videos: list[str], args, sync_model):
+    """(video, Analysis or SynchformerError) per video, in order. Several files on a GPU: decoded ahead by
+    worker processes, their segments sharing encoder calls (as score does); otherwise one file at a time."""
+    workers = args.workers
+    if workers is None:
+        workers = max(1, min(8, os.cpu_count() or 1)) if model.device.type == "cuda" and len(videos) > 1 else 0
+    if workers > 0 and len(videos) > 1:
+        from synchformer.inference.score import analyze_files
+
+        yield from analyze_files(model, videos, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
+                                 max_windows=args.max_windows, workers=workers, batch_size=args.batch_size)
+        return
     from synchformer.inference.analyze import analyze
+
+    for video in videos:
+        try:
+            yield video, analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
+                                 max_windows=args.max_windows,
+                                 progress=not args.json and sys.stderr.isatty())  # a film must not look hung
+        except SynchformerError as e:
+            yield video, e
+
+
+def report_of(model, video: str, result, args, sync_model=None) -> dict:
+    """The report of ``result`` (the Analysis of ``video``); writes the heat map when asked."""
     from synchformer.plots.heatmap import plot_heatmap
 
-    result = analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
-                     max_windows=args.max_windows,
-                     progress=not args.json and sys.stderr.isatty())  # a film must not look hung
     summary = result.summarize(min_sync_prob=args.min_sync_prob)
     segments = result.file_segments if result.sampled else result.segments_total
     report = {"file": str(video), "weights": getattr(model, "weights_label", args.weights),

@@ -350,16 +350,52 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
     opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop,
             "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
             "window_segments": model.cfg.n_segments}
+    kw = {"ends_only": metric == "desync", "hop_sec": hop_sec}
+    for i, analysis, error in _schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
+        row = {**_row(items[i], metric), "timing": timing}
+        try:
+            if error is None:
+                _fill(row, analysis, metric)
+        except SynchformerError as e:
+            error = str(e)
+        if error is not None:
+            row.update(status="error", error=error)
+        yield row
+
+
+def analyze_files(model, videos: Iterable, *, hop_sec: float = 2.4, sync_model=None, timing: str | None = None,
+                  max_windows: int = MAX_WINDOWS, size: int | None = None, workers: int = 0,
+                  batch_size: int | None = None, files_in_flight: int | None = None,
+                  precision: str | None = None) -> Iterator[tuple[str, "Analysis | SynchformerError"]]:
+    """``analyze`` of many files, scheduled as ``score_files`` schedules them: ``(video, Analysis)`` per video,
+    or ``(video, SynchformerError)`` for one that cannot be analysed, in the order given. ``workers`` decoding
+    processes read ahead; on CUDA the segments of several files (one per worker by default) share encoder calls
+    of ``batch_size`` segments. Each Analysis is the one ``analyze`` gives (same windows, logits within float
+    tolerance)."""
+    items = [as_item(x) for x in videos]
+    crop = int(model.cfg.image_size)
+    opts = {"size": size or decode_size(crop), "duration": None, "crop": crop, "timing": timing or model.cfg.timing,
+            "max_windows": max_windows, "window_segments": model.cfg.n_segments}
+    kw = {"hop_sec": hop_sec, "sync_model": sync_model}
+    with using(precision, model, sync_model):
+        for i, analysis, error in _schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
+            yield items[i].video, (analysis if error is None else SynchformerError(None, error))
+
+
+def _schedule(model, items: list[Item], opts: dict, kw: dict, workers: int, batch_size: int | None,
+              files_in_flight: int | None):
+    """``(index, Analysis, None)`` or ``(index, None, error text)`` per item, in input order: up to
+    ``files_in_flight`` analyses run side by side, their encoder requests served together."""
     cuda = model.device.type == "cuda"
     batch_size = batch_size or (GPU_BATCH if cuda else CPU_BATCH)
-    kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "encode_batch": batch_size}
+    kw = {**kw, "encode_batch": batch_size}
     pool = _DecodePool(items, min(workers, len(items)), opts) if workers > 0 and items else None
     if files_in_flight is None:  # a GPU is fed from several files at once; a CPU is as fast one file at a time
         files_in_flight = max(1, pool.n if pool is not None else 1) if cuda else 1
     files_in_flight = max(1, min(files_in_flight, pool.n if pool is not None else files_in_flight))
     encoder = BatchEncoder(batch_size)
     live: dict[int, _Live] = {}
-    done: dict[int, dict] = {}
+    done: dict[int, tuple] = {}
     started = emitted = 0
     try:
         while emitted < len(items):
@@ -367,7 +403,7 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
             # worker (j - n) is finished
             while (started < len(items) and len(live) < files_in_flight
                    and (pool is None or started - pool.n not in live)):
-                _start(started, items[started], metric, timing, pool, opts, kw, model, live, done)
+                _start(started, items[started], pool, opts, kw, model, live, done)
                 started += 1
             waiting = [i for i in live if live[i].request is not None]
             if waiting:
@@ -377,7 +413,7 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
             for i in [i for i in live if live[i].finished]:
                 live.pop(i).release()
             while emitted in done:
-                yield done.pop(emitted)
+                yield (emitted, *done.pop(emitted))
                 emitted += 1
     finally:
         for f in live.values():
@@ -431,10 +467,10 @@ class BatchEncoder:
 
 
 class _Live:
-    """One file in flight: its analysis generator, the request it waits on, and its row."""
+    """One file in flight: its analysis generator and the request it waits on."""
 
-    def __init__(self, i: int, row: dict, steps, metric: str, pool, state):
-        self.i, self.row, self.steps, self.metric, self.pool, self.state = i, row, steps, metric, pool, state
+    def __init__(self, i: int, steps, pool, state):
+        self.i, self.steps, self.pool, self.state = i, steps, pool, state
         self.request, self.finished = None, False
 
     def advance(self, feats, done: dict) -> None:
@@ -448,32 +484,24 @@ class _Live:
 
     def _finish(self, done: dict, analysis=None, error=None) -> None:
         self.request, self.finished = None, True
-        try:
-            if error is None:
-                _fill(self.row, analysis, self.metric)
-        except SynchformerError as e:
-            error = str(e)
-        if error is not None:
-            self.row.update(status="error", error=error)
-        done[self.i] = self.row
+        done[self.i] = (analysis, error)
 
     def release(self) -> None:
         if self.pool is not None and self.state is not None:
             self.pool.drain(self.i, self.state)  # what an analysis that stopped early left unread
 
 
-def _start(i, item, metric, timing, pool, opts, kw, model, live, done) -> None:
-    row, state = {**_row(item, metric), "timing": timing}, None
+def _start(i, item, pool, opts, kw, model, live, done) -> None:
+    state = None
     try:
         if pool is None:
             grid, chunks = open_item(item, **opts)
         else:
             grid, chunks, state = pool.source(i)
     except SynchformerError as e:
-        row.update(status="error", error=str(e))
-        done[i] = row
+        done[i] = (None, str(e))
         return
-    f = _Live(i, row, analysis_steps(model, grid, chunks, **kw), metric, pool, state)
+    f = _Live(i, analysis_steps(model, grid, chunks, **kw), pool, state)
     f.advance(None, done)
     if f.finished:
         f.release()
