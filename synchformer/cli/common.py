@@ -108,6 +108,20 @@ def device(name: str) -> str:
     return name
 
 
+def check_workers(args) -> None:
+    """``--workers`` and ``--batch-size`` (score; predict over several files), checked before any model loads."""
+    if args.workers is not None and args.workers < 0 or args.batch_size is not None and args.batch_size < 1:
+        raise SynchformerError(None, "--workers must be >= 0 and --batch-size >= 1")
+
+
+def gpu_decode_workers() -> int:
+    """Decoding processes that keep a GPU fed: up to 8, the CPU cores shared among the node's model processes."""
+    import os
+
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, (os.cpu_count() or 1) // per_node))
+
+
 def check_device(name: str) -> None:
     """--device checked before the inputs; "auto" and "cpu" need no check, so no torch import (1.7 s) yet."""
     if name not in ("auto", "cpu"):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_syncability, add_timing,
-                                    add_weights, check_device, load, load_syncability, syncability_label)
+                                    add_weights, check_device, check_workers, gpu_decode_workers, load,
+                                    load_syncability, syncability_label)
 from synchformer.io.decode import check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
@@ -48,8 +48,7 @@ def add_parser(sub):
 
 def run(args) -> int:
     check_device(args.device)  # the arguments first, then the inputs, then the weights
-    if args.workers is not None and args.workers < 0 or args.batch_size is not None and args.batch_size < 1:
-        raise SynchformerError(None, "--workers must be >= 0 and --batch-size >= 1")
+    check_workers(args)
     videos, failed = [], 0
     for video in args.videos:  # before seconds of model loading: a bad file says so now and is skipped
         try:
@@ -87,7 +86,7 @@ def _analyses(model, videos: list[str], args, sync_model):
     worker processes, their segments sharing encoder calls (as score does); otherwise one file at a time."""
     workers = args.workers
     if workers is None:
-        workers = max(1, min(8, os.cpu_count() or 1)) if model.device.type == "cuda" and len(videos) > 1 else 0
+        workers = gpu_decode_workers() if model.device.type == "cuda" and len(videos) > 1 else 0
     if workers > 0 and len(videos) > 1:
         from synchformer.inference.score import analyze_files
 

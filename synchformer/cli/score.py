@@ -19,7 +19,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from synchformer.cli.common import add_device, add_max_windows, add_precision, add_timing, add_weights, device, load
+from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_timing, add_weights, check_workers,
+                                    device, gpu_decode_workers, load)
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -190,8 +191,7 @@ def _score(model, items, todo, args, fmt: RowFile, path: Path, mode: str, show: 
 
     workers = args.workers
     if workers is None:  # decoding keeps a GPU fed only with several processes; on CPU the model is the bottleneck
-        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        workers = max(1, min(8, (os.cpu_count() or 1) // per_node)) if model.device.type == "cuda" else 1
+        workers = gpu_decode_workers() if model.device.type == "cuda" else 1
     rows = []
     with open(path, mode, encoding="utf-8", newline="") as f:
         if f.tell() == 0:
@@ -240,8 +240,7 @@ def run(args) -> int:
     fmt = RowFile(out, args.metric)
     if not out.parent.is_dir():
         raise SynchformerError(out, "cannot write: the folder does not exist")
-    if args.workers is not None and args.workers < 0 or args.batch_size is not None and args.batch_size < 1:
-        raise SynchformerError(None, "--workers must be >= 0 and --batch-size >= 1")
+    check_workers(args)
     if args.duration is not None and not args.duration > 0 or not args.hop > 0:
         raise SynchformerError(None, "--duration and --hop must be positive")
     if args.summary_json and not Path(args.summary_json).parent.is_dir():
