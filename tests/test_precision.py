@@ -24,6 +24,14 @@ def test_auto_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch):
     monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: True)
     assert prec.resolve("auto", "cpu") == "bf16"
     assert prec.resolve("fp32", "cpu") == "fp32" and prec.resolve("bf16", "cpu") == "bf16"
+    # with the units, a full-size model gains (3x measured) and a tiny one loses (0.65x): auto follows the size
+    assert prec.resolve("auto", "cpu", ModelConfig()) == "bf16"
+    assert prec.resolve("auto", "cpu", ModelConfig(v_width=128, v_heads=2)) == "bf16"
+    assert prec.resolve("auto", "cpu", ModelConfig.tiny()) == "fp32"
+    assert prec.resolve("bf16", "cpu", ModelConfig.tiny()) == "bf16"  # asked for: given
+    assert load_model(SYNTHETIC_TINY, precision="auto").precision == "fp32"
+    monkeypatch.setattr(prec, "cpu_has_fast_bf16", lambda: False)
+    assert prec.resolve("auto", "cpu", ModelConfig()) == "fp32"
     with pytest.raises(SynchformerError, match="fp16 needs a CUDA GPU"):
         prec.resolve("fp16", "cpu")
     with pytest.raises(SynchformerError, match="precision must be one of"):
@@ -78,7 +86,7 @@ def test_the_bundled_models_synthetic_scores_hold_in_bf16(tmp_path):
 def test_cli_precision(capsys):
     args = ["predict", str(PEN), "--json", "--weights", str(SYNTHETIC_TINY), "--device", "cpu"]
     assert main(args) == 0
-    assert json.loads(capsys.readouterr().out)["precision"] == prec.resolve("auto", "cpu")
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp32"  # auto: the bundled model is too small to gain
     assert main(args + ["--precision", "bf16"]) == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "bf16"
     assert main(args + ["--precision", "fp16"]) == 2

@@ -41,9 +41,10 @@ def add_timing(p, default_help: str = "as the weights were trained: authors for 
 
 def add_precision(p):
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
-                   help="number format of the model: auto (default) is bf16 autocast on a GPU with native bf16 and "
-                        "on a CPU with AVX512_BF16/AMX (about 1.8x faster there; offsets within 0.02 of fp32's "
-                        "probabilities), fp32 elsewhere; fp32 gives the reference's numbers; fp16 needs a GPU")
+                   help="number format of the model: auto (default) is bf16 autocast on a GPU with native bf16 and, "
+                        "for full-size models, on a CPU with AVX512_BF16/AMX (about 3x faster there; probabilities "
+                        "within 0.02 of fp32's), fp32 elsewhere and for tiny models; fp32 gives the reference's "
+                        "numbers; fp16 needs a GPU")
 
 
 def add_max_windows(p, what: str = ""):
@@ -136,11 +137,11 @@ def load(weights: str | None, device_name: str, *, head: str | None = None, sync
     from synchformer.model import load_model
     from synchformer.model.precision import resolve
 
-    precision = resolve(precision, device(device_name))  # fp16 on a CPU: refused before the weights load
+    resolve(precision, device(device_name))  # fp16 on a CPU: refused before the weights load
     if weights is None:
         model = _default_model(device_name)
         weights = model.weights_label
-        model.precision = precision
+        model.precision = resolve(precision, device(device_name), model.cfg)
     else:
         model = load_model(weights, device=device(device_name), precision=precision)
         model.weights_label, model.load_warning = str(weights), None

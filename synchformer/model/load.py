@@ -161,7 +161,7 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     """
     from synchformer.model.precision import resolve
 
-    precision = resolve(precision, device)  # a bad value is refused before seconds of loading
+    resolve(precision, device)  # a bad value is refused before seconds of loading
     path = None
     if released.is_name(source):  # "audioset", "syncability", ...: the cached download
         source = released.fetch(source)
@@ -208,7 +208,7 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     model.source_format = ckpt.source_format
     model.bundled = _bundled_name(path)  # every verdict of a bundled model says it never saw a real video
     model.caveat = None if model.bundled is None else _bundled_caveat()
-    model.precision = precision
+    model.precision = resolve(precision, device, cfg)  # auto: also by the model's size on a CPU
     return model.to(device).eval()
 
 
