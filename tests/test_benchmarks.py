@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _shared import needs_shared
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -135,3 +137,20 @@ def test_bench_gpu_runs_on_a_cpu_and_both_pipelines_give_the_same_rows(tmp_path)
     assert res["rows"] == {**res["rows"], "clips": 2, "failed": 0, "argmax_agreement": 1.0}
     assert res["encoders"]["gflop_per_segment"] > 0 and res["clips_per_sec"]["score"] > 0
     assert "fraction_of_peak" not in res["encoders"]  # no GPU, no peak: nothing is made up
+
+
+@needs_shared
+def test_bench_fine_pass_times_predict_with_and_without_the_second_pass():
+    out = subprocess.run([sys.executable, str(BENCH / "bench_fine_pass.py"), "--config", "tiny", "--repeats", "1"],
+                         capture_output=True, text=True, timeout=600, check=True)
+    row = json.loads(out.stdout)
+    assert row["fine_windows"] == row["windows"] and row["fine_segments_encoded"] > 0 and row["ratio"] > 0
+
+
+def test_fix_loop_measures_fixes_and_measures_again(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "fix_loop.py"), "--n", "3", "--duration", "8", "--seed", "9700",
+                          "--folder", str(tmp_path)], capture_output=True, text=True, timeout=600, check=True)
+    rep = json.loads(out.stdout)
+    assert rep["clips"] == 3 and rep["fine_weights"] == "auto"
+    assert set(rep["residual_after_fix"]) == {"median_ms", "p90_ms", "max_ms"}
+    assert rep["first_measurement_error"]["median_ms"] < 100

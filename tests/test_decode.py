@@ -189,6 +189,23 @@ def test_span_seeks_and_matches_the_full_decode(media, monkeypatch):
     assert np.corrcoef(part.audio.numpy(), ref)[0, 1] > 0.99
 
 
+@pytest.mark.parametrize("delay", [0.0123, -0.25, 0.6])
+def test_audio_delay_takes_the_sound_later_to_the_sample(media, delay):
+    """audio_delay_sec (the fine pass of inference.refine): the frames are untouched, and the sound at frame time
+    t is the file's at t - delay, to the sample: silence before the stream where the delay reaches past it."""
+    full = load_av(media["mp4"], size=None, crop=None)
+    moved = load_av(media["mp4"], size=None, crop=None, audio_delay_sec=delay)
+    assert torch.equal(moved.frames, full.frames)
+    d = round(delay * 16000)
+    a, b = full.audio.numpy(), moved.audio.numpy()
+    if d > 0:
+        assert not b[:d].any()
+        np.testing.assert_allclose(b[d:], a[:len(a) - d], atol=1e-6)
+    else:
+        np.testing.assert_allclose(b[:len(b) + d], a[-d:], atol=1e-6)
+    assert abs(click_sample(moved) - (8000 + d)) <= 32
+
+
 def test_start_between_grid_ticks_rounds_up(media):
     clip = load_av(media["mp4"], start_sec=0.41, end_sec=1.0)
     assert clip.start_sec == pytest.approx(0.44)

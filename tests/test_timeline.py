@@ -248,7 +248,7 @@ def test_to_dict_is_plain_json_with_the_documented_keys():
     assert plain(json.loads(text)) and plain(d)
     assert set(d) == {"schema", "window_sec", "grid_sec", "n_windows", "n_used", "n_invalid", "left_out",
                       "synchronizable", "reliable", "reasons", "pooling", "offset_sec", "confidence",
-                      "refined_offset_sec", "refined_interval_sec", "agreement",
+                      "refined_offset_sec", "refined_interval_sec", "fine", "agreement",
                       "distribution", "pools", "pools_agree", "effective_windows", "message", "drift", "windows"}
     assert d["schema"] == "synchformer.timeline/1" and len(d["distribution"]) == 21 and len(d["grid_sec"]) == 21
     assert sum(d["distribution"]) == pytest.approx(1.0, abs=1e-3)

@@ -233,11 +233,13 @@ def test_training_samples_draw_grid_offsets_with_jitter(prepared, clips):
     assert torch.equal(a["video"], b["video"]) and a["target"] == b["target"]  # same (seed, epoch, index)
 
 
-def test_continuous_offsets_are_whole_frames_anywhere_on_the_grid(prepared, clips):
+def test_continuous_offsets_are_whole_frames_anywhere_on_the_grid_with_cached_features(prepared, clips):
     from synchformer.training.data import sample_generator
 
     cfg, prep = prepared
     ds = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=True, seed=3, offsets="continuous")
+    FeatureDataset(ds, clips / "cache")  # its audio features start at every frame: whole-frame offsets
+    assert ds.whole_frames
     grid = cfg.offset_grid().double()
     frames_seen = set()
     for epoch in range(8):
@@ -251,6 +253,52 @@ def test_continuous_offsets_are_whole_frames_anywhere_on_the_grid(prepared, clip
     assert len(frames_seen) >= 40 and sum(f % 5 != 0 for f in frames_seen) >= 30  # mostly between classes
     valid = SyncDataset(prep.clips, clips / "cache", "sync", cfg, train=False, offsets="continuous")
     assert valid[0]["offset_sec"] == prep.clips[0].offset_sec  # validation keeps its fixed offsets
+
+
+def test_continuous_offsets_are_to_the_sample_without_cached_features(prepared, clips):
+    """What a fine-offset model trains on: any offset of the grid's span, to the sample, placed exactly."""
+    from synchformer.training.data import sample_generator
+
+    cfg, prep = prepared
+    fine = ModelConfig.tiny(image_size=32, n_offset_classes=21, max_offset_sec=0.2)
+    for c, reach in ((cfg, 2.0), (fine, 0.2)):
+        ds = SyncDataset(prep.clips, clips / "cache", "sync", c, train=True, seed=3, offsets="continuous")
+        shifts = []
+        for epoch in range(6):
+            for i in range(len(ds)):
+                p = ds.place(i, prep.clips[i].frames, sample_generator(3, epoch, i))
+                shift = p.first_sample - p.first_frame * 640
+                assert shift == round(p.offset_sec * 16000) and abs(p.offset_sec) <= reach + 1e-9
+                shifts.append(shift)
+        assert sum(x % 640 != 0 for x in shifts) >= 0.9 * len(shifts)  # not on the frame grid
+        assert max(shifts) - min(shifts) > reach * 16000  # spread over the grid's span
+
+
+def test_a_fine_offset_model_starts_from_a_coarse_one_with_its_visual_encoder_frozen(tmp_path, clips):
+    """model={"n_offset_classes", "max_offset_sec"} over init=: the file's sizes, a new head on the fine grid;
+    freeze_encoders="visual" trains the audio encoder and the sync transformer only (so the fine model can
+    reuse the coarse one's visual features)."""
+    from synchformer.training.loop import build_model
+
+    train(config(tmp_path / "coarse", clips, "sync", "max_steps=2"), progress=False)
+    coarse_file = tmp_path / "coarse" / "run" / "best.safetensors"
+    coarse = load_model(coarse_file)
+    fine_cfg = config(tmp_path / "fine", clips, "sync", f"init={coarse_file}",
+                      'model={"n_offset_classes": 21, "max_offset_sec": 0.2}', "freeze_encoders=visual",
+                      "data.offsets=continuous", "max_steps=3")
+    built = build_model(fine_cfg)
+    assert (built.cfg.max_offset_sec, built.cfg.n_offset_classes, built.cfg.v_width) == (0.2, 21, coarse.cfg.v_width)
+    train(fine_cfg, progress=False)
+    fine = load_model(tmp_path / "fine" / "run" / "last.safetensors")
+    assert fine.cfg.max_offset_sec == 0.2 and fine.cfg.offset_grid()[1].item() == pytest.approx(-0.18)
+    a, b = coarse.state_dict(), fine.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("vfeat_extractor."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("afeat_extractor."))
+    with pytest.raises(SynchformerError, match="freeze_encoders must be true, false or"):
+        config(tmp_path, clips, "sync", "freeze_encoders=audio")
+    with pytest.raises(SynchformerError, match="cache_features needs freeze_encoders=true"):
+        train(config(tmp_path / "fine2", clips, "sync", "freeze_encoders=visual", "cache_features=true"),
+              progress=False)
 
 
 def test_two_hot_targets_have_the_offset_as_their_expectation():
@@ -669,7 +717,7 @@ def test_the_bundled_model_scores_fresh_benchmark_clips_per_clip(tmp_path, capsy
 
 
 @pytest.mark.parametrize("name", ["contrastive", "contrastive_clip", "contrastive_bench", "sync", "sync_few", "sync_mix",
-                                  "sync_e2e", "sync_e2e_more", "sync_e2e_long", "sync_continuous"])
+                                  "sync_e2e", "sync_e2e_more", "sync_e2e_long", "sync_continuous", "sync_fine"])
 def test_shipped_configs_parse(name):
     stage = name.split("_")[0]
     cfg = load_config(stage, Path(__file__).resolve().parents[1] / "configs" / "synthetic" / f"{name}.json")
@@ -680,6 +728,9 @@ def test_shipped_configs_parse(name):
         assert cfg.init.endswith("contrastive_clip/best.safetensors") and cfg.center_embeddings == "clip"
     if name == "sync_continuous":  # the sub-class experiment: the bundled model's head on continuous offsets
         assert cfg.data.offsets == "continuous" and cfg.cache_features and cfg.freeze_encoders
+    if name == "sync_fine":  # the bundled fine-offset model: 20 ms classes, the visual encoder the bundled one's
+        assert cfg.data.offsets == "continuous" and cfg.freeze_encoders == "visual" and not cfg.cache_features
+        assert cfg.model == {"n_offset_classes": 21, "max_offset_sec": 0.2}
     if name == "sync_mix":  # the benchmark round: centred, from the few-event model
         assert cfg.center_features and cfg.init.endswith("sync_few/best.safetensors")
     if name == "sync_e2e":  # the last round fine-tunes the encoders too, so it cannot use cached features

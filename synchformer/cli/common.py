@@ -30,6 +30,59 @@ def add_syncability(p):
                    help="with a synchronizability model: windows below this P(synchronizable) are left out")
 
 
+def add_fine(p):
+    p.add_argument("--fine-weights", metavar="W", default="auto",
+                   help="a fine-offset model (21 classes 20 ms apart over +-0.2 s; `synchformer train sync` with "
+                        "model.max_offset_sec=0.2, see docs/training.md): the file is read again with its sound "
+                        "delayed by the offset found, and this model reads what is left, to the frame; "
+                        "refined_offset_sec is then its answer. 'auto' (default): the bundled one with the "
+                        "bundled offset model, none with other weights (none is released); 'none': the "
+                        "expectation over the pooled classes instead")
+
+
+def load_fine(choice: str | None, offset_model, device_name: str):
+    """The fine-offset model that ``--fine-weights`` names (None: none); ``auto``: see ``_companion``."""
+    fine = _companion(choice, offset_model, device_name, "synthetic_tiny_fine", "offset")
+    if fine is not None and choice != "auto":
+        from synchformer.inference.refine import is_fine_model
+
+        if not is_fine_model(fine):
+            reach = fine.cfg.max_offset_sec
+            raise SynchformerError(choice, f"is not a fine-offset model: its classes reach +-{reach:g} s (a fine one "
+                                           "reaches at most +-0.5 s); pass a coarse model as --weights")
+    return fine
+
+
+def companion_label(choice: str | None, model) -> str | None:
+    """What the JSON reports as ``syncability_weights`` / ``fine_weights``: the file, the bundled model's name,
+    or null."""
+    if model is None:
+        return None
+    return model.bundled if choice == "auto" else choice
+
+
+fine_label = syncability_label = companion_label
+
+
+def _companion(choice: str | None, offset_model, device_name: str, bundled: str, head: str):
+    """A model that works beside the offset model (a synchronizability gate, a fine-offset model), as its option
+    names it (None or "none": none). ``auto`` pairs the bundled offset model with its bundled companion
+    ``bundled``; released or trained offset models get one only when asked. It runs at the offset model's
+    precision."""
+    if choice in (None, "none"):
+        return None
+    if choice == "auto":
+        if getattr(offset_model, "bundled", None) != "synthetic_tiny":
+            return None
+        from synchformer.model import bundled as assets
+
+        model = getattr(assets, bundled)(device(device_name))
+    else:
+        model = load(choice, device_name, head=head)
+    model.precision = getattr(offset_model, "precision", "fp32")
+    return model
+
+
 def add_timing(p, default_help: str = "as the weights were trained: authors for the released checkpoints, true "
                                         "for the package's own models"):
     p.add_argument("--timing", choices=("authors", "true"), default=None,
@@ -66,27 +119,9 @@ def add_max_windows(p, what: str = ""):
 
 
 def load_syncability(choice: str | None, offset_model, device_name: str):
-    """The synchronizability model that ``--syncability-weights`` names (None: none). ``auto`` pairs the bundled
-    offset model with its bundled companion; released or trained offset models get one only when asked."""
-    if choice in (None, "none"):
-        return None
-    if choice == "auto":
-        if getattr(offset_model, "bundled", None) != "synthetic_tiny":
-            return None
-        from synchformer.model.bundled import synthetic_tiny_syncability
-
-        sync_model = synthetic_tiny_syncability(device(device_name))
-    else:
-        sync_model = load(choice, device_name, head="synchronizability")
-    sync_model.precision = getattr(offset_model, "precision", "fp32")  # the gate runs as the offset model does
-    return sync_model
-
-
-def syncability_label(choice: str | None, sync_model) -> str | None:
-    """What the JSON reports as ``syncability_weights``: the file, or the bundled model's name, or null."""
-    if sync_model is None:
-        return None
-    return sync_model.bundled if choice == "auto" else choice
+    """The synchronizability model that ``--syncability-weights`` names (None: none); ``auto``: see
+    ``_companion``."""
+    return _companion(choice, offset_model, device_name, "synthetic_tiny_syncability", "synchronizability")
 
 
 def device(name: str) -> str:

@@ -23,6 +23,7 @@ def add_parser(sub):
     p.add_argument("data", help="folder of videos or CSV with path[,offset_sec,vstart_sec]")
     common.add_weights(p)
     common.add_syncability(p)  # for a CSV of offsets in the files (predict's protocol); the rest ignore it
+    common.add_fine(p)  # likewise
     common.add_timing(p)
     common.add_device(p)
     common.add_precision(p)
@@ -61,12 +62,14 @@ def run(args):
         if cfg.head != "offset":
             raise SynchformerError(args.data, "holds offsets in the files: evaluate an offset model (stage II)")
         sync_model = common.load_syncability(args.syncability_weights, model, args.device)
+        fine = common.load_fine(args.fine_weights, model, args.device)
         report = {"data": str(args.data), "weights": getattr(model, "weights_label", args.weights),
                   "syncability_weights": common.syncability_label(args.syncability_weights, sync_model),
+                  "fine_weights": common.fine_label(args.fine_weights, fine),
                   "protocol": "offsets in the files, measured as predict does (hop 0.64 s)",
                   **evaluate_in_file(model, truth, timing=args.timing, sync_model=sync_model,
-                                     min_sync_prob=args.min_sync_prob)}
-        for name in ("class", "refined"):
+                                     min_sync_prob=args.min_sync_prob, fine_model=fine)}
+        for name in ("class", "coarse", "refined") if fine is not None else ("class", "refined"):
             e = report[name]
             print(f"{name:8s} |error| mean {e['mean_ms']:.1f} ms  median {e['median_ms']:.1f} ms  "
                   f"p90 {e['p90_ms']:.1f} ms")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_syncability, add_timing,
-                                    add_weights, check_device, load, load_syncability)
+from synchformer.cli.common import (add_device, add_fine, add_max_windows, add_precision, add_syncability,
+                                    add_timing, add_weights, check_device, fine_label, load, load_fine,
+                                    load_syncability)
 from synchformer.errors import SynchformerError
 
 
@@ -27,6 +28,7 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     add_weights(p)
     add_syncability(p)
+    add_fine(p)
     add_timing(p)
     add_device(p)
     add_precision(p)
@@ -52,9 +54,10 @@ def run(args) -> int:
 
         model = load(args.weights, args.device, head="offset", precision=args.precision)
         sync_model = load_syncability(args.syncability_weights, model, args.device)
+        fine = load_fine(args.fine_weights, model, args.device)
         result = analyze(model, args.video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
-                         max_windows=args.max_windows)
-        summary = result.summarize(min_sync_prob=args.min_sync_prob)
+                         max_windows=args.max_windows, keep_visual=fine is not None)
+        summary = result.summarize(min_sync_prob=args.min_sync_prob, fine_model=fine)
         if summary.offset_sec is None:
             raise SynchformerError(args.video, f"no offset to fix: {summary.message}")
         if not summary.reliable and not args.force:  # shifting a file by noise is the worst this tool can do
@@ -66,19 +69,23 @@ def run(args) -> int:
                                                f"{summary.confidence:.2f} < --min-confidence {args.min_confidence}")
         # the refined offset, not the 0.2 s class: a fix that leaves up to 100 ms is a failed fix (BT.1359)
         offset = round(float(summary.refined_offset_sec), 3)
-        in_sync = BT1359_SEC[0] <= offset <= BT1359_SEC[1]
+        # left alone only when the whole 90 % interval is inside the window: a -100 ms reading whose truth may be
+        # -140 ms is not "in sync"
+        lo, hi = summary.refined_interval_sec
+        in_sync = BT1359_SEC[0] <= lo and hi <= BT1359_SEC[1]
         drift = summary.drift is not None and summary.drift.detected
         measured = {"offset_sec": offset, "class_offset_sec": summary.offset_sec,
                     "refined_interval_sec": [round(x, 3) for x in summary.refined_interval_sec],
                     "confidence": summary.confidence, "agreement": summary.agreement,
                     "timing": result.timing, "sampled": result.sampled,
+                    "fine_weights": fine_label(args.fine_weights, fine),
                     "drift_detected": drift, "reliable": summary.reliable, "reasons": summary.reasons}
         if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
             print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "
                   "the average offset", file=sys.stderr)
         if in_sync and not args.force:  # nobody notices it (ITU-R BT.1359): nothing to do
-            print(f"{args.video}: in sync (measured {offset * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; "
-                  f"confidence {summary.confidence:.2f}); "
+            print(f"{args.video}: in sync (measured {offset * 1000:+.0f} ms, 90% interval {lo * 1000:+.0f} to "
+                  f"{hi * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; confidence {summary.confidence:.2f}); "
                   f"nothing written (--force to write a copy anyway)")
             return 0
     report = shift_audio(args.video, args.output, offset, overwrite=args.overwrite)

@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_syncability, add_timing,
-                                    add_weights, check_device, check_workers, gpu_decode_workers, load,
-                                    load_syncability, syncability_label)
+from synchformer.cli.common import (add_device, add_fine, add_max_windows, add_precision, add_syncability,
+                                    add_timing, add_weights, check_device, check_workers, fine_label,
+                                    gpu_decode_workers, load, load_fine, load_syncability, syncability_label)
 from synchformer.io.decode import check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
@@ -22,6 +22,7 @@ def add_parser(sub):
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     add_weights(p)
     add_syncability(p)
+    add_fine(p)
     add_timing(p)
     p.add_argument("--hop", type=float, default=0.64, metavar="SEC",
                    help="time between window starts; rounded to a multiple of 0.32 s so that windows share "
@@ -66,11 +67,12 @@ def run(args) -> int:
         raise SynchformerError(args.weights, "is a synchronizability model: pass it as --syncability-weights and "
                                              "an offset model (stage II) as --weights")
     sync_model = load_syncability(args.syncability_weights, model, args.device)
-    for video, result in _analyses(model, videos, args, sync_model):
+    fine = load_fine(args.fine_weights, model, args.device)
+    for video, result in _analyses(model, videos, args, sync_model, keep_visual=fine is not None):
         try:
             if isinstance(result, SynchformerError):
                 raise result
-            report = report_of(model, video, result, args, sync_model)
+            report = report_of(model, video, result, args, sync_model, fine)
         except SynchformerError as e:  # one bad file does not stop the others
             if len(args.videos) == 1:
                 raise
@@ -81,7 +83,7 @@ def run(args) -> int:
     return 2 if failed else 0
 
 
-def _analyses(model, videos: list[str], args, sync_model):
+def _analyses(model, videos: list[str], args, sync_model, keep_visual: bool = False):
     """(video, Analysis or SynchformerError) per video, in order. Several files on a GPU: decoded ahead by
     worker processes, their segments sharing encoder calls (as score does); otherwise one file at a time."""
     workers = args.workers
@@ -91,27 +93,30 @@ def _analyses(model, videos: list[str], args, sync_model):
         from synchformer.inference.score import analyze_files
 
         yield from analyze_files(model, videos, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
-                                 max_windows=args.max_windows, workers=workers, batch_size=args.batch_size)
+                                 max_windows=args.max_windows, workers=workers, batch_size=args.batch_size,
+                                 keep_visual=keep_visual)
         return
     from synchformer.inference.analyze import analyze
 
     for video in videos:
         try:
             yield video, analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
-                                 max_windows=args.max_windows,
+                                 max_windows=args.max_windows, keep_visual=keep_visual,
                                  progress=not args.json and sys.stderr.isatty())  # a film must not look hung
         except SynchformerError as e:
             yield video, e
 
 
-def report_of(model, video: str, result, args, sync_model=None) -> dict:
-    """The report of ``result`` (the Analysis of ``video``); writes the heat map when asked."""
+def report_of(model, video: str, result, args, sync_model=None, fine=None) -> dict:
+    """The report of ``result`` (the Analysis of ``video``; ``fine``: a fine-offset model for the refined
+    offset); writes the heat map when asked."""
     from synchformer.plots.heatmap import plot_heatmap
 
-    summary = result.summarize(min_sync_prob=args.min_sync_prob)
+    summary = result.summarize(min_sync_prob=args.min_sync_prob, fine_model=fine)
     segments = result.file_segments if result.sampled else result.segments_total
     report = {"file": str(video), "weights": getattr(model, "weights_label", args.weights),
               "syncability_weights": syncability_label(args.syncability_weights, sync_model),
+              "fine_weights": fine_label(getattr(args, "fine_weights", None), fine),
               "precision": getattr(model, "precision", "fp32"), "timing": result.timing,
               "audio_lead_sec": result.audio_lead_sec,
               "hop_sec": round(result.hop_sec, 3), "segments": segments,
@@ -156,7 +161,7 @@ def format_report(r: dict) -> str:
                      f"within 0.2 s")
         lo, hi = r["refined_interval_sec"]
         lines.append(f"  refined {r['refined_offset_sec'] * 1000:+.0f} ms (90% interval {lo * 1000:+.0f} to "
-                     f"{hi * 1000:+.0f} ms)")
+                     f"{hi * 1000:+.0f} ms{', fine model' if r.get('fine') else ''})")
     lines.append("  reliable" if r["reliable"] else f"  NOT RELIABLE: {'; '.join(r['reasons'])}")
     if r["left_out"]["count"]:
         lines.append(f"  {r['left_out']['count']} window(s) left out: {r['left_out']['why']}")

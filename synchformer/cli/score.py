@@ -19,8 +19,8 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from synchformer.cli.common import (add_device, add_max_windows, add_precision, add_timing, add_weights, check_workers,
-                                    device, gpu_decode_workers, load)
+from synchformer.cli.common import (add_device, add_fine, add_max_windows, add_precision, add_timing, add_weights,
+                                    check_workers, device, gpu_decode_workers, load, load_fine)
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -52,6 +52,7 @@ def add_parser(sub):
                    help="cut video and audio to SEC seconds first (av-benchmark's --audio_length)")
     p.add_argument("--hop", type=float, default=2.4, metavar="SEC", help="offset metric: seconds between windows "
                    "(rounded to 0.32 s; default 2.4)")
+    add_fine(p)
     add_max_windows(p, " of the offset metric (not with --duration: a cut is read whole)")
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="decoding processes per model process (0: decode in the model's process; default: up to "
@@ -198,7 +199,9 @@ def _score(model, items, todo, args, fmt: RowFile, path: Path, mode: str, show: 
             f.write(fmt.header())
         stream = score_files(model, [items[i] for i in todo], metric=args.metric, hop_sec=args.hop,
                              duration=args.duration, max_windows=args.max_windows, workers=workers,
-                             batch_size=args.batch_size, timing=args.timing)
+                             batch_size=args.batch_size, timing=args.timing,
+                             fine_model=load_fine(args.fine_weights, model, str(model.device))  # a rank's own GPU
+                             if args.metric == "offset" else None)
         with tqdm(total=len(todo), unit="clip", file=sys.stderr, disable=not show, dynamic_ncols=True) as bar:
             try:
                 for row in stream:

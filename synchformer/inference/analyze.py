@@ -47,6 +47,12 @@ class Analysis:
     # segments by its header (segments_total is then what was read)
     sampled: bool = False
     file_segments: int | None = None
+    # analyze(keep_visual=True): the visual features of every segment the windows used, by segment index, and
+    # each window's first segment; a fine-offset model reuses them (inference.refine)
+    visual_features: dict | None = field(default=None, repr=False)
+    visual_model: Synchformer | None = field(default=None, repr=False)  # whose encoder made them
+    first_segments: np.ndarray | None = None
+    read_args: dict = field(default_factory=dict)  # how the file was read (first_frame, size, audio, max_windows)
 
     @property
     def seen(self) -> list[tuple[float, float]]:
@@ -59,13 +65,21 @@ class Analysis:
                 spans.append([float(s), float(s) + WINDOW_SEC])
         return [(round(float(a), 3), round(float(b), 3)) for a, b in spans]
 
-    def summarize(self, min_sync_prob: float = 0.5):
-        """The whole file's offset, its windows and its verdict (pooling.summarize with all this holds)."""
+    def summarize(self, min_sync_prob: float = 0.5, fine_model: Synchformer | None = None):
+        """The whole file's offset, its windows and its verdict (pooling.summarize with all this holds).
+        ``fine_model``: a fine-offset model reads the offset below the class grid (``inference.refine``; it
+        reads the file again, and reuses the visual features of an ``analyze(keep_visual=True)``)."""
         from synchformer.inference.pooling import summarize
 
-        return summarize(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
-                         min_sync_prob=min_sync_prob, problems=self.problems or None,
-                         model_caveat=self.model_caveat)
+        summary = summarize(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
+                            min_sync_prob=min_sync_prob, problems=self.problems or None,
+                            model_caveat=self.model_caveat)
+        if fine_model is not None and summary.refined_offset_sec is not None:
+            from synchformer.inference.refine import refine
+
+            used = np.array([w.used for w in summary.windows])
+            summary.fine = refine(fine_model, self, used, summary.refined_offset_sec, timing=self.timing)
+        return summary
 
     @property
     def probs(self) -> np.ndarray:
@@ -108,8 +122,9 @@ def encode_alone(request: EncodeRequest) -> tuple[torch.Tensor, torch.Tensor]:
 class _FeatureCache:
     """Encoder features by segment index for one model, encoding only the segments it is asked for."""
 
-    def __init__(self, model: Synchformer, batch: int):
+    def __init__(self, model: Synchformer, batch: int, keep_visual: bool = False):
         self.model, self.batch, self.feats, self.encoded = model, batch, {}, 0
+        self.kept: dict | None = {} if keep_visual else None  # visual features, never pruned
 
     def add(self, chunk: SegmentChunk, rows: list[int]):
         """A generator: yields one EncodeRequest (none when ``rows`` is empty) and stores the features sent."""
@@ -123,6 +138,8 @@ class _FeatureCache:
         v, a = yield EncodeRequest(self.model, sub, self.batch)
         for i, r in enumerate(rows):
             self.feats[chunk.first + r] = (v[i], a[i])
+            if self.kept is not None:
+                self.kept[chunk.first + r] = v[i]
         self.encoded += len(rows)
 
     def window(self, k0: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,15 +170,17 @@ def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0
     """
     crop = model.cfg.image_size
     size = size or decode_size(crop)
+    max_windows = 0 if kw.get("ends_only") else max_windows
     grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio,
-                                 timing=timing or model.cfg.timing,
-                                 max_windows=0 if kw.get("ends_only") else max_windows,
+                                 timing=timing or model.cfg.timing, max_windows=max_windows,
                                  window_segments=model.cfg.n_segments)
     if progress:
         total = len(grid.windows) * model.cfg.n_segments if grid.windows is not None else None
         chunks = _with_progress(chunks, grid.path, total)
     with using(precision, model, kw.get("sync_model")):
-        return analyze_segments(model, grid, chunks, **kw)
+        result = analyze_segments(model, grid, chunks, **kw)
+    result.read_args = {"first_frame": first_frame, "size": size, "audio": audio, "max_windows": max_windows}
+    return result
 
 
 def _with_progress(chunks: Iterable[SegmentChunk], path: str, total: int | None = None) -> Iterator[SegmentChunk]:
@@ -187,6 +206,8 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
     ``hop_sec`` (default 2.4) is rounded to a multiple of 0.32 s. ``ends_only``: just the first and the last
     window (av-benchmark's DeSync protocol). ``sync_model``: a stage III model run on the same windows.
     ``encode_batch``: segments per encoder call; ``window_batch``: windows per sync-transformer call.
+    ``keep_visual``: keep the visual features of every segment used (``Analysis.visual_features``), for a
+    fine-offset model to reuse (``inference.refine``).
     """
     return run_steps(analysis_steps(model, grid, chunks, **kw))
 
@@ -203,7 +224,7 @@ def run_steps(steps, encode=encode_alone):
 
 def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[SegmentChunk], *,
                    hop_sec: float = 2.4, sync_model: Synchformer | None = None, ends_only: bool = False,
-                   window_batch: int = 16, encode_batch: int | None = None):
+                   window_batch: int = 16, encode_batch: int | None = None, keep_visual: bool = False):
     """:func:`analyze_segments` as a generator: yields EncodeRequests, is sent their features, returns the
     Analysis (``StopIteration.value``)."""
     path = grid.path
@@ -212,7 +233,7 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
     n = model.cfg.n_segments
     h = hop_in_segments(hop_sec) if not ends_only else 10**9
     encode_batch = encode_batch or (32 if model.device.type == "cuda" else 4)
-    caches = [_FeatureCache(model, encode_batch)]
+    caches = [_FeatureCache(model, encode_batch, keep_visual)]
     if sync_model is not None:
         if sync_model.cfg.head != "synchronizability" or sync_model.cfg.n_segments > n:
             raise ValueError("sync_model must be a synchronizability model of at most as many segments")
@@ -257,7 +278,8 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
                             "were not there")
         spacing = float(np.median(np.diff(starts))) * SEGMENT_SEC if len(starts) > 1 else WINDOW_SEC
         return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, read,
-                         hop_sec=spacing, warnings=warnings, sampled=True, file_segments=grid.file_segments)
+                         hop_sec=spacing, warnings=warnings, sampled=True, file_segments=grid.file_segments,
+                         visual_features=caches[0].kept, visual_model=model if keep_visual else None)
 
     recent: deque = deque(maxlen=n)  # raw segments of the tail, in case its window was not on the hop grid
     next_k0, seen = 0, 0
@@ -292,7 +314,8 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
     run_batch()
 
     return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, seen,
-                     hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"), warnings=grid.warnings)
+                     hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"), warnings=grid.warnings,
+                     visual_features=caches[0].kept, visual_model=model if keep_visual else None)
 
 
 def _analysis(model, grid: SegmentGrid, starts: list[int], logits, sync_logits, signals: dict, n: int,
@@ -303,4 +326,4 @@ def _analysis(model, grid: SegmentGrid, starts: list[int], logits, sync_logits, 
                     logits=torch.cat(logits).numpy(), grid=model.cfg.offset_grid().numpy(),
                     sync_probs=sync_probs, segments_encoded=encoded, segments_total=read, problems=problems,
                     model_caveat=getattr(model, "caveat", None), timing=grid.timing,
-                    audio_lead_sec=grid.audio_lead_sec, **kw)
+                    audio_lead_sec=grid.audio_lead_sec, first_segments=np.asarray(starts, dtype=np.int64), **kw)

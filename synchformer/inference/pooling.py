@@ -68,8 +68,11 @@ are not finite become ``null``. Schema (``schema`` = "synchformer.timeline/1")::
       "pooling": "mean",           # which pool the fields below come from
       "offset_sec": float|null,    # class with the largest pooled probability; + = audio leads
       "confidence": float|null,    # its pooled probability
-      "refined_offset_sec": float|null,  # expectation over that class and its two neighbours
-      "refined_interval_sec": [lo, hi]|null,  # its 90 % interval (REFINED_INTERVAL_SCALE)
+      "refined_offset_sec": float|null,  # the offset below the class grid: the fine pass's (below) where one
+                                   # ran, else the expectation over that class and its two neighbours
+      "refined_interval_sec": [lo, hi]|null,  # its 90 % interval (REFINED_INTERVAL_SCALE / FINE_INTERVAL_SCALE)
+      "fine": FINE|null,           # a fine-offset model's pass (synchformer.inference.refine); null where none ran
+                                   #   FINE = {"coarse_sec", "residual_sec", "offset_sec", "interval_sec", "windows"}
       "agreement": float|null,     # fraction of used windows whose argmax is within one class of offset_sec
       "distribution": [K floats]|null,   # the reported pooled distribution over grid_sec
       "pools": {"mean": POOL|null, "log": POOL|null},
@@ -103,6 +106,7 @@ from synchformer.constants import WINDOW_SEC
 
 if TYPE_CHECKING:
     from synchformer.inference.drift import Drift
+    from synchformer.inference.refine import FineOffset
 
 __all__ = ["WindowRow", "Pool", "Summary", "summarize", "window_offsets", "overlap_weights", "describe_offset",
            "note_reasons", "SCHEMA", "REFINED_INTERVAL_SCALE"]
@@ -293,6 +297,7 @@ class Summary:
     left_out_why: str = ""  # "audio is digital silence: 5 windows; ..."
     reliable: bool = False  # see synchformer.inference.verdict (set by summarize)
     reasons: list[str] = field(default_factory=list)  # why not reliable
+    fine: "FineOffset | None" = None  # a fine-offset model's pass (inference.refine): the refined offset
 
     @property
     def reported(self) -> Pool | None:
@@ -312,11 +317,15 @@ class Summary:
 
     @property
     def refined_offset_sec(self) -> float | None:
-        return None if self.reported is None else self.reported.refined_offset_sec
+        if self.reported is None:
+            return None
+        return self.fine.offset_sec if self.fine is not None else self.reported.refined_offset_sec
 
     @property
     def refined_interval_sec(self) -> tuple[float, float] | None:
-        return None if self.reported is None else self.reported.refined_interval_sec
+        if self.reported is None:
+            return None
+        return self.fine.interval_sec if self.fine is not None else self.reported.refined_interval_sec
 
     @property
     def distribution(self) -> np.ndarray | None:
@@ -339,7 +348,8 @@ class Summary:
             "pooling": self.pooling,
             "offset_sec": _sec(self.offset_sec), "confidence": _prob(self.confidence),
             "refined_offset_sec": _sec(self.refined_offset_sec),
-            "refined_interval_sec": _interval_json(self.refined_interval_sec), "agreement": _num(self.agreement, 4),
+            "refined_interval_sec": _interval_json(self.refined_interval_sec),
+            "fine": None if self.fine is None else self.fine.to_dict(), "agreement": _num(self.agreement, 4),
             "distribution": None if dist is None else [_prob(v) for v in dist],
             "pools": {"mean": None if self.mean_pool is None else self.mean_pool.to_dict(),
                       "log": None if self.log_pool is None else self.log_pool.to_dict()},

@@ -301,12 +301,12 @@ def _row(item: Item, metric: str) -> dict:
     return row
 
 
-def _fill(row: dict, analysis: Analysis, metric: str) -> dict:
+def _fill(row: dict, analysis: Analysis, metric: str, fine_model=None) -> dict:
     s = analysis.file_segments if analysis.sampled else analysis.segments_total
     row["timing"] = analysis.timing  # "true" for a separate audio track, taken as it is
     row.update(duration_sec=_num((SEGMENT_FRAMES + (s - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS, 3), n_segments=s,
                n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings) or None)
-    summary = analysis.summarize()
+    summary = analysis.summarize(fine_model=fine_model if metric == "offset" else None)
     row.update(reliable=bool(summary.reliable), reasons="; ".join(summary.reasons) or None)
     row.update(desync_of(analysis) if metric == "desync" else offset_of(analysis, summary))
     if metric == "offset":
@@ -317,7 +317,8 @@ def _fill(row: dict, analysis: Analysis, metric: str) -> dict:
 def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: float = 2.4,
                 duration: float | None = None, workers: int = 0, batch_size: int | None = None,
                 size: int | None = None, timing: str | None = None, max_windows: int = MAX_WINDOWS,
-                precision: str | None = None, files_in_flight: int | None = None) -> Iterator[dict]:
+                precision: str | None = None, files_in_flight: int | None = None,
+                fine_model=None) -> Iterator[dict]:
     """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done.
 
     ``metric="desync"``: av-benchmark's recipe (frames scaled to short side 224, segments from frame 0, first
@@ -330,18 +331,19 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
     segments share encoder calls (default: one per decoding worker on CUDA, 1 on a CPU; at most ``workers``).
     ``timing`` of the audio (``load_av``): default "true" for desync (av-benchmark decodes so, and published
     DeSync numbers are of that), the model's own (``ModelConfig.timing``) for offset. ``precision``: fp32, bf16,
-    fp16 or auto (default: ``model.precision``).
+    fp16 or auto (default: ``model.precision``). ``fine_model``: offset metric, a fine-offset model for
+    ``refined_offset_sec`` (``inference.refine``).
     Items: :class:`Item`, video paths, (video, audio) pairs or dicts (see :func:`as_item`).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-    with using(precision, model):
+    with using(precision, model, fine_model):
         yield from _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing,
-                                max_windows, files_in_flight)
+                                max_windows, files_in_flight, fine_model if metric == "offset" else None)
 
 
 def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing, max_windows,
-                 files_in_flight):
+                 files_in_flight, fine_model=None):
     items = [as_item(x) for x in items]
     # frames at the model's own input size (224 for the released models; the bundled tiny one takes 32): desync
     # decodes at short side = crop (av-benchmark: 224), offset at the reference's 256/224 proportion
@@ -350,12 +352,13 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
     opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop,
             "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
             "window_segments": model.cfg.n_segments}
-    kw = {"ends_only": metric == "desync", "hop_sec": hop_sec}
+    kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "keep_visual": fine_model is not None}
     for i, analysis, error in _schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
         row = {**_row(items[i], metric), "timing": timing}
         try:
             if error is None:
-                _fill(row, analysis, metric)
+                _note_read_args(analysis, items[i], opts)
+                _fill(row, analysis, metric, fine_model)
         except SynchformerError as e:
             error = str(e)
         if error is not None:
@@ -366,20 +369,29 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
 def analyze_files(model, videos: Iterable, *, hop_sec: float = 2.4, sync_model=None, timing: str | None = None,
                   max_windows: int = MAX_WINDOWS, size: int | None = None, workers: int = 0,
                   batch_size: int | None = None, files_in_flight: int | None = None,
-                  precision: str | None = None) -> Iterator[tuple[str, "Analysis | SynchformerError"]]:
+                  precision: str | None = None,
+                  keep_visual: bool = False) -> Iterator[tuple[str, "Analysis | SynchformerError"]]:
     """``analyze`` of many files, scheduled as ``score_files`` schedules them: ``(video, Analysis)`` per video,
     or ``(video, SynchformerError)`` for one that cannot be analysed, in the order given. ``workers`` decoding
     processes read ahead; on CUDA the segments of several files (one per worker by default) share encoder calls
     of ``batch_size`` segments. Each Analysis is the one ``analyze`` gives (same windows, logits within float
-    tolerance)."""
+    tolerance). ``keep_visual``: as ``analyze``'s (for a fine-offset model's pass)."""
     items = [as_item(x) for x in videos]
     crop = int(model.cfg.image_size)
     opts = {"size": size or decode_size(crop), "duration": None, "crop": crop, "timing": timing or model.cfg.timing,
             "max_windows": max_windows, "window_segments": model.cfg.n_segments}
-    kw = {"hop_sec": hop_sec, "sync_model": sync_model}
+    kw = {"hop_sec": hop_sec, "sync_model": sync_model, "keep_visual": keep_visual}
     with using(precision, model, sync_model):
         for i, analysis, error in _schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
+            if error is None:
+                _note_read_args(analysis, items[i], opts)
             yield items[i].video, (analysis if error is None else SynchformerError(None, error))
+
+
+def _note_read_args(analysis: Analysis, item: Item, opts: dict) -> None:
+    """How the file was read, as ``analyze`` notes it, so that a fine pass reads it alike."""
+    analysis.read_args = {"first_frame": 0, "size": opts["size"], "max_windows": opts["max_windows"],
+                          "audio_path": item.audio}  # a separate track: read again only if a fine pass runs
 
 
 def _schedule(model, items: list[Item], opts: dict, kw: dict, workers: int, batch_size: int | None,

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from synchformer.constants import (
+    AUDIO_SR,
     CROP_SIZE,
     N_SEGMENTS,
     SAMPLES_PER_FRAME,
@@ -79,7 +80,8 @@ END_MARGIN_SEGMENTS = 2  # the last sampled window ends 0.64 s before the header
 def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 256, crop: int = CROP_SIZE,
                   chunk_segments: int = 64, audio: np.ndarray | torch.Tensor | None = None,
                   with_audio: bool = True, timing: str = "true", max_windows: int = 0,
-                  window_segments: int = N_SEGMENTS) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
+                  window_segments: int = N_SEGMENTS,
+                  audio_delay_sec: float = 0.0) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
     """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid.
 
     ``size`` is the short side before the ``crop`` (224) centre crop (256: the reference's inputs; 224:
@@ -89,7 +91,9 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     sound, as ``load_av`` (an external track is taken as it is). ``max_windows``: when the file (by its
     header) has more than ``max_windows * window_segments`` segments, read only ``max_windows`` windows of
     ``window_segments`` spread evenly over it, each decoded by seeking to it: one chunk per window, its starts
-    in ``grid.windows`` (a window the file turns out not to have is not yielded). Returns the grid (known once
+    in ``grid.windows`` (a window the file turns out not to have is not yielded). ``audio_delay_sec``: every
+    segment's sound is taken that much later than its frames (``load_av``; an external track likewise, silence
+    before its start). Returns the grid (known once
     the first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded
     one chunk ahead.
     """
@@ -98,12 +102,17 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     step = chunk_segments * SEGMENT_STRIDE_FRAMES
     if audio is not None:
         audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+        delay = round(audio_delay_sec * AUDIO_SR)
+        if delay > 0:  # the track taken later: silence before its start
+            audio = torch.cat([torch.zeros(delay), audio])
+        elif delay < 0:
+            audio = audio[-delay:]
     own_audio = with_audio and audio is None
 
     def decode(f0: int, t_first: float):
         # one frame more than the chunk needs: if it exists, the next chunk starts inside the file
         return load_av(path, start_sec=t_first + f0 / VIDEO_FPS, end_sec=t_first + (f0 + span + 1) / VIDEO_FPS,
-                       size=size, crop=crop, with_audio=own_audio, timing=timing)
+                       size=size, crop=crop, with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec)
 
     # The first frame's time is known once it is decoded: start at 0 and decode a margin past the
     # stream's declared start (streams such as MPEG-TS start seconds into their timeline).
@@ -117,7 +126,7 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
         chunk_segments = window_segments
         span = SEGMENT_FRAMES + (window_segments - 1) * SEGMENT_STRIDE_FRAMES
     first_clip = load_av(path, start_sec=0.0, end_sec=hint + (first_frame + span + 1) / VIDEO_FPS + 0.5, size=size,
-                         crop=crop, with_audio=own_audio, timing=timing)
+                         crop=crop, with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec)
     t_first = first_clip.start_sec
     grid = SegmentGrid(path=path, start_sec=t_first + first_frame / VIDEO_FPS, warnings=list(first_clip.warnings),
                        timing=timing if own_audio else "true", audio_lead_sec=first_clip.audio_lead_sec,

@@ -103,6 +103,7 @@ def load_av(
     crop: int | None = CROP_SIZE,
     with_audio: bool = True,
     timing: str = "true",
+    audio_delay_sec: float = 0.0,
 ) -> AVClip:
     """Decode ``[start_sec, end_sec)`` of ``path`` (seconds in the file's timeline; ``None`` = to the end).
 
@@ -117,6 +118,10 @@ def load_av(
     ``timing="authors"``: the audio the released weights were trained on for this file, which is the true
     audio 1024 samples (64 ms) early where the authors' stack dropped them (``authors_audio_lead``);
     ``AVClip.audio_lead_sec`` says by how much. The frames are the same either way.
+
+    ``audio_delay_sec``: the sound is taken this much later than the frames (to the sample): the audio at frame
+    time t is the file's at t - delay, silence where that is before the stream (a file whose audio leads by d,
+    read with delay d, plays in sync; inference.refine reads what is left of an offset so).
     """
     path = os.fspath(path)
     if not start_sec >= 0:
@@ -191,7 +196,9 @@ def load_av(
     n_samples = len(images) * SAMPLES_PER_FRAME
     lead = _authors_lead(path, t0) if with_audio and timing == "authors" else Fraction(0)
     if with_audio:
-        audio, pad_start, pad_end, src_rate, src_channels = _load_audio(path, clip_start + lead, n_samples, damaged)
+        delay = Fraction(round(audio_delay_sec * AUDIO_SR), AUDIO_SR)
+        audio, pad_start, pad_end, src_rate, src_channels = _load_audio(path, clip_start + lead - delay, n_samples,
+                                                                        damaged)
     else:
         audio, pad_start, pad_end, src_rate, src_channels = np.zeros(n_samples, np.float32), 0, 0, None, None
     warnings = [f"skipped {len(damaged)} damaged packet(s) the decoder rejected"] if damaged else []

@@ -22,7 +22,11 @@ SYNTHETIC_TINY_SHA256 = "f87db655f62e99d49c6eae88abf8142746ddf404ce61c1fc4315144
 # its stage III companion (same encoders, so the gate costs only its sync transformer): P(synchronizable)
 SYNTHETIC_TINY_SYNCABILITY = ASSETS / "synthetic_tiny_syncability.safetensors"
 SYNTHETIC_TINY_SYNCABILITY_SHA256 = "7430d497e66fcd581a17efcd3a6e3a22e05a8d319685bc2c8b549808da91b3ae"
-BUNDLED = ("synthetic_tiny", "synthetic_tiny_syncability")
+# its fine-offset companion (same visual encoder, so its pass costs the audio encoder and its sync transformer):
+# the offset below the 0.2 s classes (inference.refine)
+SYNTHETIC_TINY_FINE = ASSETS / "synthetic_tiny_fine.safetensors"
+SYNTHETIC_TINY_FINE_SHA256 = "e2cb523868fd6ce07cbf5afdc1cb26496ba8891f6181ff08d24df2a0587eec7f"
+BUNDLED = ("synthetic_tiny", "synthetic_tiny_syncability", "synthetic_tiny_fine")
 
 
 def _file(name: str) -> tuple[Path, str]:
@@ -42,6 +46,11 @@ def synthetic_tiny(device: str = "cpu"):
 def synthetic_tiny_syncability(device: str = "cpu"):
     """The bundled synchronizability model, trained on top of ``synthetic_tiny`` (its encoders unchanged)."""
     return _load("synthetic_tiny_syncability", device)
+
+
+def synthetic_tiny_fine(device: str = "cpu"):
+    """The bundled fine-offset model, trained on top of ``synthetic_tiny`` (its visual encoder unchanged)."""
+    return _load("synthetic_tiny_fine", device)
 
 
 def bundled_name(path) -> str | None:

@@ -27,8 +27,9 @@ class DataConfig:
     max_clip_sec: float = 10.0  # the reference's EqualifyFromRight(10 s)
     audio_jitter_sec: float = 0.05
     # stage II's training offsets: "grid", the reference's (a class of the 21-point grid, plus audio_jitter_sec);
-    # "continuous", any whole-frame offset (0.04 s steps) within the grid, learned against two-hot targets (the
-    # two neighbouring classes weighted by closeness) so that the expected class is the offset itself
+    # "continuous", any offset within the grid (to the sample; whole frames, 0.04 s steps, with cache_features,
+    # whose audio features start at every frame), learned against two-hot targets (the two neighbouring classes
+    # weighted by closeness) so that the expected class is the offset itself
     offsets: str = "grid"
     segment_stride: int = 8  # frames between segment starts; stage I of the reference uses 16 (no overlap)
     min_fps: float = 12.5  # videos below this are skipped ("wrong rates"): most 25 fps frames would repeat
@@ -85,7 +86,9 @@ class TrainConfig:
     # stage I: true subtracts the batch mean (against the collapse of encoders trained from scratch); "clip"
     # subtracts each clip's mean segment too, so that what a clip shows throughout cannot carry the loss
     center_embeddings: bool | str = False
-    freeze_encoders: bool = True  # stages II/III: the reference freezes them; False fine-tunes them too
+    # stages II/III: the reference freezes them; False fine-tunes them too; "visual" fine-tunes the audio encoder
+    # only, so that a model can reuse another's visual features (a fine-offset model: inference/refine.py)
+    freeze_encoders: bool | str = True
     sync_start: str = "reference"  # stage II's fresh sync transformer: "reference" (std 0.02) or "sharp" (see loop)
     # stages II/III: the sync transformer sees each window's features less their mean segment (ModelConfig.
     # center_segments, saved with the weights); an init file that has it keeps it when the config gives no model
@@ -105,6 +108,8 @@ class TrainConfig:
             raise ValueError(f"sync_start must be reference or sharp, not {self.sync_start!r}")
         self.optim.betas = tuple(self.optim.betas)
         negative_weights(self.data.negatives)  # checked before any clip is decoded
+        if self.freeze_encoders not in (True, False, "visual"):
+            raise ValueError(f"freeze_encoders must be true, false or \"visual\", not {self.freeze_encoders!r}")
         if self.data.offsets not in ("grid", "continuous"):
             raise ValueError(f"data.offsets must be grid or continuous, not {self.data.offsets!r}")
         if self.data.timing not in TIMINGS:

@@ -262,6 +262,7 @@ class SyncDataset(torch.utils.data.Dataset):
         self.jitter = int(round(audio_jitter_sec * AUDIO_SR)) if train and not self.continuous else 0
         self.stride = segment_stride
         self.grid = cfg.offset_grid().double()
+        self.whole_frames = False  # continuous offsets in whole frames (FeatureDataset: audio features per frame)
         self.epoch = 0
 
     def __len__(self):
@@ -292,9 +293,10 @@ class SyncDataset(torch.utils.data.Dataset):
             if kind != "far":
                 return self._placed_negative(index, n_frames, gen, frame_step, kind)
             offset, target = (span / VIDEO_FPS) * (1 if _rand(gen) < 0.5 else -1), 0  # from a part that does not overlap
-        elif self.continuous:  # whole frames, so that cached features (audio at every frame) hold it exactly
-            reach = round(float(self.grid[-1]) * VIDEO_FPS)
-            offset = int(torch.randint(-reach, reach + 1, (1,), generator=gen)) / VIDEO_FPS
+        elif self.continuous:  # to the sample; whole frames where cached features (audio at every frame) hold them
+            per_sec = VIDEO_FPS if self.whole_frames else AUDIO_SR
+            reach = round(float(self.grid[-1]) * per_sec)
+            offset = int(torch.randint(-reach, reach + 1, (1,), generator=gen)) / per_sec
             target = self._target(offset)[0]
         else:
             c = int(torch.randint(len(self.grid), (1,), generator=gen))

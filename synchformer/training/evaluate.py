@@ -100,12 +100,14 @@ def pool_logits(logits: torch.Tensor, targets: torch.Tensor, groups, starts, gri
 
 
 def evaluate_in_file(model, truth: dict[str, float], hop_sec: float = 0.64, timing: str | None = None,
-                     progress: bool = True, sync_model=None, min_sync_prob: float = 0.5) -> dict:
+                     progress: bool = True, sync_model=None, min_sync_prob: float = 0.5, fine_model=None) -> dict:
     """Files whose offset is known (``truth``: path -> seconds, + = audio leads), measured as ``predict``
     measures them (``sync_model``, ``min_sync_prob``: its synchronizability gate): |error| (ms) of the class
     and of the refined offset, the class accuracy (nearest class), how often the truth lies in the refined
     offset's 90 % interval, and the fraction of files that one ``fix`` leaves inside ITU-R BT.1359's window
-    (it moves the audio by the refined offset, unless that is inside the window already)."""
+    (it moves the audio by the refined offset, unless its 90 % interval is inside the window already).
+    ``fine_model``: the refined offset is a fine-offset model's (``inference.refine``), and ``coarse`` is the one
+    without it."""
     from tqdm import tqdm
 
     from synchformer.inference.analyze import analyze
@@ -113,21 +115,26 @@ def evaluate_in_file(model, truth: dict[str, float], hop_sec: float = 0.64, timi
     grid = model.cfg.offset_grid().numpy()
     rows = []
     for path, off in tqdm(truth.items(), desc="measuring", unit="clip", disable=not progress, leave=False):
-        s = analyze(model, path, hop_sec=hop_sec, timing=timing, sync_model=sync_model).summarize(min_sync_prob)
+        a = analyze(model, path, hop_sec=hop_sec, timing=timing, sync_model=sync_model,
+                    keep_visual=fine_model is not None)
+        s = a.summarize(min_sync_prob, fine_model=fine_model)
         if s.offset_sec is None:
             rows.append({"path": path, "offset_sec": off, "class_sec": None, "refined_sec": None})
             continue
         lo, hi = s.refined_interval_sec
         rows.append({"path": path, "offset_sec": off, "class_sec": s.offset_sec,
+                     "coarse_sec": round(s.reported.refined_offset_sec, 4),
                      "refined_sec": round(s.refined_offset_sec, 4), "interval_sec": [round(lo, 4), round(hi, 4)]})
     done = [r for r in rows if r["class_sec"] is not None]
     if not done:
         raise SynchformerError(None, "no file gave an offset")
     t = np.array([r["offset_sec"] for r in done])
     c, f = np.array([r["class_sec"] for r in done]), np.array([r["refined_sec"] for r in done])
+    coarse = np.array([r["coarse_sec"] for r in done])
     inside = np.array([r["interval_sec"][0] <= r["offset_sec"] <= r["interval_sec"][1] for r in done])
     nearest = grid[np.abs(t[:, None] - grid[None]).argmin(1)]
-    applied = np.where((f >= BT1359_SEC[0]) & (f <= BT1359_SEC[1]), 0.0, f)  # as fix: in sync, nothing written
+    lo, hi = np.array([r["interval_sec"][0] for r in done]), np.array([r["interval_sec"][1] for r in done])
+    applied = np.where((lo >= BT1359_SEC[0]) & (hi <= BT1359_SEC[1]), 0.0, f)  # as fix: in sync, nothing written
     residual = t - applied
 
     def stats(err):
@@ -135,7 +142,8 @@ def evaluate_in_file(model, truth: dict[str, float], hop_sec: float = 0.64, timi
         return {"mean_ms": float(e.mean()), "median_ms": float(np.median(e)), "p90_ms": float(np.percentile(e, 90)),
                 "max_ms": float(e.max())}
 
-    return {"clips": len(rows), "measured": len(done), "class": stats(c - t), "refined": stats(f - t),
+    return {"clips": len(rows), "measured": len(done), "class": stats(c - t), "coarse": stats(coarse - t),
+            "refined": stats(f - t),
             "residual_after_fix": stats(residual),
             "right_class": float(np.mean(np.abs(c - nearest) < 1e-6)), "interval_coverage": float(inside.mean()),
             "inside_bt1359_after_fix": float(np.mean((residual >= BT1359_SEC[0]) & (residual <= BT1359_SEC[1]))),

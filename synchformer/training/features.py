@@ -89,6 +89,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         if unencoded:  # their inputs are made per sample, so no cached feature holds them
             raise ValueError(f"data.negatives {' and '.join(unencoded)} need cache_features=false")
         self.base, self.dir, self.step = base, Path(feature_dir), video_step
+        base.whole_frames = True  # continuous offsets: the audio features start at every frame, not every sample
 
     def __len__(self):
         return len(self.base)

@@ -110,11 +110,12 @@ class Stage(nn.Module):
     """The model plus what a stage adds (the contrastive temperature); ``forward(batch) -> (loss, outputs)``."""
 
     def __init__(self, model: Synchformer, stage: str, gather_for_loss: bool = False, center: bool = False,
-                 freeze_encoders: bool = True, two_hot: bool = False):
+                 freeze_encoders: bool | str = True, two_hot: bool = False):
         super().__init__()
         self.model, self.stage = model, stage
         self.two_hot = two_hot and stage == "sync"
-        self.frozen = stage != "contrastive" and freeze_encoders
+        self.frozen = stage != "contrastive" and freeze_encoders is True
+        self.visual_frozen = stage != "contrastive" and freeze_encoders in (True, "visual")
         if stage == "contrastive":
             if model.cfg.v_width != model.cfg.a_width:
                 raise ValueError("stage I compares visual and audio features directly: v_width must equal a_width")
@@ -122,14 +123,15 @@ class Stage(nn.Module):
             self.center_clip = center == "clip"
             for part in (model.vproj, model.aproj, model.transformer):  # unused until stage II
                 part.requires_grad_(False)
-        elif self.frozen:  # stages II and III train only the projections and the sync transformer
-            for enc in (model.vfeat_extractor, model.afeat_extractor):
+        elif self.visual_frozen:  # stages II and III train only the projections and the sync transformer
+            for enc in (model.vfeat_extractor, model.afeat_extractor)[:2 if self.frozen else 1]:
                 enc.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen:  # frozen encoders stay in eval mode (the reference's toggle_mode)
+        if self.visual_frozen:  # frozen encoders stay in eval mode (the reference's toggle_mode)
             self.model.vfeat_extractor.eval()
+        if self.frozen:
             self.model.afeat_extractor.eval()
         return self
 
@@ -149,9 +151,11 @@ class Stage(nn.Module):
         if "vfeats" in batch:
             vf, af = batch["vfeats"], batch["afeats"]
         else:
+            video, audio = model_inputs(batch)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.visual_frozen):
+                vf = m.extract_vfeats(video)
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
-                video, audio = model_inputs(batch)
-                vf, af = m.extract_vfeats(video), m.extract_afeats(audio)
+                af = m.extract_afeats(audio)
         logits = m.compare_v_a(vf.float(), af.float())
         if self.two_hot:
             target = two_hot(batch["offset_sec"].to(logits.device), m.cfg.offset_grid().to(logits.device))
@@ -184,10 +188,16 @@ def _out_of_time(cfg: TrainConfig, t0: float, d, device: str) -> bool:
     return over
 
 
+# with ``init``, a ``model`` that sets only these keeps the init file's sizes (e.g. a fine-offset model: 21
+# classes over +-0.2 s, started from a +-2 s model; the head is new, everything else is the file's)
+GRID_SETTINGS = {"n_offset_classes", "max_offset_sec"}
+
+
 def build_model(cfg: TrainConfig) -> Synchformer:
     """A fresh model of the configured size, with the ``init`` weights loaded where given."""
     mcfg = cfg.model_config()
-    if cfg.init and not cfg.model:  # sizes from the init file, head (and stage III's 13 segments) from the stage
+    grid_only = bool(cfg.model) and set(cfg.model) <= GRID_SETTINGS
+    if cfg.init and (not cfg.model or grid_only):  # sizes from the init file, head (and 13 segments) from the stage
         from synchformer.model.load import config_of
 
         mcfg = config_of(read_checkpoint(cfg.init), cfg.init)
@@ -196,6 +206,8 @@ def build_model(cfg: TrainConfig) -> Synchformer:
         else:
             mcfg = dataclasses.replace(mcfg, head="offset")
         mcfg = dataclasses.replace(mcfg, timing=cfg.data.timing)  # what this run trains on
+        if grid_only:  # another offset grid over the same encoders and sync transformer: a new head
+            mcfg = dataclasses.replace(mcfg, **cfg.model)
     if cfg.center_features:
         mcfg = dataclasses.replace(mcfg, center_segments=True)
     model = Synchformer(mcfg)
@@ -238,7 +250,8 @@ def init_from(model: Synchformer, path: str) -> None:
     own = model.state_dict()
     head_keys = {k for k in list(own) + list(sd) if k.startswith(("transformer.off_head.", "transformer.sync_head."))
                  and not (k in own and k in sd and own[k].shape == sd[k].shape)}
-    wrong = [k for k in sd if k in own and k != "transformer.pos_emb_cfg.pos_emb" and sd[k].shape != own[k].shape]
+    wrong = [k for k in sd if k in own and k != "transformer.pos_emb_cfg.pos_emb" and k not in head_keys
+             and sd[k].shape != own[k].shape]
     if wrong:
         raise SynchformerError(path, f"does not fit the configured model: {', '.join(wrong[:3])} differ in shape "
                                      "(leave `model` empty to take the sizes from this file)")
@@ -448,7 +461,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     stage = Stage(model, cfg.stage, cfg.gather_for_loss, cfg.center_embeddings, cfg.freeze_encoders,
                   two_hot=cfg.data.offsets == "continuous").to(device)
     if cfg.cache_features and cfg.stage != "contrastive":
-        if not cfg.freeze_encoders:
+        if cfg.freeze_encoders is not True:
             raise SynchformerError(None, "cache_features needs freeze_encoders=true (features of changing encoders "
                                          "cannot be cached)")
         if cfg.data.segment_stride != 8:
