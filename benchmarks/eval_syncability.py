@@ -42,8 +42,7 @@ def score(model, data: str, repeats: int, cache: Path, batch: int = 32) -> dict:
                          negatives={k: 1.0 for k in NEGATIVES})
         for i in range(0, len(ds), batch):
             items = [ds[j] for j in range(i, min(i + batch, len(ds)))]
-            for j in range(i, min(i + batch, len(ds))):
-                kinds.append(ds.place(j, clips[j].frames, ds.sample_key(j)[0]).negative or "sync")
+            kinds += [item.pop("negative") or "sync" for item in items]
             video, audio = model_inputs(torch.utils.data.default_collate(items))
             with torch.no_grad():
                 probs.append(model(video, audio).softmax(-1)[:, 1])

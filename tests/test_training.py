@@ -358,7 +358,7 @@ def test_synchronizability_negatives_of_every_kind(prepared, clips):
         assert all(p.target == (kind == "sync") for _, _, p in cases)
         epoch, i, p = cases[0]
         item = ds[(epoch, i)]
-        assert item["target"] == p.target
+        assert item["target"] == p.target and item["negative"] == p.negative  # the kind travels with the sample
         frames, wave = item["frames"].float(), item["wave"]
         own = load_cached(clips / "cache", prep.clips[i].key)[1]
         if kind == "other":

@@ -175,17 +175,13 @@ def test_targets_on_held_out_synthetic_clips_mixed_with_unsynchronizable_ones():
     """Issue targets, on seeds no training set (nor the calibration) used: >= 95 % of the clips that cannot be
     synchronized (silence, -80 dBFS, another clip's sound, a still picture) called unreliable, and >= 90 % of
     the correctly estimated synchronizable ones kept reliable. The bundled model, predict's default hop."""
-    import importlib.util
     import tempfile
     from pathlib import Path
 
+    from synchformer.inference import verdict
     from synchformer.model.bundled import synthetic_tiny, synthetic_tiny_syncability
 
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "calibrate_verdict.py"
-    spec = importlib.util.spec_from_file_location("calibrate_verdict", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    from synchformer.inference import verdict
+    bench = _bench("calibrate_verdict")
 
     with tempfile.TemporaryDirectory() as tmp:  # with the bundled synchronizability model, as predict runs
         results = bench.collect(synthetic_tiny(), 45, Path(tmp), 1_990_000, 0.64, synthetic_tiny_syncability())

@@ -245,7 +245,8 @@ class SyncDataset(torch.utils.data.Dataset):
     (call ``set_epoch``). ``train=False``: the clip's fixed offset, or one drawn once from ``seed``; centre crop.
 
     An item is a dict of ``video`` (S, 16, 3, c, c) in [-1, 1], ``audio`` (S, 1, 128, 66), ``target``
-    (offset class, or 1 = synchronizable), ``offset_sec`` and ``index``. ``raw=True`` leaves the last step to
+    (offset class, or 1 = synchronizable), ``offset_sec``, ``index`` and ``negative`` (stage III: the kind of
+    unsynchronizable sample, ``NEGATIVES``; "" otherwise). ``raw=True`` leaves the last step to
     the training device (``model_inputs``): ``frames`` (S, 16, 3, c, c) uint8 and ``wave`` (S, 10240) instead.
     """
 
@@ -373,7 +374,7 @@ class SyncDataset(torch.utils.data.Dataset):
         v = video.unfold(0, SEGMENT_FRAMES, self.stride).movedim(-1, 1).contiguous()  # (S, 16, 3, c, c)
         a = wave.unfold(0, SEGMENT_SAMPLES, self.stride * SAMPLES_PER_FRAME).float().contiguous()  # (S, 10240)
         inputs = {"frames": v, "wave": a} if self.raw else {"video": frames_to_model(v), "audio": audio_to_model(a)}
-        return {**inputs, "target": p.target, "offset_sec": p.offset_sec, "index": index}
+        return {**inputs, "target": p.target, "offset_sec": p.offset_sec, "index": index, "negative": p.negative}
 
 
 def model_inputs(batch: dict, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
