@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from _shared import MEDIA
+import synchformer.io.fix as fix
 from synchformer.errors import SynchformerError
 from synchformer.io import load_av
 from synchformer.io.fix import shift_audio
@@ -52,12 +53,13 @@ def _case_id(case) -> str:
     return f"{case[0]}-{case[1]}-{'+'.join(case[2])}"
 
 
-def write_media(path, vcodec: str, acodecs=("aac",), *, duration=6.0, rate=48000, rotation=0, metadata=None):
+def write_media(path, vcodec: str, acodecs=("aac",), *, duration=6.0, rate=48000, rotation=0, metadata=None,
+                video_options=None, languages=("eng", "fra"), container_options=None):
     """A `duration` s, 25 fps, 64x64 clip: dark frames, white at EVENTS; each audio track faint noise with a loud
     20 ms noise burst at EVENTS (every track different noise, so cross-correlation has one sharp peak)."""
-    with av.open(str(path), "w") as c:
+    with av.open(str(path), "w", container_options=container_options or {}) as c:
         c.metadata.update(metadata or {})
-        vs = c.add_stream(vcodec, rate=25)
+        vs = c.add_stream(vcodec, rate=25, options=video_options or {})
         vs.width = vs.height = 64
         vs.pix_fmt = "yuv420p"
         if rotation:
@@ -67,7 +69,7 @@ def write_media(path, vcodec: str, acodecs=("aac",), *, duration=6.0, rate=48000
             layout = "stereo" if acodec == "vorbis" else "mono"
             opts = {"strict": "experimental"} if av.Codec(acodec, "w").experimental else {}
             a = c.add_stream(acodec, rate=rate, layout=layout, options=opts)
-            a.metadata.update({"language": ("eng", "fra")[k % 2], "title": f"track {k}"})
+            a.metadata.update({"language": languages[k % len(languages)], "title": f"track {k}"})
             streams.append(a)
         flashes = {round(t * 25) for t in EVENTS}
         for i in range(round(duration * 25)):
@@ -82,7 +84,8 @@ def write_media(path, vcodec: str, acodecs=("aac",), *, duration=6.0, rate=48000
             sig = (rng.standard_normal(n) * 0.02).astype(np.float32)
             for t in EVENTS:
                 i = round(t * rate)
-                sig[i : i + rate // 50] = rng.standard_normal(rate // 50) * 0.4
+                if i + rate // 50 <= n:
+                    sig[i : i + rate // 50] = rng.standard_normal(rate // 50) * 0.4
             channels = len(a.layout.channels)
             for i in range(0, n, 1024):
                 frame = av.AudioFrame.from_ndarray(np.tile(sig[None, i : i + 1024], (channels, 1)), format="fltp",
@@ -93,20 +96,45 @@ def write_media(path, vcodec: str, acodecs=("aac",), *, duration=6.0, rate=48000
     return path
 
 
-def measured_shift(src, dst) -> float:
+def measured_shift(src, dst, clips=None) -> float:
     """How much later (s) the decoded audio of `dst` plays than that of `src`, on the video's timeline: the peak of
-    their cross-correlation (16 kHz, refined by a parabola)."""
-    a, b = (load_av(p, size=None, crop=None) for p in (src, dst))
+    their cross-correlation (16 kHz, refined by a parabola). `clips`: the two already decoded by load_av."""
+    a, b = clips or [load_av(p, size=None, crop=None) for p in (src, dst)]
     # the same video timeline (the output may show one frame more at the end: an mp4 edit list that hides the last
     # frame, as in the shared .mov, is not written again by FFmpeg's muxer; the packets are the same)
     assert a.start_sec == b.start_sec and 0 <= len(b.frames) - len(a.frames) <= 1
-    x, y = a.audio.double().numpy(), b.audio.double().numpy()
+    return lag_sec(a.audio.double().numpy(), b.audio.double().numpy(), a.sample_rate)
+
+
+def lag_sec(x: np.ndarray, y: np.ndarray, rate: int) -> float:
+    """How much later (s) signal y is than x: the peak of their cross-correlation, refined by a parabola."""
     nfft = 1 << (len(x) + len(y)).bit_length()
     c = np.fft.irfft(np.fft.rfft(y, nfft) * np.conj(np.fft.rfft(x, nfft)), nfft)
     k = int(np.argmax(c))
     y0, y1, y2 = c[k - 1], c[k], c[(k + 1) % nfft]
-    lag = (k if k < nfft // 2 else k - nfft) + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)
-    return lag / a.sample_rate
+    return ((k if k < nfft // 2 else k - nfft) + 0.5 * (y0 - y2) / (y0 - 2 * y1 + y2)) / rate
+
+
+def track_audio(path, index: int, rate: int = 16000) -> np.ndarray:
+    """Audio stream `index` (its container index) decoded, mono at `rate`, placed on the timeline of the first video
+    frame: sample 0 is the first frame's time (load_av reads one audio stream only)."""
+    with av.open(str(path)) as c:
+        first_frame = next(f.time for f in c.decode(video=0))
+    with av.open(str(path)) as c:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks, start = [], None
+        for frame in c.decode(c.streams[index]):
+            start = frame.time if start is None else start
+            chunks += [f.to_ndarray()[0] for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray()[0] for f in resampler.resample(None)]
+    x, lead = np.concatenate(chunks).astype(np.float64), round((start - first_frame) * rate)
+    return np.concatenate([np.zeros(lead), x]) if lead >= 0 else x[-lead:]
+
+
+def stream_packets(path, index: int) -> list[tuple[bytes, int | None, int | None]]:
+    """(bytes, pts, dts) of every packet of stream `index` (its container index), in file order."""
+    with av.open(str(path)) as c:
+        return [(bytes(p), p.pts, p.dts) for p in c.demux(c.streams[index]) if p.size]
 
 
 def packets(path, kind: str, index: int = 0) -> list[tuple[bytes, Fraction | None]]:
@@ -351,3 +379,203 @@ def test_fixed_file_gets_the_umask_permissions_of_an_ordinary_file(tmp_path, uma
     finally:
         os.umask(old)
     assert os.stat(tmp_path / "out.mp4").st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("ext, vcodec, acodec, action", [
+    ("mp4", "libx264", "aac", "timestamps moved by +0.600000 s"),
+    ("avi", "mpeg4", "libmp3lame", "re-encoded as libmp3lame, moved by +0.600000 s"),  # AVI: only that one
+])
+def test_only_the_chosen_audio_stream_is_moved(tmp_path, ext, vcodec, acodec, action):
+    require(vcodec, acodec)
+    src = write_media(tmp_path / f"two.{ext}", vcodec, (acodec, acodec), duration=5.0, languages=("eng", "deu"))
+    dst = tmp_path / f"fixed.{ext}"
+    with av.open(str(src)) as c:
+        second = c.streams.audio[1].index
+    report = shift_audio(src, dst, 0.6, audio_stream=second)
+    assert [s["action"] for s in report["streams"]] == ["copied", "copied", action]
+    assert report["audio_shift_sec"] == pytest.approx(0.6)
+    # the first track: the same packets, bytes and timestamps; it plays where it did
+    first = second - 1
+    assert stream_packets(dst, first) == stream_packets(src, first)
+    assert abs(lag_sec(track_audio(src, first), track_audio(dst, first), 16000)) <= MS
+    # the second: moved by 0.6 s against the video (and the first track)
+    err = lag_sec(track_audio(src, second), track_audio(dst, second), 16000) - 0.6
+    assert abs(err) <= MS, f"off by {err * 1000:+.3f} ms"
+    assert packets(dst, "video") == packets(src, "video")
+    if ext == "mp4":  # (AVI keeps no languages)
+        with av.open(str(dst)) as c:
+            assert [s.language for s in c.streams.audio] == ["eng", "deu"]
+
+
+def test_audio_stream_must_name_an_audio_stream(tmp_path):
+    src = write_media(tmp_path / "in.mp4", "mpeg4", ("aac", "aac"), duration=5.0)
+    for bad in (0, 3, -1, "2", 1.0, True):  # the video, none, none, a string, a float, a bool
+        with pytest.raises(SynchformerError, match="not one of its audio streams") as err:
+            shift_audio(src, tmp_path / "out.mp4", 0.6, audio_stream=bad)
+        assert str(err.value).startswith(str(src)) and "\n" not in str(err.value)
+        assert "#1 (aac), #2 (aac)" in str(err.value)
+    assert not (tmp_path / "out.mp4").exists() and leftovers(tmp_path) == []
+
+
+def test_quicktime_metadata_is_kept(tmp_path):
+    """A phone's .mov keeps its com.apple.quicktime.* keys (mov/mp4: written as QuickTime metadata keys, which the
+    muxer does only when asked); a file with only the usual tags keeps them where players look (iTunes atoms)."""
+    meta = {"com.apple.quicktime.make": "Apple", "com.apple.quicktime.model": "iPhone 12",
+            "com.apple.quicktime.location.ISO6709": "+37.7899-122.4221+081.120/", "title": "a title"}
+    src = write_media(tmp_path / "phone.mov", "mpeg4", ("aac",), duration=5.0, metadata=meta,
+                      container_options={"movflags": "use_metadata_tags"})
+    for ext in ("mov", "mp4", "mkv"):
+        shift_audio(src, tmp_path / f"fixed.{ext}", 0.6)
+        with av.open(str(tmp_path / f"fixed.{ext}")) as c:
+            got = {k.lower(): v for k, v in c.metadata.items()}  # (Matroska's tags are upper case)
+            brand = c.metadata.get("major_brand")
+        assert {k: got.get(k.lower()) for k in meta} == meta, ext
+        if ext == "mp4":  # the muxer's own file type, not the input's written as a tag
+            assert brand == "isom"
+    plain = write_media(tmp_path / "plain.mp4", "mpeg4", ("aac",), duration=5.0,
+                        metadata={"title": "a title", "artist": "someone"})
+    shift_audio(plain, tmp_path / "plain_fixed.mp4", 0.6)
+    assert b"\xa9nam" in (tmp_path / "plain_fixed.mp4").read_bytes()  # iTunes' title atom, as in the input
+    with av.open(str(tmp_path / "plain_fixed.mp4")) as c:
+        assert c.metadata["title"] == "a title" and c.metadata["artist"] == "someone"
+
+
+def test_dispositions_languages_and_timecode_are_kept(tmp_path):
+    require("libx264")
+    made = write_media(tmp_path / "made.mp4", "libx264", ("aac", "aac"), duration=5.0, languages=("eng", "deu"))
+    src = tmp_path / "in.mkv"
+    with av.open(str(made)) as i, av.open(str(src), "w") as o:  # dispositions and a timecode, as a camera's
+        streams = {s.index: o.add_stream_from_template(s, opaque=True) for s in i.streams}
+        for s in i.streams:
+            streams[s.index].metadata.update(s.metadata)
+        streams[0].metadata["timecode"] = "01:02:03:04"
+        streams[1].disposition = av.stream.Disposition.default | av.stream.Disposition.original
+        streams[2].disposition = av.stream.Disposition.comment | av.stream.Disposition.visual_impaired
+        for p in i.demux():
+            if p.size:
+                p.stream = streams[p.stream.index]
+                o.mux(p)
+    shift_audio(src, tmp_path / "fixed.mkv", 0.6)
+    with av.open(str(src)) as a, av.open(str(tmp_path / "fixed.mkv")) as b:
+        assert [s.disposition for s in b.streams] == [s.disposition for s in a.streams]
+        assert [s.language for s in b.streams.audio] == ["eng", "deu"]
+        assert b.streams[0].metadata["TIMECODE"] == "01:02:03:04"  # (Matroska's tags are upper case)
+    shift_audio(src, tmp_path / "fixed.mov", 0.6)  # .mov: its own codes for languages; a timecode track
+    with av.open(str(tmp_path / "fixed.mov")) as c:
+        assert [s.language for s in c.streams.audio] == ["eng", "ger"]  # (German by its other ISO 639-2 code)
+        assert [s.type for s in c.streams] == ["video", "audio", "audio", "data"]
+        assert c.streams[0].metadata["timecode"] == c.streams[3].metadata["timecode"] == "01:02:03:04"
+    report = shift_audio(tmp_path / "fixed.mov", tmp_path / "again.mov", -0.6)  # the timecode track: made again
+    assert report["streams"][3]["action"].startswith("left out (a timecode track: the mov muxer writes it again")
+    with av.open(str(tmp_path / "again.mov")) as c:
+        assert [s.type for s in c.streams] == ["video", "audio", "audio", "data"]
+        assert c.streams[3].metadata["timecode"] == "01:02:03:04"
+
+
+def test_an_ogg_skeleton_is_left_out_and_said_why(tmp_path):
+    src = MEDIA / "lego_robot__techslides_small.ogv"  # theora + vorbis + a skeleton (PyAV cannot write one)
+    if not src.is_file():
+        pytest.skip(f"shared test media not found ({src}; set SYNCHFORMER_SHARED)")
+    for ext in ("ogv", "mkv"):
+        report = shift_audio(src, tmp_path / f"fixed.{ext}", 0.6)
+        assert report["streams"][0]["codec"] == "skeleton"
+        assert report["streams"][0]["action"] == ("left out (an Ogg skeleton: an index of the Ogg file's own pages, "
+                                                  "which FFmpeg's muxers do not write)")
+        with av.open(str(tmp_path / f"fixed.{ext}")) as c:
+            assert [s.type for s in c.streams] == ["video", "audio"]
+        assert abs(measured_shift(src, tmp_path / f"fixed.{ext}") - 0.6) <= MS
+
+
+def test_audio_the_muxer_moved_against_the_video_is_caught(tmp_path):
+    """AVI plays audio from the file start: copied there unchanged (offset 0), audio that starts 0.5 s into the file
+    came back at 0. The read-back check sees that stream moved against the video, and the audio is re-encoded."""
+    require("libmp3lame")
+    src = write_media(tmp_path / "in.mkv", "mpeg4", ("libmp3lame",), duration=5.0)
+    shift_audio(src, tmp_path / "late.mkv", 0.5)
+    report = shift_audio(tmp_path / "late.mkv", tmp_path / "same.avi", 0.0)
+    assert report["method"] == "reencode-audio" and "did not keep the audio timestamps" in report["reason"]
+    assert abs(measured_shift(tmp_path / "late.mkv", tmp_path / "same.avi")) <= MS
+    assert packets(tmp_path / "same.avi", "video") == packets(src, "video")
+
+
+# Every output container from every input container: the audio moves by the asked amount against the video, the
+# video packets are the input's (bit for bit, where no bitstream filter and no muxer changed their framing), or the
+# pair is refused in one line before anything is written. Input: (extension, video encoder, its options, audio).
+MATRIX_INPUTS = {
+    "mp4-h264-aac": ("mp4", "libx264", None, "aac"),  # (libx264's default: B-frames)
+    "mov-h264-aac": ("mov", "libx264", None, "aac"),
+    "mkv-h264-aac": ("mkv", "libx264", None, "aac"),
+    "ts-h264-aac": ("ts", "libx264", None, "aac"),
+    "mkv-h264noB-pcm": ("mkv", "libx264", {"bf": "0"}, "pcm_s16le"),
+    "avi-mpeg4-mp3": ("avi", "mpeg4", None, "libmp3lame"),
+    "avi-mpeg4-pcm": ("avi", "mpeg4", None, "pcm_s16le"),
+    "mp4-h264noB-aac": ("mp4", "libx264", {"bf": "0"}, "aac"),
+    "ts-h264noB-aac": ("ts", "libx264", {"bf": "0"}, "aac"),
+    "mov-mpeg4-aac": ("mov", "mpeg4", None, "aac"),  # (its headers in the extradata only)
+}
+MATRIX_OUTPUTS = ("avi", "ts", "mkv", "mov", "mp4", "flv", "nut")
+MATRIX = [(i, o) for i in list(MATRIX_INPUTS)[:7] for o in MATRIX_OUTPUTS] + [
+    ("mp4-h264noB-aac", "avi"), ("ts-h264noB-aac", "avi"), ("mov-mpeg4-aac", "avi"), ("mov-mpeg4-aac", "ts")]
+
+
+def matrix_expected(name: str, out: str) -> str:
+    """'remux', 'reencode-audio', or the words of the refusal."""
+    _, vcodec, vopts, acodec = MATRIX_INPUTS[name]
+    if out == "avi" and vcodec == "libx264" and not vopts:
+        return "its h264 video has B-frames"  # AVI stores no display times
+    if out == "flv" and vcodec == "mpeg4":
+        return "the flv format cannot hold its mpeg4 video"
+    if out == "avi" or acodec == "pcm_s16le" and out in ("ts", "flv"):
+        return "reencode-audio"  # AVI ignores audio timestamps; MPEG-TS and FLV hold no 48 kHz PCM
+    return "remux"
+
+
+@pytest.fixture(scope="module")
+def matrix_input(tmp_path_factory):
+    made = {}
+
+    def get(name):
+        ext, vcodec, vopts, acodec = MATRIX_INPUTS[name]
+        require(vcodec, acodec)
+        if name not in made:
+            made[name] = write_media(tmp_path_factory.mktemp("matrix") / f"{name}.{ext}", vcodec, (acodec,),
+                                     duration=5.0, video_options=vopts)
+        return made[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name, out", MATRIX, ids=[f"{i}-to-{o}" for i, o in MATRIX])
+def test_every_output_container_from_every_input(matrix_input, tmp_path, monkeypatch, name, out):
+    src, ext = matrix_input(name), MATRIX_INPUTS[name][0]
+    shift = 0.6 if MATRIX.index((name, out)) % 2 == 0 else -0.4
+    dst, expected = tmp_path / f"fixed.{out}", matrix_expected(name, out)
+    if expected not in ("remux", "reencode-audio"):
+        def written(*args, **kwargs):
+            raise AssertionError("wrote something before refusing")
+
+        monkeypatch.setattr(fix, "_write_checked", written)
+        with pytest.raises(SynchformerError, match=expected) as err:
+            shift_audio(src, dst, shift)
+        assert str(err.value).startswith(f"{src}: ") and "\n" not in str(err.value)
+        assert not dst.exists() and leftovers(tmp_path) == []
+        return
+    report = shift_audio(src, dst, shift)
+    assert report["method"] == expected and abs(report["audio_shift_sec"] - shift) < 1e-6
+    # the audio moved by the asked amount against the video (Matroska and FLV count in ms)
+    a, b = load_av(src, size=None, crop=None), load_av(dst, size=None, crop=None)
+    err = measured_shift(src, dst, (a, b)) - shift
+    assert abs(err) <= (2 * MS if {ext, out} & {"mkv", "flv"} else MS), f"off by {err * 1000:+.3f} ms"
+    # the video: the same frames; the same packets, all their times moved alike (MPEG-TS starts at 1.4 s, ...)
+    assert np.array_equal(a.frames.numpy(), b.frames.numpy()[: len(a.frames)])
+    vcodec = MATRIX_INPUTS[name][1]
+    filtered = ("h264_mp4toannexb" if vcodec == "libx264" and ext != "ts" and out in ("avi", "ts")
+                else "dump_extra" if vcodec == "mpeg4" and ext == "mov" and out == "ts" else None)  # (headers put in)
+    assert report["streams"][0]["action"] == (f"copied through {filtered}" if filtered else "copied")
+    v_in, v_out = packets(src, "video"), packets(dst, "video")
+    assert len(v_in) == len(v_out) == report["video_packets"]
+    assert len({round(float(o - i), 6) for (_, i), (_, o) in zip(v_in, v_out)}) == 1
+    # bit for bit, but where start codes or headers were put in (AVI, TS) or taken out (MP4, MOV, MKV, FLV from TS)
+    if not filtered and not (ext == "ts" and out in ("mp4", "mov", "mkv", "flv")):
+        assert [p for p, _ in v_out] == [p for p, _ in v_in]
+    assert leftovers(tmp_path) == []

@@ -254,7 +254,7 @@ def test_to_dict_is_plain_json_with_the_documented_keys():
     assert sum(d["distribution"]) == pytest.approx(1.0, abs=1e-3)
     assert set(d["windows"][0]) == {"index", "start_sec", "end_sec", "offset_sec", "probability",
                                     "refined_offset_sec", "entropy_nats", "entropy_norm", "sync_prob", "used", "note",
-                                    "reliable", "reasons"}
+                                    "reliable", "reasons", "audio_events"}
     assert d["windows"][1]["start_sec"] == 1.5 and d["windows"][1]["end_sec"] == 6.3
     assert set(d["drift"]) >= {"detected", "reason", "slope_ms_per_min", "stderr_ms_per_min", "ci95_ms_per_min",
                                "intercept_sec", "offset_at_start_sec", "offset_at_end_sec", "t_stat", "step", "rule"}

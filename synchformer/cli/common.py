@@ -83,6 +83,31 @@ def _companion(choice: str | None, offset_model, device_name: str, bundled: str,
     return model
 
 
+def add_audio_track(p, allow_all: bool = False, what: str = "measure"):
+    """``--audio-track N|LANG`` (and ``all`` where each track can be measured in turn)."""
+    import re
+
+    def track(text: str):
+        text = text.strip()
+        if text.isdigit():
+            if int(text) < 1:
+                raise ValueError(text)
+            return int(text)
+        if allow_all and text.lower() == "all":
+            return "all"
+        if not re.fullmatch(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*", text):
+            raise ValueError(text)
+        return text
+
+    track.__name__ = "audio track (a number from 1, or a language code such as deu" + (", or all)" if allow_all
+                                                                                    else ")")
+    p.add_argument("--audio-track", type=track, default=None, metavar="N|LANG" + ("|all" if allow_all else ""),
+                   help=f"which audio track to {what}: its number (1 = the file's first audio track) or its "
+                        "language code as the file tags it (eng, deu, ...); default: the first track marked "
+                        "default, else the first track, as players choose"
+                        + ("; all: each track in turn, one result per track" if allow_all else ""))
+
+
 def add_timing(p, default_help: str = "as the weights were trained: authors for the released checkpoints, true "
                                         "for the package's own models"):
     p.add_argument("--timing", choices=("authors", "true"), default=None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, check_device, load
+from synchformer.cli.common import (add_audio_track, add_device, add_precision, add_timing, add_weights,
+                                    check_device, load)
 
 
 def _target(text: str):
@@ -26,8 +27,10 @@ def add_parser(sub):
     p.add_argument("-o", "--output", metavar="FIG", help="write the figure here (.png, .pdf or .svg)")
     add_weights(p)
     add_timing(p)
+    add_audio_track(p, what="explain")
     p.add_argument("--start", type=float, default=0.0, metavar="SEC",
-                   help="the window of `predict --start SEC`: [SEC+0.08, SEC+4.88] s (default 0)")
+                   help="the window of `predict --start SEC`: [SEC+0.08, SEC+4.88] s from the file's first video "
+                        "frame (default 0)")
     p.add_argument("--target", type=_target, default=None, metavar="predicted|SEC",
                    help="the offset class to explain (default: the predicted one); positive = audio leads")
     p.add_argument("--method", choices=("occlusion", "gradient"), default="occlusion",
@@ -49,14 +52,14 @@ def run(args) -> int:
         check_figure_output(args.output, [args.video, *([args.weights] if args.weights else [])],
                             "the explain figure")
     check_device(args.device)  # the arguments first, then the input, then the weights
-    check_media(args.video)
+    check_media(args.video, audio_track=args.audio_track)
     from synchformer.inference.explain import explain_window, save_figure
     from synchformer.inference.pooling import describe_offset
 
     model = load(args.weights, args.device, head="offset", precision=args.precision)
     warning = getattr(model, "load_warning", None)
     ex = explain_window(model, args.video, start_sec=args.start, target_sec=args.target, method=args.method,
-                        tokens=not args.segments_only, timing=args.timing)
+                        tokens=not args.segments_only, timing=args.timing, audio_track=args.audio_track)
     if args.output is not None:
         save_figure(ex, args.output, inputs=[args.weights] if args.weights else [], warning=warning)
     if args.json:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from synchformer.cli.common import add_device, add_precision, add_timing, add_weights, check_device, load
+from synchformer.cli.common import (add_audio_track, add_device, add_precision, add_timing, add_weights,
+                                    check_device, load)
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -26,6 +27,7 @@ def add_parser(sub):
                    "preprocessing, the default; 256: the reference's)")
     add_weights(p)
     add_timing(p)
+    add_audio_track(p, what="take the audio features from (with --audio)")
     add_device(p)
     add_precision(p)
     return p
@@ -72,12 +74,13 @@ def run(args) -> int:
 
     check_device(args.device)  # the arguments first, then the inputs, then the weights
     for video in args.videos:
-        check_media(video, audio=args.audio)
+        check_media(video, audio=args.audio, audio_track=args.audio_track)
     from synchformer.inference.embed import extract_features
 
     model = load(args.weights, args.device, sync_head=False, precision=args.precision)
     for video, out in zip(args.videos, targets):
-        feats = extract_features(model, video, audio=args.audio, size=args.size, timing=args.timing)
+        feats = extract_features(model, video, audio=args.audio, size=args.size, timing=args.timing,
+                                 audio_track=args.audio_track)
         save(out, feats, args.timing or model.cfg.timing)
         print(f"{video}: {feats['vfeats'].shape[0] // model.cfg.v_tokens} segments -> {out} "
               f"(vfeats {tuple(feats['vfeats'].shape)}" + (f", afeats {tuple(feats['afeats'].shape)}"

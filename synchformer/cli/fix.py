@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from synchformer.cli.common import (add_device, add_fine, add_max_windows, add_precision, add_syncability,
-                                    add_timing, add_weights, check_device, fine_label, load, load_fine,
-                                    load_syncability)
+from synchformer.cli.common import (add_audio_track, add_device, add_fine, add_max_windows, add_precision,
+                                    add_syncability, add_timing, add_weights, check_device, fine_label, load,
+                                    load_fine, load_syncability)
 from synchformer.errors import SynchformerError
 
 
@@ -30,25 +30,27 @@ def add_parser(sub):
     add_syncability(p)
     add_fine(p)
     add_timing(p)
+    add_audio_track(p, allow_all=True, what="measure and move (the other tracks are copied as they are)")
     add_device(p)
     add_precision(p)
     return p
 
 
 def run(args) -> int:
+    from synchformer.io.decode import check_media, pick_audio_track
     from synchformer.io.fix import shift_audio
 
     from pathlib import Path
 
     if Path(args.output).exists() and not args.overwrite and Path(args.output).resolve() != Path(args.video).resolve():
         raise SynchformerError(args.output, "already exists: pass --overwrite to replace it")
+    every_track = args.audio_track == "all"
+    choice = None if every_track else args.audio_track
     measured = None
     offset = args.offset
     if offset is None:
-        from synchformer.io.decode import check_media
-
         check_device(args.device)  # the arguments first, then the input, then the weights
-        check_media(args.video)
+        check_media(args.video, audio_track=choice)
         from synchformer.inference.analyze import analyze
         from synchformer.constants import BT1359_SEC
 
@@ -56,7 +58,8 @@ def run(args) -> int:
         sync_model = load_syncability(args.syncability_weights, model, args.device)
         fine = load_fine(args.fine_weights, model, args.device)
         result = analyze(model, args.video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
-                         max_windows=args.max_windows, keep_visual=fine is not None)
+                         max_windows=args.max_windows, keep_visual=fine is not None, audio_track=choice)
+        track = result.audio_track
         summary = result.summarize(min_sync_prob=args.min_sync_prob, fine_model=fine)
         if summary.offset_sec is None:
             raise SynchformerError(args.video, f"no offset to fix: {summary.message}")
@@ -74,28 +77,48 @@ def run(args) -> int:
         lo, hi = summary.refined_interval_sec
         in_sync = BT1359_SEC[0] <= lo and hi <= BT1359_SEC[1]
         drift = summary.drift is not None and summary.drift.detected
+        jumps = [e for e in result.audio_events if e.kind in ("gap", "overlap")]
         measured = {"offset_sec": offset, "class_offset_sec": summary.offset_sec,
                     "refined_interval_sec": [round(x, 3) for x in summary.refined_interval_sec],
                     "confidence": summary.confidence, "agreement": summary.agreement,
                     "timing": result.timing, "sampled": result.sampled,
                     "fine_weights": fine_label(args.fine_weights, fine),
+                    "audio_track": track.to_dict() if track else None,
+                    "audio_events": [e.to_dict() for e in result.audio_events],
                     "drift_detected": drift, "reliable": summary.reliable, "reasons": summary.reasons}
         if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
             print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "
                   "the average offset", file=sys.stderr)
+        if jumps:  # measured as a player that honours timestamps plays it; one shift cannot mend the hole
+            print(f"synchformer: warning: {args.video}: its audio timestamps jump ("
+                  f"{'; '.join(e.describe() for e in jumps[:3])}{'; ...' if len(jumps) > 3 else ''}); one constant "
+                  "shift cannot repair a gap: players that join the audio end to end stay off by its length after "
+                  "it", file=sys.stderr)
         if in_sync and not args.force:  # nobody notices it (ITU-R BT.1359): nothing to do
             print(f"{args.video}: in sync (measured {offset * 1000:+.0f} ms, 90% interval {lo * 1000:+.0f} to "
                   f"{hi * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; confidence {summary.confidence:.2f}); "
                   f"nothing written (--force to write a copy anyway)")
             return 0
-    report = shift_audio(args.video, args.output, offset, overwrite=args.overwrite)
+    else:
+        track = None if every_track else pick_audio_track(args.video, choice)
+    report = shift_audio(args.video, args.output, offset, overwrite=args.overwrite,
+                         audio_stream=None if every_track or track is None else track.stream_index)
     report["measured"] = measured
+    report["audio_track"] = "all" if every_track else track.to_dict()
+    left = [f"#{st['index']} {st['type']} ({st['codec']}): {st['action'].removeprefix('left out ').strip('()')}"
+            for st in report["streams"] if st["action"].startswith("left out")]
+    if left:  # what the output's container cannot hold is said, not dropped in silence
+        print(f"synchformer: warning: {args.output}: left out {'; '.join(left)}", file=sys.stderr)
     if args.json:
         print(json.dumps(report))
     else:
         how = "measured" if measured else "given"
         moved = "delayed" if offset > 0 else "advanced" if offset < 0 else "left as it was"
-        print(f"{args.video}: offset {offset:+.3f} s ({how}); audio {moved}"
+        n_audio = sum(1 for st in report["streams"] if st["type"] == "audio")
+        which = ("audio" if n_audio == 1 else "every audio track" if every_track
+                 else f"audio {track.describe()}")
+        print(f"{args.video}: offset {offset:+.3f} s ({how}); {which} {moved}"
               + (f" by {abs(report['audio_shift_sec']):.3f} s" if offset else "")
-              + f" ({report['method']}) -> {args.output}")
+              + f" ({report['method']}" + (", the other tracks copied as they are" if n_audio > 1 and not every_track
+                                           else "") + f") -> {args.output}")
     return 0

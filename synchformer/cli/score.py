@@ -19,8 +19,9 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from synchformer.cli.common import (add_device, add_fine, add_max_windows, add_precision, add_timing, add_weights,
-                                    check_workers, device, gpu_decode_workers, load, load_fine)
+from synchformer.cli.common import (add_audio_track, add_device, add_fine, add_max_windows, add_precision,
+                                    add_timing, add_weights, check_workers, device, gpu_decode_workers, load,
+                                    load_fine)
 from synchformer.io.outputs import protect_inputs, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -40,6 +41,7 @@ def add_parser(sub):
     add_weights(p)
     add_timing(p, "true for --metric desync (as av-benchmark decodes: published DeSync numbers), the model's own "
                   "for offset (authors for the released checkpoints)")
+    add_audio_track(p, what="score in each video (or in each --audio-dir file)")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="OUT.jsonl or OUT.csv")
     p.add_argument("--metric", choices=METRICS, default="desync",
                    help="desync: av-benchmark's DeSync (|argmax offset| of the first and last 4.8 s, averaged; "
@@ -199,7 +201,7 @@ def _score(model, items, todo, args, fmt: RowFile, path: Path, mode: str, show: 
             f.write(fmt.header())
         stream = score_files(model, [items[i] for i in todo], metric=args.metric, hop_sec=args.hop,
                              duration=args.duration, max_windows=args.max_windows, workers=workers,
-                             batch_size=args.batch_size, timing=args.timing,
+                             batch_size=args.batch_size, timing=args.timing, audio_track=args.audio_track,
                              fine_model=load_fine(args.fine_weights, model, str(model.device))  # a rank's own GPU
                              if args.metric == "offset" else None)
         with tqdm(total=len(todo), unit="clip", file=sys.stderr, disable=not show, dynamic_ncols=True) as bar:

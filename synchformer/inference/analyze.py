@@ -20,6 +20,7 @@ from synchformer.constants import MAX_WINDOWS, SEGMENT_FRAMES, SEGMENT_STRIDE_FR
 from synchformer.features.segments import decode_size
 from synchformer.inference.checks import segment_signals, window_problems
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
+from synchformer.io.decode import AudioEvent, AudioTrack
 from synchformer.model import Synchformer
 from synchformer.model.precision import using
 
@@ -30,7 +31,7 @@ SEGMENT_SEC = SEGMENT_STRIDE_FRAMES / VIDEO_FPS  # 0.32 s between segment starts
 class Analysis:
     path: str
     hop_sec: float  # the hop actually used (a multiple of 0.32 s)
-    window_starts: np.ndarray  # (W,) seconds, in the file's timeline
+    window_starts: np.ndarray  # (W,) seconds from the file's first video frame
     logits: np.ndarray  # (W, classes) of the offset model
     grid: np.ndarray  # (classes,) offset of each class in seconds
     sync_probs: np.ndarray | None = None  # (W,) P(synchronizable) from a stage III model
@@ -52,7 +53,13 @@ class Analysis:
     visual_features: dict | None = field(default=None, repr=False)
     visual_model: Synchformer | None = field(default=None, repr=False)  # whose encoder made them
     first_segments: np.ndarray | None = None
-    read_args: dict = field(default_factory=dict)  # how the file was read (first_frame, size, audio, max_windows)
+    read_args: dict = field(default_factory=dict)  # how the file was read (first_frame, size, audio, max_windows,
+    # audio_track)
+    origin_sec: float = 0.0  # the first video frame's timestamp in the container's timeline
+    audio_track: AudioTrack | None = None  # the file's track measured (None: an external track)
+    # the track's gaps, overlaps and format changes in what was read (io.decode.AudioEvent, times from the
+    # first video frame)
+    audio_events: list[AudioEvent] = field(default_factory=list)
 
     @property
     def seen(self) -> list[tuple[float, float]]:
@@ -73,13 +80,21 @@ class Analysis:
 
         summary = summarize(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
                             min_sync_prob=min_sync_prob, problems=self.problems or None,
-                            model_caveat=self.model_caveat)
+                            model_caveat=self.model_caveat, audio_events=self.window_audio_events())
         if fine_model is not None and summary.refined_offset_sec is not None:
             from synchformer.inference.refine import refine
 
             used = np.array([w.used for w in summary.windows])
             summary.fine = refine(fine_model, self, used, summary.refined_offset_sec, timing=self.timing)
         return summary
+
+    def window_audio_events(self) -> list[list[AudioEvent]]:
+        """Per window, the audio events inside it (a gap that reaches into it counts)."""
+        out = []
+        for s in self.window_starts:
+            out.append([e for e in self.audio_events if e.at_sec < s + WINDOW_SEC
+                        and e.at_sec + (e.duration_sec if e.kind == "gap" else 0.0) > s])
+        return out
 
     @property
     def probs(self) -> np.ndarray:
@@ -96,10 +111,17 @@ def hop_in_segments(hop_sec: float) -> int:
     return max(1, round(hop_sec / SEGMENT_SEC))
 
 
-def encoders_equal(a: Synchformer, b: Synchformer) -> bool:
-    """Stage III fine-tunes only the sync transformer: its encoders are usually its parent's, bit for bit."""
+ENCODERS = ("vfeat_extractor.", "afeat_extractor.")
+
+
+def encoders_equal(a: Synchformer, b: Synchformer, parts: tuple[str, ...] = ENCODERS) -> bool:
+    """Whether ``a``'s and ``b``'s encoders (``parts``: both, or one, e.g. the visual) are the same, bit for bit:
+    stage III fine-tunes only the sync transformer, a fine-offset model all but the visual encoder, so their
+    features are usually their parent's."""
+    if a is b:
+        return True
     sa, sb = a.state_dict(), b.state_dict()
-    keys = [k for k in sa if k.startswith(("vfeat_extractor.", "afeat_extractor."))]
+    keys = [k for k in sa if k.startswith(parts)]
     return a.cfg.v_width == b.cfg.v_width and all(k in sb and sa[k].shape == sb[k].shape and
                                                     torch.equal(sa[k], sb[k].to(sa[k].device)) for k in keys)
 
@@ -130,12 +152,7 @@ class _FeatureCache:
         """A generator: yields one EncodeRequest (none when ``rows`` is empty) and stores the features sent."""
         if not rows:
             return
-        if len(rows) == len(chunk):  # the usual case: no copy of the chunk's frames
-            sub = chunk
-        else:
-            idx = torch.tensor(rows)
-            sub = SegmentChunk(chunk.first, chunk.video.index_select(0, idx), chunk.audio.index_select(0, idx))
-        v, a = yield EncodeRequest(self.model, sub, self.batch)
+        v, a = yield EncodeRequest(self.model, chunk.select(rows), self.batch)
         for i, r in enumerate(rows):
             self.feats[chunk.first + r] = (v[i], a[i])
             if self.kept is not None:
@@ -153,7 +170,8 @@ class _FeatureCache:
 
 def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int | None = None,
             audio: np.ndarray | None = None, timing: str | None = None, progress: bool = False,
-            max_windows: int = MAX_WINDOWS, precision: str | None = None, **kw) -> Analysis:
+            max_windows: int = MAX_WINDOWS, precision: str | None = None, audio_track: int | str | None = None,
+            **kw) -> Analysis:
     """Offset logits of every window of ``path`` (and P(synchronizable) with a stage III ``sync_model``).
 
     ``audio``: a 16 kHz mono waveform used instead of the file's sound (e.g. a generated track). ``size``:
@@ -165,7 +183,9 @@ def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0
     4.8 s, about 2.6 minutes, by default) is analysed in ``max_windows`` windows spread evenly over it, each
     decoded by seeking to it, so that a film costs what a short clip does (``Analysis.sampled``); 0: every
     window, whatever the length. ``precision``: fp32, bf16, fp16 or auto for this call (default:
-    ``model.precision``, fp32 unless ``load_model`` was told otherwise). Other keywords: see
+    ``model.precision``, fp32 unless ``load_model`` was told otherwise). ``audio_track``: which of the file's
+    audio tracks is measured (a number from 1, or a language code; default: the one a player picks; see
+    ``io.decode.pick_audio_track``). Window times count from the file's first video frame. Other keywords: see
     :func:`analyze_segments`.
     """
     crop = model.cfg.image_size
@@ -173,13 +193,14 @@ def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0
     max_windows = 0 if kw.get("ends_only") else max_windows
     grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio,
                                  timing=timing or model.cfg.timing, max_windows=max_windows,
-                                 window_segments=model.cfg.n_segments)
+                                 window_segments=model.cfg.n_segments, audio_track=audio_track)
     if progress:
         total = len(grid.windows) * model.cfg.n_segments if grid.windows is not None else None
         chunks = _with_progress(chunks, grid.path, total)
     with using(precision, model, kw.get("sync_model")):
         result = analyze_segments(model, grid, chunks, **kw)
-    result.read_args = {"first_frame": first_frame, "size": size, "audio": audio, "max_windows": max_windows}
+    result.read_args = {"first_frame": first_frame, "size": size, "audio": audio, "max_windows": max_windows,
+                        "audio_track": audio_track}
     return result
 
 
@@ -279,7 +300,7 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
         spacing = float(np.median(np.diff(starts))) * SEGMENT_SEC if len(starts) > 1 else WINDOW_SEC
         return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, read,
                          hop_sec=spacing, warnings=warnings, sampled=True, file_segments=grid.file_segments,
-                         visual_features=caches[0].kept, visual_model=model if keep_visual else None)
+                         kept=caches[0].kept)
 
     recent: deque = deque(maxlen=n)  # raw segments of the tail, in case its window was not on the hop grid
     next_k0, seen = 0, 0
@@ -315,15 +336,17 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
 
     return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, seen,
                      hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"), warnings=grid.warnings,
-                     visual_features=caches[0].kept, visual_model=model if keep_visual else None)
+                     kept=caches[0].kept)
 
 
 def _analysis(model, grid: SegmentGrid, starts: list[int], logits, sync_logits, signals: dict, n: int,
-              encoded: int, read: int, **kw) -> Analysis:
+              encoded: int, read: int, kept: dict | None = None, **kw) -> Analysis:
     sync_probs = torch.cat(sync_logits).softmax(-1)[:, 1].numpy() if sync_logits else None
     problems = [window_problems(np.stack([signals[k] for k in range(k0, k0 + n)])) for k0 in starts]
     return Analysis(path=grid.path, window_starts=np.asarray(grid.time(starts), dtype=np.float64),
                     logits=torch.cat(logits).numpy(), grid=model.cfg.offset_grid().numpy(),
                     sync_probs=sync_probs, segments_encoded=encoded, segments_total=read, problems=problems,
                     model_caveat=getattr(model, "caveat", None), timing=grid.timing,
-                    audio_lead_sec=grid.audio_lead_sec, first_segments=np.asarray(starts, dtype=np.int64), **kw)
+                    audio_lead_sec=grid.audio_lead_sec, first_segments=np.asarray(starts, dtype=np.int64),
+                    visual_features=kept, visual_model=None if kept is None else model, origin_sec=grid.origin_sec,
+                    audio_track=grid.audio_track, audio_events=list(grid.audio_events), **kw)

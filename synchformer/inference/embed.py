@@ -51,22 +51,24 @@ def encode_audio(model: Synchformer, wave: torch.Tensor, batch_size: int = 64) -
 
 
 def extract_features(model: Synchformer, path: str | os.PathLike, *, audio: bool = False, size: int = 224,
-                     audio_track: np.ndarray | None = None, timing: str | None = None,
-                     precision: str | None = None) -> dict[str, np.ndarray]:
+                     sound: np.ndarray | None = None, timing: str | None = None,
+                     precision: str | None = None, audio_track: int | str | None = None) -> dict[str, np.ndarray]:
     """Visual (and audio) segment features of a whole file, any length, decoded and encoded chunk by chunk.
 
     Returns ``vfeats`` (S*8, 768), with ``audio=True`` also ``afeats`` (S*6, 768), and ``segment_start_sec``
-    (S,) in the file's timeline. ``size=224``: short side 224 then centre crop, as MMAudio prepares frames (a
+    (S,) from the file's first video frame. ``size=224``: short side 224 then centre crop, as MMAudio prepares frames (a
     model with smaller inputs, as the bundled one, gets both scaled in proportion).
     ``timing``: of the file's audio (``load_av``; default the model's, ``ModelConfig.timing``). ``precision``:
     fp32, bf16, fp16 or auto (default: ``model.precision``); the features are returned in float32 either way.
+    ``audio_track``: which of the file's audio tracks (``io.decode.pick_audio_track``); ``sound``: a 16 kHz mono
+    waveform to use instead (sample 0 at the first video frame).
     """
     path = os.fspath(path)
     crop = int(model.cfg.image_size)
     if crop != CROP_SIZE:
         size = max(crop, int(round(size * crop / CROP_SIZE / 2)) * 2)
-    grid, chunks = read_segments(path, first_frame=0, size=size, crop=crop, audio=audio_track, with_audio=audio,
-                                 timing=timing or model.cfg.timing)
+    grid, chunks = read_segments(path, first_frame=0, size=size, crop=crop, audio=sound, with_audio=audio,
+                                 timing=timing or model.cfg.timing, audio_track=audio_track)
     vf, af = [], []
     with using(precision, model):
         for chunk in chunks:

@@ -251,9 +251,10 @@ def target_class(classes: torch.Tensor, target_sec: float) -> int:
 
 def explain_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0,
                    target_sec: float | None = None, method: str = "occlusion", tokens: bool = True,
-                   timing: str | None = None) -> Explanation:
+                   timing: str | None = None, audio_track: int | str | None = None) -> Explanation:
     """Explain the decision on the window of ``predict_window(model, path, start_sec)`` (same decoding, same
-    segments): the predicted offset, or the class at ``target_sec`` seconds."""
+    segments; ``start_sec`` from the first video frame; ``audio_track`` as there): the predicted offset, or the
+    class at ``target_sec`` seconds."""
     path = os.fspath(path)
     if model.cfg.head != "offset":
         raise SynchformerError(path, "explain needs a model with the offset head")
@@ -261,7 +262,8 @@ def explain_window(model: Synchformer, path: str | os.PathLike, start_sec: float
     target = None if target_sec is None else target_class(classes, target_sec)
     n_seg = model.cfg.n_segments
     # the window of predict_window
-    clip, video, audio = load_window(path, start_sec, n_seg, model.cfg.image_size, timing or model.cfg.timing)
+    clip, video, audio = load_window(path, start_sec, n_seg, model.cfg.image_size, timing or model.cfg.timing,
+                                     audio_track)
     dev = model.device
     # no_grad, not inference_mode: inference tensors could not enter the gradient method's autograd graph
     with torch.no_grad():

@@ -6,7 +6,7 @@ the file is fitted in ``synchformer.inference.drift``; the heat map is drawn by 
 
 Inputs (``W`` windows, ``K`` offset classes, ``K = 21`` for the released models)
 
-- ``starts`` (W,): start of each window in seconds (in the file's timeline). Windows are ``window_sec``
+- ``starts`` (W,): start of each window in seconds (from the file's first video frame). Windows are ``window_sec``
   (4.8 s) long and usually overlap (a hop of 0.32-2.56 s).
 - ``probs`` (W, K): the offset head's class probabilities per window (rows are renormalised; a row with a
   NaN, an infinity or a negative value is *invalid* and is left out of everything).
@@ -89,7 +89,9 @@ are not finite become ``null``. Schema (``schema`` = "synchformer.timeline/1")::
          "sync_prob": float|null, "used": bool,
          "note": str|null,         # why it is not used: what the checks found ("audio is digital silence",
                                    # "picture is static"), "P(synchronizable) 0.21 below 0.5", "invalid probabilities"
-         "reliable": bool, "reasons": [str, ...]}   # the window's own verdict
+         "reliable": bool, "reasons": [str, ...],   # the window's own verdict
+         "audio_events": [{"kind": "gap"|"overlap"|"format", "at_sec", "duration_sec"}, ...]}
+                                   # where the audio's timestamps jump inside it (io.decode.AudioEvent)
       ]
     }
 """
@@ -108,7 +110,8 @@ if TYPE_CHECKING:
     from synchformer.inference.drift import Drift
     from synchformer.inference.refine import FineOffset
 
-__all__ = ["WindowRow", "Pool", "Summary", "summarize", "window_offsets", "overlap_weights", "describe_offset",
+__all__ = ["WindowRow", "Pool", "Summary", "summarize", "window_offsets", "overlap_weights", "log_pooled",
+           "describe_offset",
            "note_reasons", "SCHEMA", "REFINED_INTERVAL_SCALE"]
 
 SCHEMA = "synchformer.timeline/1"
@@ -214,6 +217,14 @@ def window_offsets(probs, grid) -> np.ndarray:
     return out
 
 
+def log_pooled(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Windows' distributions (W, K) pooled as independent evidence: the ``weights``-weighted sum of their logs
+    (each floored at PROB_FLOOR), renormalised."""
+    score = (weights[:, None] * np.log(np.maximum(probs, PROB_FLOOR))).sum(axis=0)
+    q = np.exp(score - score.max())
+    return q / q.sum()
+
+
 def overlap_weights(starts, window_sec: float = WINDOW_SEC) -> np.ndarray:
     """``a_w``: the part of window w nearer its centre than any other window's centre, / window_sec.
 
@@ -251,6 +262,7 @@ class WindowRow:
     note: str | None = None  # why not used
     reliable: bool = True  # see synchformer.inference.verdict
     reasons: list[str] = field(default_factory=list)  # why not reliable
+    audio_events: list[dict] = field(default_factory=list)  # gaps / overlaps of the audio's timestamps in it
 
     def to_dict(self) -> dict:
         return {"index": int(self.index), "start_sec": _sec(self.start_sec), "end_sec": _sec(self.end_sec),
@@ -258,7 +270,8 @@ class WindowRow:
                 "refined_offset_sec": _sec(self.refined_offset_sec),
                 "entropy_nats": _num(self.entropy_nats, 4), "entropy_norm": _num(self.entropy_norm, 4),
                 "sync_prob": _prob(self.sync_prob), "used": bool(self.used), "note": self.note,
-                "reliable": bool(self.reliable), "reasons": list(self.reasons)}
+                "reliable": bool(self.reliable), "reasons": list(self.reasons),
+                "audio_events": list(self.audio_events)}
 
 
 @dataclass
@@ -381,12 +394,16 @@ def _describe(off: float) -> str:
 
 
 def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_SEC,
-              min_sync_prob: float = 0.5, problems=None, model_caveat: str | None = None) -> Summary:
+              min_sync_prob: float = 0.5, problems=None, model_caveat: str | None = None,
+              audio_events=None) -> Summary:
     """One offset for a whole video from its windows; see the module docstring for the method.
 
     ``problems``: per window, what the model-free checks found (``Analysis.problems``: silence, a still
     picture); such windows are left out as not synchronizable. ``model_caveat``: a reason added to an
     unreliable verdict about the model itself (e.g. the bundled model: "model trained on synthetic clips only").
+    ``audio_events``: per window, the gaps, overlaps and format changes of the audio's timestamps inside it
+    (``Analysis.window_audio_events``): reported on its row; the window stays in (its audio is placed as a
+    player that honours timestamps plays it).
     """
     starts, probs, grid = _check_inputs(starts, probs, grid, window_sec)
     n = len(starts)
@@ -432,7 +449,8 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
             entropy_nats=float(ent[i]) if ok else None,
             entropy_norm=float(ent[i] / math.log(K)) if ok else None,
             sync_prob=None if sp is None or not math.isfinite(sp[i]) else float(sp[i]),
-            used=bool(used[i]), note=note))
+            used=bool(used[i]), note=note,
+            audio_events=[e.to_dict() for e in audio_events[i]] if audio_events is not None else []))
     left_out = [int(i) for i in np.flatnonzero(valid & not_sync)]
     n_invalid = int((~valid).sum())
     n_used = int(used.sum())
@@ -448,11 +466,7 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
             a = np.ones(n_used)
         pu = p[used]
         mean = (a[:, None] * pu).sum(axis=0) / a.sum()
-        score = (a[:, None] * np.log(np.maximum(pu, PROB_FLOOR))).sum(axis=0)
-        score -= score.max()
-        logp = np.exp(score)
-        logp /= logp.sum()
-        mean_pool, log_pool = _pool("mean", mean, grid), _pool("log", logp, grid)
+        mean_pool, log_pool = _pool("mean", mean, grid), _pool("log", log_pooled(pu, a), grid)
         pooled_k = mean_pool.index  # the reported pool (see the module docstring)
         agreement = float(np.mean(np.abs(kmax[used] - pooled_k) <= 1))
         from synchformer.inference.drift import fit_drift  # drift builds on this module's helpers

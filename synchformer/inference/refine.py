@@ -10,7 +10,7 @@ the sample against two-hot targets (``synchformer train sync`` with ``model={"n_
 
 After the coarse pass, the file is read again with its sound delayed by the coarse refined offset (``load_av``'s
 ``audio_delay_sec``), so the windows hold only the residual; the fine model scores the windows the coarse pass
-used, their distributions pooled as independent evidence (pool_fine), and the residual is the pool's
+used, their distributions pooled as independent evidence (pooling.log_pooled), and the residual is the pool's
 expectation. The visual features are the coarse pass's (``analyze(keep_visual=True)``): the second
 pass costs decoding, the audio encoder (about 3 % of a full-size model's compute) and the small sync
 transformer. The offset is the coarse one plus the residual, which can move it across a coarse class.
@@ -25,7 +25,7 @@ import torch
 
 from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
-from synchformer.inference.analyze import Analysis, SEGMENT_SEC
+from synchformer.inference.analyze import SEGMENT_SEC, Analysis, encoders_equal
 from synchformer.inference.stream import encode_chunk, read_segments
 from synchformer.model import Synchformer
 from synchformer.model.precision import using
@@ -44,7 +44,7 @@ class FineOffset:
     residual_sec: float  # what the fine model read after that
     offset_sec: float
     interval_sec: tuple[float, float]  # 90 %
-    distribution: np.ndarray  # pooled (pool_fine), over the fine model's grid
+    distribution: np.ndarray  # pooled (pooling.log_pooled), over the fine model's grid
     grid: np.ndarray
     windows: int  # windows scored
     segments_encoded: int  # audio segments through the fine model's encoder (visual too if not shared)
@@ -64,25 +64,7 @@ def is_fine_model(model: Synchformer) -> bool:
 
 def shares_visual_encoder(a: Synchformer, b: Synchformer) -> bool:
     """Whether ``a``'s visual features are ``b``'s (the same visual encoder, weight for weight)."""
-    if a is b:
-        return True
-    sa, sb = a.state_dict(), b.state_dict()
-    keys = [k for k in sa if k.startswith("vfeat_extractor.")]
-    return (a.cfg.v_width == b.cfg.v_width and a.cfg.image_size == b.cfg.image_size and bool(keys)
-            and all(k in sb and sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k].to(sa[k].device))
-                    for k in keys))
-
-
-def pool_fine(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The windows' fine distributions pooled as independent evidence: the overlap-weighted sum of their logs
-    (pooling's log pool), renormalised. The mean pool is broader than any window and let a flat, misplaced
-    maximum decide; measured on continuous-offset synthetic clips, the log pool's expectation has a third of
-    the mean pool's worst error at the same median (docs/reliability.md)."""
-    from synchformer.inference.pooling import PROB_FLOOR
-
-    score = (weights[:, None] * np.log(np.maximum(probs, PROB_FLOOR))).sum(0)
-    q = np.exp(score - score.max())
-    return q / q.sum()
+    return encoders_equal(a, b, ("vfeat_extractor.",))
 
 
 def expectation(dist: np.ndarray, grid: np.ndarray) -> tuple[float, tuple[float, float]]:
@@ -98,7 +80,7 @@ def refine(fine_model: Synchformer, analysis: Analysis, used: np.ndarray, coarse
     """The fine pass over ``analysis``'s windows where ``used`` (the summary's: not left out), with the sound
     delayed by ``coarse_sec``. ``analysis`` should come from ``analyze(..., keep_visual=True)`` with a model
     whose visual encoder ``fine_model`` shares; otherwise the visual features are computed again."""
-    from synchformer.inference.pooling import overlap_weights
+    from synchformer.inference.pooling import log_pooled, overlap_weights
 
     if not is_fine_model(fine_model):
         raise ValueError("fine_model must be a fine-offset model (an offset head over at most +-0.5 s)")
@@ -114,14 +96,15 @@ def refine(fine_model: Synchformer, analysis: Analysis, used: np.ndarray, coarse
     args = analysis.read_args
     audio = args.get("audio")
     if audio is None and args.get("audio_path"):  # score's separate track
-        from synchformer.inference.score import load_audio
+        from synchformer.io.decode import load_audio
 
-        audio = load_audio(args["audio_path"])
+        audio = load_audio(args["audio_path"], args.get("audio_track"))
     grid, chunks = read_segments(analysis.path, first_frame=args.get("first_frame", 0),
                                  size=args.get("size") or decode_size(fine_model.cfg.image_size),
                                  crop=fine_model.cfg.image_size, audio=audio,
                                  timing=timing or fine_model.cfg.timing, max_windows=args.get("max_windows", 0),
-                                 window_segments=n, audio_delay_sec=coarse_sec)
+                                 window_segments=n, audio_delay_sec=coarse_sec,
+                                 audio_track=args.get("audio_track"))
     wanted = set(need)
     encode_batch = encode_batch or (32 if fine_model.device.type == "cuda" else 4)
     feats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -131,9 +114,7 @@ def refine(fine_model: Synchformer, analysis: Analysis, used: np.ndarray, coarse
             rows = [i for i in range(len(chunk)) if chunk.first + i in wanted]
             if not rows:
                 continue
-            idx = torch.tensor(rows)
-            sub = type(chunk)(chunk.first, chunk.video.index_select(0, idx), chunk.audio.index_select(0, idx))
-            v, a = encode_chunk(fine_model, sub, video=not reuse, batch=encode_batch)
+            v, a = encode_chunk(fine_model, chunk.select(rows), video=not reuse, batch=encode_batch)
             for j, i in enumerate(rows):
                 k = chunk.first + i
                 feats[k] = (visual[k].to(a.device) if reuse else v[j], a[j])
@@ -152,7 +133,9 @@ def refine(fine_model: Synchformer, analysis: Analysis, used: np.ndarray, coarse
                 logits.append(fine_model.compare_v_a(v, a).float().cpu())
     probs = torch.cat(logits).softmax(-1).double().numpy()
     w = overlap_weights(np.asarray(firsts, dtype=np.float64) * SEGMENT_SEC)
-    dist = pool_fine(probs, w)
+    # pooled as independent evidence (as the first pass's log pool): the mean pool, broader than any window,
+    # let a flat, misplaced maximum decide (max error 169 against 65 ms on 400 clips; docs/reliability.md)
+    dist = log_pooled(probs, w)
     fgrid = fine_model.cfg.offset_grid().double().numpy()
     residual, (lo, hi) = expectation(dist, fgrid)
     return FineOffset(coarse_sec=float(coarse_sec), residual_sec=residual, offset_sec=float(coarse_sec) + residual,

@@ -17,13 +17,11 @@ SynchformerError) becomes a row with ``status: "error"`` and the run goes on.
 from __future__ import annotations
 
 import math
-import os
 import queue
 import sys
 import traceback
 from collections.abc import Iterable, Iterator
 
-import av
 import numpy as np
 import torch
 
@@ -37,7 +35,7 @@ from synchformer.inference.batch_io import (AUDIO_EXTENSIONS, COMMON, METRIC_COL
 from synchformer.inference.stream import SegmentChunk, encode_chunk, read_segments
 from synchformer.interrupts import held_signals
 from synchformer.model.precision import using
-from synchformer.io.decode import mean_channels
+from synchformer.io.decode import load_audio
 
 
 _QUEUE_MESSAGES = 6  # per decoding worker: about one file (header, chunks, end) ahead of the model
@@ -45,42 +43,15 @@ _QUEUE_MESSAGES = 6  # per decoding worker: about one file (header, chunks, end)
 
 # ------------------------------------------------------------------------------------------------- decoding
 
-def load_audio(path: str | os.PathLike) -> np.ndarray:
-    """A whole audio file (or a video's sound) as float32 16 kHz mono, channels averaged, from its first
-    decoded sample (as av-benchmark reads generated audio)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise SynchformerError(path, "file not found" if not os.path.exists(path) else "is not a file")
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.best("audio")
-            if stream is None:
-                raise SynchformerError(path, "has no audio stream")
-            # every channel kept through the resampler, then averaged, as load_av does (mean_channels)
-            resampler = av.AudioResampler(format="flt", rate=AUDIO_SR)
-            parts = []
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:  # a damaged packet: skipped, as ffmpeg does
-                    continue
-                for frame in frames:
-                    parts += [mean_channels(f) for f in resampler.resample(frame)]
-            parts += [mean_channels(f) for f in resampler.resample(None)]
-    except (av.error.FFmpegError, OSError) as e:
-        raise SynchformerError(path, f"not a readable audio file ({getattr(e, 'strerror', None) or e})") from None
-    if not parts:
-        raise SynchformerError(path, "no audio samples could be decoded")
-    return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
-
-
 def open_item(item: Item, *, size: int, duration: float | None = None, crop: int = CROP_SIZE,
-              timing: str = "true", max_windows: int = 0, window_segments: int = N_SEGMENTS):
+              timing: str = "true", max_windows: int = 0, window_segments: int = N_SEGMENTS,
+              audio_track: int | str | None = None):
     """(SegmentGrid, iterator of SegmentChunk) of one item: segments from frame 0, the external audio (if any)
     from its sample 0 on the same timeline, both cut to ``duration`` seconds (av-benchmark's --audio_length).
-    ``max_windows``: the analysis budget of ``read_segments`` (not with ``duration``: a cut is read whole)."""
+    ``max_windows``: the analysis budget of ``read_segments`` (not with ``duration``: a cut is read whole).
+    ``audio_track``: which audio track of the file, or of the external audio file (``io.decode.pick_audio_track``)."""
     try:
-        return _open_item(item, size, duration, crop, timing, max_windows, window_segments)
+        return _open_item(item, size, duration, crop, timing, max_windows, window_segments, audio_track)
     except SynchformerError:
         raise
     except Exception as e:  # noqa: BLE001 - see _guarded
@@ -88,10 +59,10 @@ def open_item(item: Item, *, size: int, duration: float | None = None, crop: int
 
 
 def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_SIZE, timing: str = "true",
-               max_windows: int = 0, window_segments: int = N_SEGMENTS):
+               max_windows: int = 0, window_segments: int = N_SEGMENTS, audio_track: int | str | None = None):
     if item.error:
         raise SynchformerError(item.video, item.error)
-    audio = load_audio(item.audio) if item.audio else None
+    audio = load_audio(item.audio, audio_track) if item.audio else None
     cap, chunk_segments = None, 64
     if duration is not None:
         cap = max(1, (math.floor(duration * VIDEO_FPS + 1e-6) - SEGMENT_FRAMES) // SEGMENT_STRIDE_FRAMES + 1)
@@ -100,7 +71,8 @@ def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_S
             audio = audio[:round(duration * AUDIO_SR)]
     grid, chunks = read_segments(item.video, first_frame=0, size=size, crop=crop, audio=audio,
                                  chunk_segments=chunk_segments, timing=timing,
-                                 max_windows=max_windows if cap is None else 0, window_segments=window_segments)
+                                 max_windows=max_windows if cap is None else 0, window_segments=window_segments,
+                                 audio_track=None if audio is not None else audio_track)
     return grid, _guarded(item, chunks if cap is None else _capped(chunks, cap))
 
 
@@ -304,8 +276,11 @@ def _row(item: Item, metric: str) -> dict:
 def _fill(row: dict, analysis: Analysis, metric: str, fine_model=None) -> dict:
     s = analysis.file_segments if analysis.sampled else analysis.segments_total
     row["timing"] = analysis.timing  # "true" for a separate audio track, taken as it is
+    # the audio's gaps and overlaps in its timestamps (placed as players that honour them play them) are news for
+    # a row too: players that join the audio end to end hear that file differently
+    jumps = [f"audio {e.describe()}" for e in analysis.audio_events if e.kind in ("gap", "overlap")]
     row.update(duration_sec=_num((SEGMENT_FRAMES + (s - 1) * SEGMENT_STRIDE_FRAMES) / VIDEO_FPS, 3), n_segments=s,
-               n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings) or None)
+               n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings + jumps) or None)
     summary = analysis.summarize(fine_model=fine_model if metric == "offset" else None)
     row.update(reliable=bool(summary.reliable), reasons="; ".join(summary.reasons) or None)
     row.update(desync_of(analysis) if metric == "desync" else offset_of(analysis, summary))
@@ -318,7 +293,7 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
                 duration: float | None = None, workers: int = 0, batch_size: int | None = None,
                 size: int | None = None, timing: str | None = None, max_windows: int = MAX_WINDOWS,
                 precision: str | None = None, files_in_flight: int | None = None,
-                fine_model=None) -> Iterator[dict]:
+                fine_model=None, audio_track: int | str | None = None) -> Iterator[dict]:
     """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done.
 
     ``metric="desync"``: av-benchmark's recipe (frames scaled to short side 224, segments from frame 0, first
@@ -332,18 +307,20 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
     ``timing`` of the audio (``load_av``): default "true" for desync (av-benchmark decodes so, and published
     DeSync numbers are of that), the model's own (``ModelConfig.timing``) for offset. ``precision``: fp32, bf16,
     fp16 or auto (default: ``model.precision``). ``fine_model``: offset metric, a fine-offset model for
-    ``refined_offset_sec`` (``inference.refine``).
+    ``refined_offset_sec`` (``inference.refine``). ``audio_track``: which audio track of each file (or of its
+    separate audio file) is measured: a number from 1 or a language code (default: the one a player picks).
     Items: :class:`Item`, video paths, (video, audio) pairs or dicts (see :func:`as_item`).
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     with using(precision, model, fine_model):
         yield from _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing,
-                                max_windows, files_in_flight, fine_model if metric == "offset" else None)
+                                max_windows, files_in_flight, fine_model if metric == "offset" else None,
+                                audio_track)
 
 
 def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing, max_windows,
-                 files_in_flight, fine_model=None):
+                 files_in_flight, fine_model=None, audio_track=None):
     items = [as_item(x) for x in items]
     # frames at the model's own input size (224 for the released models; the bundled tiny one takes 32): desync
     # decodes at short side = crop (av-benchmark: 224), offset at the reference's 256/224 proportion
@@ -351,7 +328,7 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
     timing = timing or ("true" if metric == "desync" else model.cfg.timing)
     opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop,
             "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
-            "window_segments": model.cfg.n_segments}
+            "window_segments": model.cfg.n_segments, "audio_track": audio_track}
     kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "keep_visual": fine_model is not None}
     for i, analysis, error in _schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
         row = {**_row(items[i], metric), "timing": timing}
@@ -369,17 +346,17 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
 def analyze_files(model, videos: Iterable, *, hop_sec: float = 2.4, sync_model=None, timing: str | None = None,
                   max_windows: int = MAX_WINDOWS, size: int | None = None, workers: int = 0,
                   batch_size: int | None = None, files_in_flight: int | None = None,
-                  precision: str | None = None,
-                  keep_visual: bool = False) -> Iterator[tuple[str, "Analysis | SynchformerError"]]:
+                  precision: str | None = None, keep_visual: bool = False,
+                  audio_track: int | str | None = None) -> Iterator[tuple[str, "Analysis | SynchformerError"]]:
     """``analyze`` of many files, scheduled as ``score_files`` schedules them: ``(video, Analysis)`` per video,
     or ``(video, SynchformerError)`` for one that cannot be analysed, in the order given. ``workers`` decoding
     processes read ahead; on CUDA the segments of several files (one per worker by default) share encoder calls
     of ``batch_size`` segments. Each Analysis is the one ``analyze`` gives (same windows, logits within float
-    tolerance). ``keep_visual``: as ``analyze``'s (for a fine-offset model's pass)."""
+    tolerance). ``keep_visual`` and ``audio_track``: as ``analyze``'s."""
     items = [as_item(x) for x in videos]
     crop = int(model.cfg.image_size)
     opts = {"size": size or decode_size(crop), "duration": None, "crop": crop, "timing": timing or model.cfg.timing,
-            "max_windows": max_windows, "window_segments": model.cfg.n_segments}
+            "max_windows": max_windows, "window_segments": model.cfg.n_segments, "audio_track": audio_track}
     kw = {"hop_sec": hop_sec, "sync_model": sync_model, "keep_visual": keep_visual}
     with using(precision, model, sync_model):
         for i, analysis, error in _schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
@@ -391,7 +368,8 @@ def analyze_files(model, videos: Iterable, *, hop_sec: float = 2.4, sync_model=N
 def _note_read_args(analysis: Analysis, item: Item, opts: dict) -> None:
     """How the file was read, as ``analyze`` notes it, so that a fine pass reads it alike."""
     analysis.read_args = {"first_frame": 0, "size": opts["size"], "max_windows": opts["max_windows"],
-                          "audio_path": item.audio}  # a separate track: read again only if a fine pass runs
+                          "audio_path": item.audio,  # a separate track: read again only if a fine pass runs
+                          "audio_track": opts.get("audio_track")}
 
 
 def _schedule(model, items: list[Item], opts: dict, kw: dict, workers: int, batch_size: int | None,

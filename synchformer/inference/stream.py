@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from synchformer.constants import (
 from synchformer.errors import SynchformerError
 from synchformer.features import audio_to_model, frames_to_model, segment_audio, segment_video
 from synchformer.io import load_av, probe
-from synchformer.io.decode import declared_duration
+from synchformer.io.decode import AudioEvent, AudioTrack, declared_duration
 
 
 @dataclass
@@ -44,13 +44,21 @@ class SegmentChunk:
     def __len__(self) -> int:
         return len(self.video)
 
+    def select(self, rows: list[int]) -> "SegmentChunk":
+        """The chunk of only these segments (itself when that is all of them: no copy of its frames)."""
+        if len(rows) == len(self):
+            return self
+        idx = torch.tensor(rows)
+        return SegmentChunk(self.first, self.video.index_select(0, idx), self.audio.index_select(0, idx))
+
 
 @dataclass
 class SegmentGrid:
-    """Where segment k lies in the file: it starts at ``start_sec + k * 0.32`` and lasts 0.64 s."""
+    """Where segment k lies in the file: it starts at ``start_sec + k * 0.32`` and lasts 0.64 s (seconds from
+    the file's first video frame)."""
 
     path: str
-    start_sec: float  # time of the first frame of segment 0, in the file's timeline
+    start_sec: float  # time of the first frame of segment 0, from the file's first video frame
     warnings: list[str]
     timing: str = "true"  # how the audio was placed (io.decode.load_av)
     audio_lead_sec: float = 0.0  # timing="authors": how much early the audio was taken
@@ -58,6 +66,19 @@ class SegmentGrid:
     # whole file has by its header; None: every segment is read
     windows: list[int] | None = None
     file_segments: int | None = None
+    origin_sec: float = 0.0  # the first video frame's timestamp in the container's timeline
+    audio_track: AudioTrack | None = None  # the file's track decoded (None: an external track, or no audio)
+    # gaps, overlaps and format changes of the track in what was decoded (filled in as the chunks are read)
+    audio_events: list[AudioEvent] = field(default_factory=list)
+
+    def add_events(self, events) -> None:
+        """Events of one decoded piece; pieces overlap, so an event already seen is not added again."""
+        seen = {(e.kind, round(e.at_sec, 3)) for e in self.audio_events}
+        for e in events:
+            if (e.kind, round(e.at_sec, 3)) not in seen:
+                self.audio_events.append(e)
+                seen.add((e.kind, round(e.at_sec, 3)))
+        self.audio_events.sort(key=lambda e: e.at_sec)
 
     def time(self, k) -> float | np.ndarray:
         return self.start_sec + np.asarray(k) * SEGMENT_STRIDE_FRAMES / VIDEO_FPS
@@ -80,9 +101,10 @@ END_MARGIN_SEGMENTS = 2  # the last sampled window ends 0.64 s before the header
 def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 256, crop: int = CROP_SIZE,
                   chunk_segments: int = 64, audio: np.ndarray | torch.Tensor | None = None,
                   with_audio: bool = True, timing: str = "true", max_windows: int = 0,
-                  window_segments: int = N_SEGMENTS,
-                  audio_delay_sec: float = 0.0) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
-    """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid.
+                  window_segments: int = N_SEGMENTS, audio_delay_sec: float = 0.0,
+                  audio_track: int | str | None = None) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
+    """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid
+    (frame 0: the file's first video frame).
 
     ``size`` is the short side before the ``crop`` (224) centre crop (256: the reference's inputs; 224:
     av-benchmark's and MMAudio's). ``audio``: a 16 kHz mono waveform to use instead of the file's own sound (a separately generated
@@ -93,7 +115,8 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     ``window_segments`` spread evenly over it, each decoded by seeking to it: one chunk per window, its starts
     in ``grid.windows`` (a window the file turns out not to have is not yielded). ``audio_delay_sec``: every
     segment's sound is taken that much later than its frames (``load_av``; an external track likewise, silence
-    before its start). Returns the grid (known once
+    before its start). ``audio_track``: which of the file's audio tracks (``io.decode.pick_audio_track``).
+    Returns the grid (known once
     the first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded
     one chunk ahead.
     """
@@ -109,15 +132,14 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
             audio = audio[-delay:]
     own_audio = with_audio and audio is None
 
-    def decode(f0: int, t_first: float):
+    def decode(f0: int):
         # one frame more than the chunk needs: if it exists, the next chunk starts inside the file
-        return load_av(path, start_sec=t_first + f0 / VIDEO_FPS, end_sec=t_first + (f0 + span + 1) / VIDEO_FPS,
-                       size=size, crop=crop, with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec)
+        clip = load_av(path, start_sec=f0 / VIDEO_FPS, end_sec=(f0 + span + 1) / VIDEO_FPS, size=size, crop=crop,
+                       with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec, audio_track=audio_track)
+        grid.add_events(clip.audio_events)
+        return clip
 
-    # The first frame's time is known once it is decoded: start at 0 and decode a margin past the
-    # stream's declared start (streams such as MPEG-TS start seconds into their timeline).
     info = probe(path)
-    hint = (info.get("video") or {}).get("start_sec") or 0.0
     n_file = _header_segments(info, first_frame)
     if audio is not None and n_file is not None:  # an external track shorter than the picture ends the file
         n_file = min(n_file, (len(audio) - SEGMENT_SAMPLES) // SEGMENT_STRIDE_SAMPLES + 1)
@@ -125,18 +147,19 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     if windows is not None:  # one chunk per window, starting at its first segment
         chunk_segments = window_segments
         span = SEGMENT_FRAMES + (window_segments - 1) * SEGMENT_STRIDE_FRAMES
-    first_clip = load_av(path, start_sec=0.0, end_sec=hint + (first_frame + span + 1) / VIDEO_FPS + 0.5, size=size,
-                         crop=crop, with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec)
-    t_first = first_clip.start_sec
-    grid = SegmentGrid(path=path, start_sec=t_first + first_frame / VIDEO_FPS, warnings=list(first_clip.warnings),
+    first_clip = load_av(path, start_sec=0.0, end_sec=(first_frame + span + 1) / VIDEO_FPS, size=size, crop=crop,
+                         with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec, audio_track=audio_track)
+    grid = SegmentGrid(path=path, start_sec=first_frame / VIDEO_FPS, warnings=list(first_clip.warnings),
                        timing=timing if own_audio else "true", audio_lead_sec=first_clip.audio_lead_sec,
-                       windows=windows, file_segments=n_file if windows is not None else None)
+                       windows=windows, file_segments=n_file if windows is not None else None,
+                       origin_sec=first_clip.origin_sec, audio_track=first_clip.audio_track)
+    grid.add_events(first_clip.audio_events)
     if audio is not None:
         grid.warnings = [w for w in grid.warnings if not w.startswith("audio covers")]
 
     def chunk_of(clip, f0: int, k0: int) -> tuple[SegmentChunk | None, bool]:
         """Segments of the chunk starting at frame f0 (clip.frames[0] is frame `offset`); and whether more follow."""
-        offset = round((clip.start_sec - t_first) * VIDEO_FPS)
+        offset = round(clip.start_sec * VIDEO_FPS)
         frames = clip.frames[f0 - offset:]
         wave = clip.audio[(f0 - offset) * SAMPLES_PER_FRAME:]
         if audio is not None:  # the external track, on the same timeline
@@ -160,7 +183,7 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
                 except SynchformerError:  # past the end (the header promised more), or damage: the windows
                     return  # read so far stand, and the analysis says how many were not there
                 if j + 1 < len(windows):
-                    pending = pool.submit(decode, starts[j + 1], t_first)
+                    pending = pool.submit(decode, starts[j + 1])
                 chunk, _ = chunk_of(clip, starts[j], k0)
                 if chunk is None or len(chunk) < window_segments:  # the header promised more than there is
                     return
@@ -174,7 +197,7 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
             clip, f0, k0 = first_clip, first_frame, 0
             while True:
                 chunk, more = chunk_of(clip, f0, k0)
-                pending = pool.submit(decode, f0 + step, t_first) if more else None
+                pending = pool.submit(decode, f0 + step) if more else None
                 if chunk is not None:
                     yield chunk
                 if pending is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -12,6 +12,7 @@ from synchformer.errors import SynchformerError
 from synchformer.features import LEAD_FRAMES, make_inputs, span_frames
 from synchformer.features.segments import decode_size
 from synchformer.io import load_av
+from synchformer.io.decode import AudioEvent, AudioTrack
 from synchformer.model import Synchformer
 
 
@@ -23,6 +24,8 @@ class WindowPrediction:
     head: str  # 'offset' or 'synchronizability'
     logits: torch.Tensor  # (classes,)
     classes: torch.Tensor  # offset of each class in seconds (offset head) or [0, 1] (synchronizability)
+    audio_track: AudioTrack | None = None  # the file's audio track measured
+    audio_events: list[AudioEvent] = field(default_factory=list)  # its timestamps' gaps / overlaps in the window
 
     @property
     def probs(self) -> torch.Tensor:
@@ -45,7 +48,9 @@ class WindowPrediction:
 
     def to_dict(self) -> dict:
         out = {"file": self.path, "head": self.head,
-               "window": {"start_sec": round(self.start_sec, 3), "end_sec": round(self.end_sec, 3)}}
+               "window": {"start_sec": round(self.start_sec, 3), "end_sec": round(self.end_sec, 3)},
+               "audio_track": self.audio_track.to_dict() if self.audio_track else None,
+               "audio_events": [e.to_dict() for e in self.audio_events]}
         if self.head == "offset":
             out.update(offset_sec=round(self.offset_sec, 3), probability=self.probability, top5=self.top(5))
         else:
@@ -54,14 +59,15 @@ class WindowPrediction:
 
 
 def load_window(path: str | os.PathLike, start_sec: float, n_segments: int, crop: int = CROP_SIZE,
-                timing: str = "true"):
-    """Decode the window that starts 0.08 s after ``start_sec`` (the reference's layout): the decoded clip and the
-    model inputs ``(S, 16, 3, 224, 224)``, ``(S, 1, 128, 66)``; the audio timed by ``timing`` (``load_av``)."""
+                timing: str = "true", audio_track: int | str | None = None):
+    """Decode the window that starts 0.08 s after ``start_sec`` (seconds from the first video frame; the
+    reference's layout): the decoded clip and the model inputs ``(S, 16, 3, 224, 224)``, ``(S, 1, 128, 66)``;
+    the audio (``audio_track``) timed by ``timing`` (``load_av``)."""
     path = os.fspath(path)
     n_frames = LEAD_FRAMES + span_frames(n_segments)
     # one spare frame: the 25 fps grid of the file need not start exactly at start_sec
     clip = load_av(path, start_sec=start_sec, end_sec=start_sec + (n_frames + 1) / VIDEO_FPS,
-                   size=decode_size(crop), crop=crop, timing=timing)
+                   size=decode_size(crop), crop=crop, timing=timing, audio_track=audio_track)
     if len(clip.frames) < n_frames:
         have = max(0.0, clip.end_sec - start_sec)
         raise SynchformerError(path, f"too short: one window needs {n_frames / VIDEO_FPS:.2f} s of video from "
@@ -74,11 +80,12 @@ def load_window(path: str | os.PathLike, start_sec: float, n_segments: int, crop
 
 
 def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float = 0.0,
-                   timing: str | None = None) -> WindowPrediction:
-    """Classify the window that starts 0.08 s after ``start_sec`` (the reference's layout); ``timing``: of the
-    audio (default: the model's, ``ModelConfig.timing``)."""
+                   timing: str | None = None, audio_track: int | str | None = None) -> WindowPrediction:
+    """Classify the window that starts 0.08 s after ``start_sec`` (seconds from the first video frame; the
+    reference's layout); ``timing``: of the audio (default: the model's, ``ModelConfig.timing``);
+    ``audio_track``: which of the file's audio tracks (``io.decode.pick_audio_track``)."""
     clip, video, audio = load_window(path, start_sec, model.cfg.n_segments, model.cfg.image_size,
-                                     timing or model.cfg.timing)
+                                     timing or model.cfg.timing, audio_track)
     device = model.device
     with torch.inference_mode():
         logits = model(video[None].to(device), audio[None].to(device))[0].float().cpu()
@@ -86,4 +93,5 @@ def predict_window(model: Synchformer, path: str | os.PathLike, start_sec: float
     first = clip.start_sec + LEAD_FRAMES / VIDEO_FPS
     return WindowPrediction(path=os.fspath(path), start_sec=first,
                             end_sec=first + span_frames(model.cfg.n_segments) / VIDEO_FPS,
-                            head=model.cfg.head, logits=logits, classes=classes)
+                            head=model.cfg.head, logits=logits, classes=classes, audio_track=clip.audio_track,
+                            audio_events=clip.audio_events)

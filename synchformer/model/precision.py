@@ -37,8 +37,8 @@ def cpu_has_fast_bf16() -> bool:
 
 
 # bf16 pays on a CPU once a visual segment's activations (tokens x width) are this large. Measured with
-# benchmarks/bench_precision.py's encoder on an AVX512_BF16 + AMX EPYC, bf16 against fp32: 32 px / width 48
-# (1.5k) 0.65x, 64 px / 64 (8k) 0.84x, 224 px / 128 (200k) 1.85x, 224 px / 768 (1.2M) 3.4x.
+# `benchmarks/bench_precision.py --sizes` on a 2-core Xeon with AVX512_BF16 + AMX, bf16 against fp32: 32 px /
+# width 48 (1.5k) 0.65x, 64 px / 64 (8k) 0.76x, 224 px / 128 (200k) 1.75x, 224 px / 768 (1.2M) 3.20x.
 CPU_BF16_MIN_ACTIVATION = 1 << 16
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from synchformer.constants import AUDIO_SR, MAX_OFFSET_SEC, N_OFFSET_CLASSES, SAMPLES_PER_FRAME, VIDEO_FPS
 from synchformer.errors import SynchformerError
+from synchformer.io.decode import ffmpeg_name
 from synchformer.io.outputs import write_atomic
 
 VERSION = 1
@@ -282,7 +283,7 @@ def _render(plan: Plan, size: int) -> np.ndarray:
 
 
 def _encode(path: str, video: np.ndarray, audio: np.ndarray) -> None:
-    with av.open(path, "w") as out:
+    with av.open(ffmpeg_name(path), "w") as out:  # (a colon in the name is no protocol)
         vs = out.add_stream("libx264", rate=VIDEO_FPS)
         vs.width = vs.height = video.shape[1]
         vs.pix_fmt = "yuv420p"
