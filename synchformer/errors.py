@@ -15,3 +15,8 @@ class SynchformerError(Exception):
         self.path = None if path is None else os.fspath(path)
         self.problem = " ".join(str(problem).split())  # one line, always
         super().__init__(self.problem if self.path is None else f"{self.path}: {self.problem}")
+
+    def __reduce__(self):
+        # rebuilt from (path, problem), not from the message: an error raised in a worker process (synth, eval,
+        # score) reaches the parent as the same one line, not as a TypeError
+        return type(self), (self.path, self.problem)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _shared import needs_shared
+from _shared import MEDIA, needs_shared
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -141,7 +141,8 @@ def test_bench_gpu_runs_on_a_cpu_and_both_pipelines_give_the_same_rows(tmp_path)
 
 @needs_shared
 def test_bench_fine_pass_times_predict_with_and_without_the_second_pass():
-    out = subprocess.run([sys.executable, str(BENCH / "bench_fine_pass.py"), "--config", "tiny", "--repeats", "1"],
+    out = subprocess.run([sys.executable, str(BENCH / "bench_fine_pass.py"), "--config", "tiny", "--repeats", "1",
+                          "--clip", str(MEDIA / "pen_hits_coin__node-opencv_motion.mov")],
                          capture_output=True, text=True, timeout=600, check=True)
     row = json.loads(out.stdout)
     assert row["fine_windows"] == row["windows"] and row["fine_segments_encoded"] > 0 and row["ratio"] > 0

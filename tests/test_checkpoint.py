@@ -272,3 +272,39 @@ def test_copied_fixture_round_trip(tmp_path):
     again = read_checkpoint(tmp_path / "conv.safetensors")
     assert again.config == ckpt.config and again.head == "offset"
     assert all(torch.equal(again.state_dict[k], v) for k, v in ckpt.state_dict.items())
+
+
+# --- the package's settings in a state dict --------------------------------------------------------
+
+
+def test_the_packages_settings_are_read_apart_from_the_weights(tmp_path):
+    """A centred model of the package writes `synchformer_settings` into its state dict; every container reads it
+    as the checkpoint's `settings` (never as a weight, never ignored), whatever the prefix, wrapper or dtype; an
+    unreadable one is refused in one line naming the file."""
+    from synchformer.model import ModelConfig, Synchformer, save_model
+
+    SETTINGS_KEY = "synchformer_settings"
+    model = Synchformer(ModelConfig.tiny(center_segments=True))
+    sd = model.state_dict()
+    assert sd[SETTINGS_KEY].dtype == torch.uint8
+    said = {"center_segments": True, "max_offset_sec": 2.0, "timing": "true"}
+    variants = [sd, {f"module.{k}": v for k, v in sd.items()}, {"model": sd, "epoch": 3},
+                {k: v.half() for k, v in sd.items()}]
+    for i, obj in enumerate(variants):
+        torch.save(obj, tmp_path / f"{i}.pth")
+        ckpt = read_checkpoint(tmp_path / f"{i}.pth")
+        assert ckpt.source_format == "state_dict" and ckpt.settings == said
+        assert SETTINGS_KEY not in ckpt.state_dict and not ckpt.ignored_keys
+        assert set(ckpt.state_dict) == set(sd) - {SETTINGS_KEY}
+    save_model(model, tmp_path / "ours.safetensors")
+    ckpt = read_checkpoint(tmp_path / "ours.safetensors")
+    assert ckpt.settings == said and ckpt.config["model"]["center_segments"] is True
+    assert SETTINGS_KEY not in Synchformer(ModelConfig.tiny()).state_dict()  # the reference's settings: no marker
+
+    for bad in (torch.tensor([1.5, 2.0]), torch.tensor(list(b'{"centre": 1}'), dtype=torch.uint8),
+                torch.tensor(list(b'{"timing": "early"}'), dtype=torch.uint8), torch.zeros(2, 2, dtype=torch.uint8)):
+        torch.save({**sd, SETTINGS_KEY: bad}, tmp_path / "bad.pth")
+        with pytest.raises(SynchformerError) as err:
+            read_checkpoint(tmp_path / "bad.pth")
+        msg = str(err.value)
+        assert msg.startswith(str(tmp_path / "bad.pth")) and "unreadable" in msg and "\n" not in msg

@@ -17,6 +17,7 @@ from synchformer.model.load import _infer
 from _shared import MEDIA, PARITY, needs_shared
 
 TINY = ModelConfig.tiny()
+SETTINGS_KEY = "synchformer_settings"  # the package's settings in a state dict (README "Supported checkpoints")
 
 
 @pytest.fixture(scope="module")
@@ -63,34 +64,34 @@ def test_official_container_layout(tmp_path, tiny_model, tiny_inputs):
     same_outputs(tiny_model, inferred, tiny_inputs)
 
 
-def test_bare_state_dict_settings_come_from_a_sidecar_never_a_guess(tmp_path, tiny_inputs):
-    """A bare state dict cannot say its head counts or whether it centres segments: the load says so in one
-    line, and a sidecar <file>.json gives them. A guess would predict differently (here: centred weights)."""
+def test_bare_state_dict_of_other_widths_takes_its_settings_from_a_sidecar_never_a_guess(tmp_path, tiny_inputs):
+    """A bare state dict of other widths than the released ones, without the package's settings, cannot say its
+    head counts or whether it centres segments: the load says so in one line, and a sidecar <file>.json gives
+    them. A guess would predict differently (here: the uncentred weights read as centred)."""
     torch.manual_seed(0)
-    centred = synchformer.Synchformer(dataclasses.replace(TINY, center_segments=True)).eval()
+    plain = synchformer.Synchformer(TINY).eval()
     path = tmp_path / "mine.pth"
-    torch.save(centred.state_dict(), path)
+    torch.save(plain.state_dict(), path)
     with pytest.raises(synchformer.SynchformerError) as err:
         synchformer.load_model(path)
     msg = str(err.value)
     assert msg.startswith(str(path)) and "\n" not in msg
     assert "v_heads, a_heads, heads" in msg and "center_segments" in msg and str(tmp_path / "mine.json") in msg
     with pytest.raises(synchformer.SynchformerError, match="pass config="):
-        synchformer.load_model(centred.state_dict())
+        synchformer.load_model(plain.state_dict())
 
     sidecar = path.with_suffix(".json")
     sidecar.write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2}}))
     with pytest.raises(synchformer.SynchformerError, match="center_segments") as err:
         synchformer.load_model(path)
     assert "v_heads" not in str(err.value)
-    sidecar.write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2, "center_segments": True}}))
+    sidecar.write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2, "center_segments": False}}))
     loaded = synchformer.load_model(path)
-    assert loaded.cfg.center_segments
-    same_outputs(centred, loaded, tiny_inputs)
-    # the guess the old code made (no centring) gives other logits: the refusal above is what saves the user
-    guessed = synchformer.load_model(path, config=dataclasses.replace(TINY, center_segments=False))
+    assert not loaded.cfg.center_segments
+    same_outputs(plain, loaded, tiny_inputs)
+    guessed = synchformer.load_model(path, config=dataclasses.replace(TINY, center_segments=True))
     with torch.inference_mode():
-        assert not torch.allclose(guessed(*tiny_inputs), centred(*tiny_inputs), atol=1e-4)
+        assert not torch.allclose(guessed(*tiny_inputs), plain(*tiny_inputs), atol=1e-4)
 
     sidecar.write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2, "centre": True}}))
     with pytest.raises(synchformer.SynchformerError, match="unknown model setting"):
@@ -100,13 +101,161 @@ def test_bare_state_dict_settings_come_from_a_sidecar_never_a_guess(tmp_path, ti
         synchformer.load_model(path)
 
 
-def test_released_widths_need_only_center_segments_and_encoders_need_nothing():
+def test_a_centred_models_bare_state_dict_says_so_itself(tmp_path, tiny_inputs):
+    """The package's centred models write their settings into the state dict: `torch.save(model.state_dict())`
+    loads centred (a sidecar gives only what the widths cannot tell), a half-precision copy too, and a config or
+    sidecar that says otherwise is refused in one line rather than run uncentred."""
+    torch.manual_seed(0)
+    centred = synchformer.Synchformer(dataclasses.replace(TINY, center_segments=True)).eval()
+    path = tmp_path / "mine.pth"
+    torch.save(centred.state_dict(), path)
+    with pytest.raises(synchformer.SynchformerError) as err:
+        synchformer.load_model(path)
+    assert "v_heads, a_heads, heads" in str(err.value) and "center_segments" not in str(err.value)
+    path.with_suffix(".json").write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2}}))
+    loaded = synchformer.load_model(path)
+    assert loaded.cfg == dataclasses.replace(TINY, center_segments=True)
+    same_outputs(centred, loaded, tiny_inputs)
+
+    half = tmp_path / "half.pth"
+    torch.save({k: v.half() for k, v in centred.state_dict().items()}, half)  # the marker is cast too
+    half.with_suffix(".json").write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2}}))
+    assert synchformer.load_model(half).cfg.center_segments
+
+    in_memory = synchformer.load_model(centred.state_dict(), config=dataclasses.replace(TINY, center_segments=True))
+    same_outputs(centred, in_memory, tiny_inputs)
+    with pytest.raises(synchformer.SynchformerError) as err:
+        synchformer.load_model(centred.state_dict(), config=TINY)  # a config that does not centre
+    assert str(err.value).startswith("<state dict>: ") and "center_segments=true" in str(err.value)
+    path.with_suffix(".json").write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2,
+                                                               "center_segments": False}}))
+    with pytest.raises(synchformer.SynchformerError, match="center_segments=true") as err:
+        synchformer.load_model(path)
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
+
+    # the module itself: a strict load into a model that does not centre fails; the marker is no weight
+    with pytest.raises(RuntimeError, match="center_segments"):
+        synchformer.Synchformer(TINY).load_state_dict(centred.state_dict())
+    other = synchformer.Synchformer(dataclasses.replace(TINY, center_segments=True))
+    assert not other.load_state_dict(centred.state_dict()).unexpected_keys
+    same_outputs(centred, other.eval(), tiny_inputs)
+
+
+def test_every_format_the_package_writes_carries_the_centring(tmp_path, tiny_inputs, capsys):
+    """save_model (what training and convert write) keeps the settings marker beside its config, so a state dict
+    taken out of any of them (safetensors' load_file, torch.save) still says it centres; the bundled files, written
+    before the marker, are unchanged and load as they did (centred, from their metadata)."""
+    from safetensors.torch import load_file
+
+    from synchformer.model.bundled import BUNDLED, _file
+    from synchformer.model.checkpoint import sha256sum
+
+    torch.manual_seed(0)
+    centred = synchformer.Synchformer(dataclasses.replace(TINY, center_segments=True)).eval()
+    save_model(centred, tmp_path / "ours.safetensors")
+    assert SETTINGS_KEY in load_file(tmp_path / "ours.safetensors")
+    assert synchformer.load_model(tmp_path / "ours.safetensors").cfg.center_segments
+    bare = tmp_path / "copy.pth"  # the tensors of the package's file, re-hosted bare
+    torch.save(load_file(tmp_path / "ours.safetensors"), bare)
+    bare.with_suffix(".json").write_text(json.dumps({"model": {"v_heads": 2, "a_heads": 2, "heads": 2}}))
+    same_outputs(centred, synchformer.load_model(bare), tiny_inputs)
+    assert main(["convert", str(bare), str(tmp_path / "conv.safetensors")]) == 0
+    capsys.readouterr()
+    assert SETTINGS_KEY in load_file(tmp_path / "conv.safetensors")
+    assert synchformer.load_model(tmp_path / "conv.safetensors").cfg.center_segments
+
+    for name in BUNDLED:
+        file, sha = _file(name)
+        assert sha256sum(file) == sha and SETTINGS_KEY not in load_file(file)  # the shipped bytes, as they were
+        model = synchformer.load_model(file)
+        assert model.cfg.center_segments and model.bundled == name
+        assert SETTINGS_KEY in model.state_dict()  # and what is saved of it from here on says so
+
+
+def test_a_bare_state_dict_of_the_released_widths_is_the_reference_unless_it_says_otherwise():
+    from synchformer.model.checkpoint import Checkpoint, normalise_state_dict
+    from synchformer.model.load import _config_and_gaps
+
+    def bare(raw):  # an in-memory state dict without the package's settings, as load_model reads it
+        return Checkpoint(state_dict=normalise_state_dict(raw), source_format="state_dict", head="offset")
+
     with torch.device("meta"):
         sd = Synchformer(ModelConfig()).state_dict()
-    assert _infer(sd)[1] == ["center_segments"]  # a bare state dict of the released shapes
-    assert _infer(sd, reference=True) == (ModelConfig(timing="authors"), [])  # the reference's own file: no centring, its timing
+        centred = Synchformer(ModelConfig(center_segments=True)).state_dict()
+        fine = Synchformer(ModelConfig(max_offset_sec=0.2)).state_dict()
+    assert SETTINGS_KEY not in sd  # the released layout, key for key (tests/test_model.py)
+    reference = ModelConfig(timing="authors")  # no centring, and the authors' audio timing
+    assert _config_and_gaps(bare(sd)) == (reference, [])
+    assert _config_and_gaps(bare({f"module.{k}": v for k, v in sd.items()})) == (reference, [])
+    assert _config_and_gaps(bare({"model": sd, "epoch": 3})) == (reference, [])
     encoders = {k: v for k, v in sd.items() if k.startswith(("vfeat_", "afeat_"))}
-    assert _infer(encoders)[1] == []  # e.g. MMAudio's synchformer_state_dict.pth: encoders only
+    assert _config_and_gaps(bare(encoders))[1] == []  # e.g. MMAudio's synchformer_state_dict.pth
+    assert _infer(sd, reference=True) == (reference, [])  # the reference's own file format
+    assert synchformer.model.infer_config(sd) == ModelConfig()  # the shapes alone: the defaults, as documented
+
+    from synchformer.model.checkpoint import checkpoint_of  # with the package's settings: what they say
+
+    assert SETTINGS_KEY in centred and SETTINGS_KEY in fine
+    assert _config_and_gaps(checkpoint_of(centred)) == (ModelConfig(center_segments=True), [])
+    assert _config_and_gaps(checkpoint_of(fine)) == (ModelConfig(max_offset_sec=0.2), [])
+
+
+def _seeded(key_file, only=None, seed: int = 1) -> dict:
+    """The parity fixtures' weights (../shared/parity/README.md's rule); ``only``: just these keys."""
+    from _shared import read_keys
+
+    sd = {}
+    for i, (name, shape) in enumerate(read_keys(key_file)):
+        if only is not None and name not in only:
+            continue
+        g = torch.Generator().manual_seed(seed * 100000 + i)
+        t = torch.randn(shape, generator=g, dtype=torch.float32) * 0.02
+        sd[name] = t + 1.0 if len(shape) == 1 and name.endswith(".weight") else t
+    return sd
+
+
+@pytest.mark.slow
+@needs_shared
+def test_a_bare_state_dict_of_the_released_layout_reproduces_the_reference(tmp_path):
+    """What MMAudio and evaluation harnesses hold (`torch.save(ckpt["model"], ...)`, or the dict in memory) loads
+    without any config, as the reference (no centring, the authors' timing), and gives its numbers; with the
+    package's settings in it, the same tensors load centred instead."""
+    expected = np.load(PARITY / "sync_expected.npz")
+    vfeats, afeats = torch.from_numpy(expected["vfeats"]), torch.from_numpy(expected["afeats"])
+    sd = _seeded(PARITY / "keys_sync.txt")
+    path = tmp_path / "synchformer_state_dict.pth"
+    torch.save(sd, path)
+    for source in (sd, path):
+        model = synchformer.load_model(source)
+        assert model.cfg == ModelConfig(timing="authors") and model.source_format == "state_dict"
+        with torch.inference_mode():
+            logits = model.compare_v_a(vfeats, afeats)
+            v1 = model.extract_vfeats(torch.from_numpy(expected["video_input"][:, :1]))  # one segment: the encoders
+            a1 = model.extract_afeats(torch.from_numpy(expected["audio_input"][:, :1]))
+        np.testing.assert_allclose(logits.numpy(), expected["logits"], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(v1.numpy(), expected["vfeats"][:, :1], rtol=0, atol=1e-4)
+        np.testing.assert_allclose(a1.numpy(), expected["afeats"][:, :1], rtol=0, atol=1e-4)
+        del model
+
+    # stage III (synchronizability): the same encoders, its own positions and head
+    stage3 = {**{k: v for k, v in sd.items() if not k.startswith("transformer.off_head.")},
+              **_seeded(PARITY / "keys_synchronizability.txt", only={"transformer.pos_emb_cfg.pos_emb",
+                                                                     "transformer.sync_head.weight",
+                                                                     "transformer.sync_head.bias"})}
+    model = synchformer.load_model(stage3)
+    assert model.cfg == ModelConfig.synchronizability(timing="authors")
+    with torch.inference_mode():
+        logits = model.compare_v_a(vfeats[:, :13], afeats[:, :13])
+    want = np.load(PARITY / "synchronizability_expected.npz")["logits"]
+    np.testing.assert_allclose(logits.numpy(), want, rtol=0, atol=1e-4)
+
+    with torch.device("meta"):  # the marker a centred full-size model of the package writes
+        marker = Synchformer(ModelConfig(center_segments=True)).state_dict()[SETTINGS_KEY]
+    marked = {**sd, SETTINGS_KEY: marker}
+    model = synchformer.load_model(marked)
+    assert model.cfg == ModelConfig(center_segments=True)
+    with torch.inference_mode():
+        assert not np.allclose(model.compare_v_a(vfeats, afeats).numpy(), expected["logits"], atol=1e-2)
 
 
 def test_module_prefixed_bare_state_dict_in_memory(tiny_model, tiny_inputs):
@@ -198,11 +347,13 @@ def test_predict_json(tiny_weights, capsys):
     video = MEDIA / "pen_hits_coin__node-opencv_motion.mov"
     assert main(["predict", str(video), "--weights", str(tiny_weights), "--start", "1.0", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["file"] == str(video) and out["head"] == "offset"
-    assert out["window"] == {"start_sec": 1.08, "end_sec": 5.88}
-    assert len(out["top5"]) == 5 and out["top5"][0]["offset_sec"] == out["offset_sec"]
-    probs = [t["probability"] for t in out["top5"]]
-    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+    # one window, reported as every window of a whole-file run is: with its verdict
+    assert out["file"] == str(video) and out["schema"] == "synchformer.timeline/1" and out["n_windows"] == 1
+    [w] = out["windows"]
+    assert (w["start_sec"], w["end_sec"]) == (1.0, 5.8)
+    assert isinstance(out["reliable"], bool) and isinstance(out["reasons"], list)
+    probs = out["distribution"]
+    assert len(probs) == 21 and abs(sum(probs) - 1) < 1e-3
     assert out["offset_sec"] in {round(x, 3) for x in np.linspace(-2, 2, 21)}
 
 
@@ -216,7 +367,7 @@ def test_predict_table_and_module_entry_point(tiny_weights):
     run = subprocess.run([sys.executable, "-m", "synchformer", "predict", str(video), "-w", str(tiny_weights),
                           "--start", "0"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    assert "window 0.08-4.88 s" in run.stdout and "top-5:" in run.stdout
+    assert "one window, 0.00-4.80 s" in run.stdout and "0.00-4.80" in run.stdout.splitlines()[-1]
 
 
 @pytest.mark.parametrize("make,expect", [

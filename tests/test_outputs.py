@@ -30,3 +30,16 @@ def test_saved_checkpoint_uses_the_umask(tmp_path, umask):
     out = tmp_path / "model.safetensors"
     save_safetensors({"w": torch.zeros(2)}, out, {"kind": "test"})
     assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_a_user_error_crosses_a_process_boundary_as_itself():
+    """Raised in a worker process (synth, eval, score), it is pickled back: it failed with a TypeError."""
+    import pickle
+
+    from synchformer.errors import SynchformerError
+    from synchformer.plots import PlotDependencyError
+
+    for e in (SynchformerError("a.mp4", "file not found"), SynchformerError(None, "no file"),
+              PlotDependencyError(None, "plotting needs matplotlib")):
+        back = pickle.loads(pickle.dumps(e))
+        assert type(back) is type(e) and str(back) == str(e) and (back.path, back.problem) == (e.path, e.problem)

@@ -113,11 +113,13 @@ def test_no_server_is_one_line_naming_the_url_and_the_way_out(server, monkeypatc
     monkeypatch.setenv("SYNCHFORMER_MIRROR", "http://127.0.0.1:9/nowhere/")  # the discard port: refused
     with pytest.raises(SynchformerError) as e:
         released.fetch("tiny-test", progress=False, timeout=5)
-    msg = str(e.value)
-    assert "http://127.0.0.1:9/nowhere/tiny-id/tiny-id.safetensors" in msg and "--weights PATH" in msg
+    msg = str(e.value)  # Python's way out: a path, the mirror, the bundled model by name
+    assert "http://127.0.0.1:9/nowhere/tiny-id/tiny-id.safetensors" in msg and "--weights" not in msg
+    assert "load_model" in msg and "SYNCHFORMER_MIRROR" in msg and 'load_model("bundled")' in msg
     assert main(["predict", str(_clip(tmp_path)), "--weights", "tiny-test"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cannot download tiny-test" in err
+    err = capsys.readouterr().err.strip()  # the command line's way out
+    assert len(err.splitlines()) == 1 and "cannot download tiny-test" in err and "--weights PATH" in err
+    assert "--weights bundled" in err and "load_model" not in err
 
 
 def test_models_lists_names_urls_and_the_cache(server, capsys):
@@ -186,3 +188,103 @@ def test_without_weights_every_command_uses_audioset_or_says_the_bundled_model_s
     report = json.loads(captured.out)
     assert report["weights"] == "bundled" and "bundled model" in report["warnings"][0]
     assert captured.err.count("synchformer: warning: using the bundled model") == 1
+    # the warning says why, where from, and how to have the released model or silence it
+    warning = report["warnings"][0]
+    assert "Connection refused" in warning
+    assert released.url_of("audioset") in warning and "SYNCHFORMER_MIRROR" in warning
+    assert "--weights bundled" in warning
+    # the name the JSON reports is one --weights takes: the same model, with no warning printed
+    assert main(["predict", str(clip), "--json", "-w", report["weights"]]) == 0
+    captured = capsys.readouterr()
+    again = json.loads(captured.out)
+    assert again["weights"] == "bundled" and again["offset_sec"] == report["offset_sec"]
+    assert "warning" not in captured.err
+
+
+def _refused_port() -> int:
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("failure, reason", [("md5", "md5 checksum does not match"), ("404", "HTTP 404"),
+                                             ("refused", "Connection refused")])
+def test_why_a_download_failed_reaches_the_user_on_every_path(server, monkeypatch, capsys, failure, reason):
+    """A mirror serving a bad file, a file it does not have, or no server at all: the default path (no
+    --weights) warns with the reason, --weights NAME and --syncability-weights NAME refuse with it (and the
+    command line's way out), load_model(NAME) with it and Python's way out; nothing unchecked is cached."""
+    from synchformer.cli import common
+
+    path = {"md5": "tiny-id/tiny-id.safetensors", "404": "gone/gone.pt", "refused": "tiny-id/tiny-id.safetensors"}
+    entry = released.Released("bad-id", "a bad file", "0000000", path[failure])
+    monkeypatch.setitem(released.MODELS, "audioset", entry)
+    monkeypatch.setitem(released.MODELS, "syncability", entry)
+    if failure == "refused":
+        monkeypatch.setenv("SYNCHFORMER_MIRROR", f"http://127.0.0.1:{_refused_port()}/")
+    url = released.url_of("audioset")
+
+    model = common.load(None, "cpu")
+    assert model.bundled == "synthetic_tiny" and model.weights_label == "bundled"
+    warning = model.load_warning
+    assert reason in warning and url in warning and "SYNCHFORMER_MIRROR" in warning and "--weights bundled" in warning
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("synchformer: warning: using the bundled model") and reason in err
+
+    with pytest.raises(SynchformerError) as e:
+        synchformer.load_model("audioset")
+    msg = str(e.value)
+    assert reason in msg and url in msg and "\n" not in msg
+    assert "--weights" not in msg and 'load_model("bundled")' in msg and "SYNCHFORMER_MIRROR" in msg
+
+    for option, call in [("--weights", lambda: common.load("audioset", "cpu")),
+                         ("--syncability-weights", lambda: common.load_syncability("syncability", model, "cpu"))]:
+        with pytest.raises(SynchformerError) as e:
+            call()
+        msg = str(e.value)
+        assert reason in msg and url in msg and f"{option} PATH" in msg and f"{option} bundled" in msg
+    assert not [p for p in server["cache"].rglob("*") if p.is_file()]  # nothing half-downloaded or unchecked
+
+
+def test_the_bundled_models_have_names_every_weights_option_takes(server, tmp_path, monkeypatch, capsys):
+    """"bundled" (= synthetic_tiny), synthetic_tiny_syncability and synthetic_tiny_fine: names for load_model,
+    --weights, --syncability-weights and --fine-weights, listed by `synchformer models`; a file of that name
+    here still wins."""
+    from synchformer.cli import common
+    from synchformer.model import bundled
+
+    for name, file, head in [("bundled", bundled.SYNTHETIC_TINY, "offset"),
+                             ("synthetic_tiny", bundled.SYNTHETIC_TINY, "offset"),
+                             ("synthetic_tiny_syncability", bundled.SYNTHETIC_TINY_SYNCABILITY, "synchronizability"),
+                             ("synthetic_tiny_fine", bundled.SYNTHETIC_TINY_FINE, "offset")]:
+        m = synchformer.load_model(name)
+        assert m.source_path == str(file) and m.cfg.head == head and m.bundled == bundled.bundled_name(file)
+    assert not server["requests"]  # never a download
+
+    offset = common.load("bundled", "cpu")
+    assert offset.weights_label == "bundled" and offset.bundled == "synthetic_tiny"
+    assert "synthetic" in offset.load_warning and "warning" not in capsys.readouterr().err
+    gate = common.load_syncability("synthetic_tiny_syncability", offset, "cpu")
+    assert gate.bundled == "synthetic_tiny_syncability"
+    assert common.companion_label("synthetic_tiny_syncability", gate) == "synthetic_tiny_syncability"
+    assert common.load_syncability("bundled", offset, "cpu").bundled == "synthetic_tiny_syncability"
+    assert common.load_fine("synthetic_tiny_fine", offset, "cpu").bundled == "synthetic_tiny_fine"
+    assert common.load_fine("bundled", offset, "cpu").bundled == "synthetic_tiny_fine"
+    with pytest.raises(SynchformerError, match="synchronizability head"):
+        common.load("synthetic_tiny_syncability", "cpu", head="offset")
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["name"]: r for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    tiny = rows["synthetic_tiny"]
+    assert tiny["aliases"] == ["bundled"] and tiny["cached"] == str(bundled.SYNTHETIC_TINY) and tiny["bundled"]
+    assert rows["audioset"]["bundled"] is False
+    assert rows["synthetic_tiny_fine"]["bundled"] and rows["synthetic_tiny_syncability"]["url"] is None
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "bundled = synthetic_tiny" in text and "synthetic_tiny_fine" in text
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bundled").write_bytes(b"not a checkpoint")
+    with pytest.raises(SynchformerError, match="^bundled: "):
+        synchformer.load_model("bundled")

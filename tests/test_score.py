@@ -186,7 +186,10 @@ def test_external_audio(data, model, tmp_path):
              (video, write_wav(tmp_path / "shorter.wav", own[:int(5.2 * SR)])), (video, tmp_path / "gone.wav")]
     alone, same, silent, shorter, missing = score_files(model, pairs)
     assert same["audio"] == str(tmp_path / "own.wav") and same["status"] == "ok"
-    assert_same_row({**same, "audio": None}, alone, tol=1e-5)
+    # one video with five sounds: five ids, the audio's name telling them apart
+    assert [r["id"] for r in (alone, same, silent, shorter, missing)] == [
+        "a.mkv", "a.mkv+own.wav", "a.mkv+silent.wav", "a.mkv+shorter.wav", "a.mkv+gone.wav"]
+    assert_same_row({**same, "audio": None, "id": alone["id"]}, alone, tol=1e-5)
     assert silent["first_probability"] != pytest.approx(alone["first_probability"], abs=1e-5)
     expected, _ = by_hand(model, video, audio=np.zeros_like(own))
     assert silent["desync_sec"] == pytest.approx(expected)
@@ -276,8 +279,10 @@ def test_predict_with_decoding_workers_prints_what_one_process_prints(data, mixe
         assert got["offset_sec"] == want["offset_sec"] and got["n_windows"] == want["n_windows"]
         assert got["refined_offset_sec"] == pytest.approx(want["refined_offset_sec"], abs=1e-3)
         assert np.allclose(got["distribution"], want["distribution"], atol=1e-4)
-    assert main(base + ["--workers", "-1"]) == 2
-    assert "--workers must be >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # refused while the command line is read
+        main(base + ["--workers", "-1"])
+    assert exit_.value.code == 2
+    assert "argument --workers: expected a whole number >= 0, got '-1'" in capsys.readouterr().err
 
 
 def test_an_out_of_memory_error_halves_the_batch_and_the_rows_stand(mixed, model, monkeypatch, capsys):
@@ -328,7 +333,7 @@ def test_cli_jsonl_resume_overwrite_and_csv(data, tmp_path, capsys):
     capsys.readouterr()
     assert cli(data, data / "clips" / "sub", "-o", out, "--timing", "authors") == 2
     assert out.read_text() == before
-    assert "holds rows scored with --timing true, this run uses authors" in capsys.readouterr().err
+    assert "holds rows scored with --timing true, not --timing authors as this run" in capsys.readouterr().err
     assert cli(data, data / "clips", "-o", out, "--overwrite") == 0
     assert out.read_text() == full
 

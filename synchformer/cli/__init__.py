@@ -17,9 +17,23 @@ from synchformer.interrupts import Terminated, stop_cleanly_on_signals
 COMMANDS = ("predict", "fix", "score", "features", "explain", "convert", "train", "eval", "synth", "demo", "models")
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed version, looked up only when asked."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from synchformer.cli.common import version
+
+        print(f"synchformer {version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synchformer", description="Find and fix audio-visual offsets in videos. "
                                      "Offsets are positive when the audio leads the video.")
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"synchformer.cli.{name}")

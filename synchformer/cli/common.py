@@ -14,20 +14,23 @@ def add_device(p):
 
 def add_weights(p):
     p.add_argument("--weights", "-w", help=f"a released model's name, downloaded once ({RELEASED}), a "
-                   "checkpoint file, or a .safetensors from `synchformer convert` / `synchformer train`; default: "
+                   "checkpoint file, a .safetensors from `synchformer convert` / `synchformer train`, or the bundled "
+                   "synthetic-data model: bundled (= synthetic_tiny); default: "
                    f"{DEFAULT_WEIGHTS} (downloaded on first use, 1.1 GB), or where it cannot be had the bundled "
-                   "synthetic-data model, with a warning")
+                   "model, with a warning")
 
 
 def add_syncability(p):
     p.add_argument("--syncability-weights", metavar="W", default="auto",
-                   help="a stage III synchronizability model (the released one: 'syncability', or a file, or one from "
+                   help="a stage III synchronizability model (the released one: 'syncability'; the bundled one: "
+                        "'synthetic_tiny_syncability' or 'bundled'; a file, or one from "
                         "`synchformer train synchronizability`): windows it finds cannot be synchronized (silence, "
                         "no visible source, another clip's sound) are left out, and a result without enough "
                         "others is not reliable. 'auto' (default): the bundled one with the bundled offset model, "
                         "none with other weights; 'none': no such model")
-    p.add_argument("--min-sync-prob", type=float, default=0.5, metavar="P",
-                   help="with a synchronizability model: windows below this P(synchronizable) are left out")
+    p.add_argument("--min-sync-prob", type=probability, default=0.5, metavar="P",
+                   help="with a synchronizability model: windows whose P(synchronizable) is below P (0 to 1; "
+                        "default 0.5) are left out. Higher leaves out more doubtful windows, and so trusts fewer")
 
 
 def add_fine(p):
@@ -35,7 +38,8 @@ def add_fine(p):
                    help="a fine-offset model (21 classes 20 ms apart over +-0.2 s; `synchformer train sync` with "
                         "model.max_offset_sec=0.2, see docs/training.md): the file is read again with its sound "
                         "delayed by the offset found, and this model reads what is left, to the frame; "
-                        "refined_offset_sec is then its answer. 'auto' (default): the bundled one with the "
+                        "refined_offset_sec is then its answer; the bundled one: 'synthetic_tiny_fine' or 'bundled'. "
+                        "'auto' (default): the bundled one with the "
                         "bundled offset model, none with other weights (none is released); 'none': the "
                         "expectation over the pooled classes instead")
 
@@ -67,8 +71,8 @@ fine_label = syncability_label = companion_label
 def _companion(choice: str | None, offset_model, device_name: str, bundled: str, head: str):
     """A model that works beside the offset model (a synchronizability gate, a fine-offset model), as its option
     names it (None or "none": none). ``auto`` pairs the bundled offset model with its bundled companion
-    ``bundled``; released or trained offset models get one only when asked. It runs at the offset model's
-    precision."""
+    ``bundled``; released or trained offset models get one only when asked ("bundled" names that companion).
+    It runs at the offset model's precision."""
     if choice in (None, "none"):
         return None
     if choice == "auto":
@@ -78,7 +82,11 @@ def _companion(choice: str | None, offset_model, device_name: str, bundled: str,
 
         model = getattr(assets, bundled)(device(device_name))
     else:
-        model = load(choice, device_name, head=head)
+        from synchformer.model.bundled import is_name
+
+        option = "--syncability-weights" if head == "synchronizability" else "--fine-weights"
+        name = bundled if choice == "bundled" and is_name(choice) else choice  # its own bundled companion
+        model = load(name, device_name, head=head, option=option)
     model.precision = getattr(offset_model, "precision", "fp32")
     return model
 
@@ -121,8 +129,8 @@ def add_precision(p):
     p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="number format of the model: auto (default) is bf16 autocast on a GPU with native bf16 and, "
                         "for full-size models, on a CPU with AVX512_BF16/AMX (about 3x faster there; probabilities "
-                        "within 0.02 of fp32's), fp32 elsewhere and for tiny models; fp32 gives the reference's "
-                        "numbers; fp16 needs a GPU")
+                        "within 0.02 of fp32's), fp32 elsewhere and for tiny models; fp32 gives the numbers of the "
+                        "authors' implementation; fp16 needs a GPU")
 
 
 def add_max_windows(p, what: str = ""):
@@ -190,12 +198,14 @@ def check_device(name: str) -> None:
 
 
 def load(weights: str | None, device_name: str, *, head: str | None = None, sync_head: bool = True,
-         precision: str = "fp32"):
-    """The model in ``weights``; ``sync_head``: the command needs the sync transformer (not only the encoders).
-    No ``weights``: the released AudioSet model (from the cache, or downloaded now), or where it cannot be had,
-    the bundled synthetic-data model with a warning (``model.load_warning``, also printed)."""
+         precision: str = "fp32", option: str = "--weights"):
+    """The model in ``weights`` (a file, a released or bundled model's name); ``sync_head``: the command needs the
+    sync transformer (not only the encoders). No ``weights``: the released AudioSet model (from the cache, or
+    downloaded now), or where it cannot be had, the bundled synthetic-data model with a warning that says why
+    (``model.load_warning``, also printed). ``option``: the option that named it, for what a failed download says."""
     from synchformer.model import load_model
     from synchformer.model.precision import resolve
+    from synchformer.model.released import DownloadError, cli_hint
 
     resolve(precision, device(device_name))  # fp16 on a CPU: refused before the weights load
     if weights is None:
@@ -203,7 +213,10 @@ def load(weights: str | None, device_name: str, *, head: str | None = None, sync
         weights = model.weights_label
         model.precision = resolve(precision, device(device_name), model.cfg)
     else:
-        model = load_model(weights, device=device(device_name), precision=precision)
+        try:
+            model = load_model(weights, device=device(device_name), precision=precision)
+        except DownloadError as e:  # said the command line's way
+            raise e.with_hint(cli_hint(option)) from None
         model.weights_label, model.load_warning = str(weights), None
         if model.bundled == "synthetic_tiny":  # named explicitly: still said in the JSON and predict's text
             from synchformer.model.bundled import NOTE
@@ -225,12 +238,15 @@ def _default_model(device_name: str):
 
     try:
         path = released.fetch(DEFAULT_WEIGHTS, timeout=10)
-    except SynchformerError:
+    except SynchformerError as e:  # the reason (md5 mismatch, HTTP 404, refused connection) goes into the warning
+        why = e.reason if isinstance(e, released.DownloadError) else str(e)
         model = synthetic_tiny(device(device_name))
-        model.weights_label = "bundled"
+        model.weights_label = "bundled"  # a name --weights takes: `-w bundled` says the same without the warning
         model.load_warning = (f"using the bundled model, trained on synthetic clips only: the released "
-                              f"{DEFAULT_WEIGHTS} model is not in {released.cache_dir()} and could not be downloaded; "
-                              f"pass --weights FILE, or --weights {DEFAULT_WEIGHTS} once online")
+                              f"{DEFAULT_WEIGHTS} model is not in {released.cache_dir()} and could not be downloaded "
+                              f"from {released.url_of(DEFAULT_WEIGHTS)} ({why}); set SYNCHFORMER_MIRROR to a server "
+                              f"that has it, pass --weights FILE, or --weights bundled to use the bundled model "
+                              "without this warning")
         print(f"synchformer: warning: {model.load_warning}", file=sys.stderr)
         return model
     model = load_model(path, device=device(device_name))
@@ -251,3 +267,68 @@ def load_or_bundled(weights: str | None, device_name: str, *, head: str | None =
         raise SynchformerError(None, f"this needs a model with the {head} head: pass --weights")
     print(NOTE, file=sys.stderr)
     return model
+
+
+# ------------------------------------------------------------------------------------------------ option values
+# argparse ``type=`` functions: a bad value is refused while the command line is read (argparse prints the usage
+# and "argument --hop: expected ..." and exits with code 2), before any input is opened or any model loads.
+
+
+def _parse_number(text: str, kind, what: str):
+    import argparse
+    import math
+
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def _validator(kind, what: str, ok, name: str):
+    import argparse
+
+    def parse(text: str):
+        value = _parse_number(text, kind, what)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+finite_float = _validator(float, "a finite number", lambda v: True, "finite number")
+positive_float = _validator(float, "a finite number > 0", lambda v: v > 0, "positive number")
+non_negative_float = _validator(float, "a finite number >= 0", lambda v: v >= 0, "non-negative number")
+probability = _validator(float, "a probability from 0 to 1", lambda v: 0 <= v <= 1, "probability")
+positive_int = _validator(int, "a whole number >= 1", lambda v: v >= 1, "positive whole number")
+non_negative_int = _validator(int, "a whole number >= 0", lambda v: v >= 0, "non-negative whole number")
+
+
+def float_at_least(low: float):
+    """A finite number >= ``low``."""
+    return _validator(float, f"a finite number >= {low:g}", lambda v: v >= low, f"number >= {low:g}")
+
+
+def int_at_least(low: int):
+    """A whole number >= ``low``."""
+    return _validator(int, f"a whole number >= {low}", lambda v: v >= low, f"whole number >= {low}")
+
+
+# a random seed: any whole number (the generators take a negative or a huge one modulo 2**64)
+random_seed = _validator(int, "a whole number", lambda v: True, "seed")
+
+
+def version() -> str:
+    """The installed package's version (its metadata), or the source tree's ``synchformer.__version__``."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version as installed
+
+        return installed("synchformer")
+    except (ImportError, PackageNotFoundError):
+        import synchformer
+
+        return synchformer.__version__

@@ -14,10 +14,13 @@ def add_parser(sub):
                        description="Writes a 10 s synthetic clip (the benchmark of `synchformer synth`) whose sound "
                        "is shifted by a random offset from the model's grid, then predicts the offset. Without "
                        "--weights the bundled model is used (trained on such clips only).")
-    p.add_argument("--offset", type=float, help="offset to apply in seconds (default: random from the grid); "
-                   "positive: the audio leads")
-    p.add_argument("--seed", type=int, help="clip seed (default: random)")
-    p.add_argument("--keep", metavar="MP4", help="keep the clip at this path (default: a temporary file)")
+    p.add_argument("--offset", type=common.finite_float, metavar="SEC",
+                   help="offset to apply in seconds, within +-2 (default: random from the model's 0.2 s grid); "
+                        "positive: the audio leads")
+    p.add_argument("--seed", type=common.random_seed, help="clip seed: the same seed makes the same clip "
+                   "(default: random)")
+    p.add_argument("--keep", metavar="MP4", help="keep the clip at this path, a new file (default: a temporary "
+                   "file, removed at the end)")
     common.add_weights(p)
     common.add_device(p)
     return p
@@ -25,6 +28,12 @@ def add_parser(sub):
 
 def run(args):
     from synchformer.errors import SynchformerError
+    from synchformer.io.outputs import check_output
+
+    if args.keep:  # before the model loads
+        if Path(args.keep).exists():
+            raise SynchformerError(args.keep, "already exists; demo writes a new file (choose another name)")
+        check_output(args.keep)
     from synchformer.inference.analyze import analyze
     from synchformer.inference.pooling import describe_offset
     from synchformer.training.synth import make_sparse_clip

@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+from synchformer.io.outputs import check_output_folder, make_folder, write_atomic
+
 from . import common
 
 
@@ -27,27 +29,37 @@ def add_parser(sub):
     common.add_timing(p)
     common.add_device(p)
     common.add_precision(p)
-    p.add_argument("--out", "-o", help="folder for eval.json and the confusion (or ROC) plots")
-    p.add_argument("--no-baseline", action="store_true", help="skip the cross-correlation baseline")
+    p.add_argument("--out", "-o", metavar="DIR",
+                   help="also write eval.json, the logits and the confusion (or ROC) plots into DIR (created if "
+                        "missing; the plots need matplotlib). Default: the results are only printed")
+    p.add_argument("--no-baseline", action="store_true", help="skip the cross-correlation baseline (default: "
+                   "it runs beside the model, for comparison)")
     p.add_argument("--pool", action="store_true",
                    help="score each clip as `predict` does: every window of the whole clip under its offset, "
-                        "pooled (the default is the reference's protocol: the one window at vstart_sec)")
-    p.add_argument("--hop", type=float, default=2.4, metavar="SEC",
-                   help="with --pool: seconds between window starts, rounded to a multiple of 0.32 "
-                        "(default 2.4 -> 2.56 s, as predict)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0, help="for clips without fixed offsets")
-    p.add_argument("--cache-dir", help="keep decoded clips here (default: a temporary folder)")
-    p.add_argument("--workers", type=int, default=1, help="decoding processes")
+                        "pooled (default: the published evaluation's protocol, the one window at vstart_sec)")
+    p.add_argument("--hop", type=common.positive_float, default=2.4, metavar="SEC",
+                   help="with --pool: seconds between window starts, rounded to a multiple of 0.32 (default 2.4, "
+                        "so 2.56 s: fewer windows than predict's default 0.64, faster, less evidence per clip)")
+    p.add_argument("--batch-size", type=common.positive_int, default=8, metavar="B",
+                   help="windows per model call (default 8; more is faster and needs more memory)")
+    p.add_argument("--seed", type=common.random_seed, default=0,
+                   help="draws the offsets of clips without fixed ones (default 0: the same offsets every run)")
+    p.add_argument("--cache-dir", metavar="DIR", help="keep the decoded clips in DIR, so that another run on the "
+                   "same data skips decoding (default: a new temporary folder each run)")
+    p.add_argument("--workers", type=common.positive_int, default=1, metavar="N",
+                   help="processes decoding the clips (default 1: decode in this process)")
     return p
 
 
 def run(args):
-    import torch
+    from synchformer.errors import SynchformerError
 
+    if args.out:  # before the model loads and the clips decode
+        check_output_folder(args.out)
+    if args.cache_dir:
+        check_output_folder(args.cache_dir)
     from synchformer.inference.baseline import OnsetCorrelation
     from synchformer.constants import VIDEO_FPS
-    from synchformer.errors import SynchformerError
     from synchformer.features.segments import span_frames
     from synchformer.training.evaluate import eval_dataset, metrics_of, plot, pool_logits, pooled_windows, predict_dataset
     from synchformer.plots import PlotDependencyError, require_matplotlib
@@ -77,9 +89,8 @@ def run(args):
               f"{report['interval_coverage']:.3f}; after one fix inside BT.1359 (-125..+45 ms) "
               f"{report['inside_bt1359_after_fix']:.3f} of {report['clips']} clips")
         if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+            out = make_folder(args.out)
+            _write_json(out / "eval.json", report)
             print(f"wrote {out / 'eval.json'}")
         return 0
     dataset, prep = eval_dataset(args.data, cfg, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
@@ -109,7 +120,7 @@ def run(args):
         except PlotDependencyError as e:  # the numbers matter more than the pictures: write them, say what is missing
             can_plot = False
             print(f"note: {e}; eval.json and the logits are written without the plots", file=sys.stderr)
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
     report = {"data": str(args.data), "weights": getattr(model, "weights_label", args.weights),
               "clips": n_clips,
               "protocol": "pooled windows" if args.pool else "one window", "skipped": dict(prep.skipped),
@@ -126,7 +137,7 @@ def run(args):
         print(f"{name}: " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
         if out:
             tag = "model" if name == "model" else "baseline"
-            torch.save({"logits": logits, "targets": targets}, out / f"{tag}_logits.pt")
+            _write_torch(out / f"{tag}_logits.pt", {"logits": logits, "targets": targets})
             if can_plot:
                 plot(logits, targets, cfg, out / f"{tag}_{'confusion' if cfg.head == 'offset' else 'roc'}.png",
                      f"{tag}: Acc@1 {res.get('accuracy_1', res.get('accuracy')):.3f}")
@@ -136,7 +147,23 @@ def run(args):
         print(f"ceiling (every event found exactly; synth's events.jsonl): accuracy_1 {bound['accuracy_1']:.4f}  "
               f"accuracy_1_tol1 {bound['accuracy_1_tol1']:.4f}")
     if out:
-        (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        _write_json(out / "eval.json", report)
         print(f"wrote {out / 'eval.json'}")
     return 0
+
+
+def _write_json(path: Path, report: dict) -> None:
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+
+
+def _write_torch(path: Path, obj) -> None:
+    """torch.save through a Python file: a full disk is then an OSError (write_atomic's one line), not
+    torch's own RuntimeError."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(buf.getvalue()))
 

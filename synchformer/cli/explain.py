@@ -6,16 +6,21 @@ import argparse
 import json
 
 from synchformer.cli.common import (add_audio_track, add_device, add_precision, add_timing, add_weights,
-                                    check_device, load)
+                                    check_device, load, non_negative_float)
 
 
 def _target(text: str):
+    import math
+
     if text == "predicted":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'predicted' or an offset in seconds, got {text!r}") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected 'predicted' or an offset in seconds, got {text!r}")
+    return value
 
 
 def add_parser(sub):
@@ -23,22 +28,25 @@ def add_parser(sub):
                        description="Attribution of one window's offset decision over its 14 segments (and their "
                                    "tokens), picture and sound separately. Score = drop in log P(target offset) "
                                    "when that part is replaced by the mean of the window's other segments.")
-    p.add_argument("video", metavar="VIDEO")
-    p.add_argument("-o", "--output", metavar="FIG", help="write the figure here (.png, .pdf or .svg)")
+    p.add_argument("video", metavar="VIDEO", help="a video file (or stream URL)")
+    p.add_argument("-o", "--output", metavar="FIG", help="also draw the figure (the window's frames and waveform "
+                   "over the segments' scores) into FIG: .png, .pdf or .svg; needs matplotlib. Default: the top "
+                   "segments are only printed")
     add_weights(p)
     add_timing(p)
     add_audio_track(p, what="explain")
-    p.add_argument("--start", type=float, default=0.0, metavar="SEC",
-                   help="the window of `predict --start SEC`: [SEC+0.08, SEC+4.88] s from the file's first video "
-                        "frame (default 0)")
+    p.add_argument("--start", type=non_negative_float, default=0.0, metavar="SEC",
+                   help="the window to explain: the 4.8 s from SEC, counted from the file's first video frame, "
+                        "as `predict --start SEC` reads it (default 0)")
     p.add_argument("--target", type=_target, default=None, metavar="predicted|SEC",
-                   help="the offset class to explain (default: the predicted one); positive = audio leads")
+                   help="the offset class to explain, in seconds: one of the model's classes (-2.0 to +2.0 in "
+                        "0.2 s steps for the released ones; positive: the audio leads); default: the predicted one")
     p.add_argument("--method", choices=("occlusion", "gradient"), default="occlusion",
                    help="occlusion (default): the sync transformer re-run per occluded segment/token; gradient: "
-                        "gradient x (token - baseline), one backward pass (a first-order estimate)")
+                        "gradient x (token - baseline), one backward pass: much faster, but a first-order estimate")
     p.add_argument("--segments-only", action="store_true", help="occlusion per segment only, not per token "
                                                                 "(about 7x fewer transformer passes)")
-    p.add_argument("--json", action="store_true", help="print the scores as one JSON object")
+    p.add_argument("--json", action="store_true", help="print the scores as one JSON object instead of the text")
     add_device(p)
     add_precision(p)
     return p

@@ -6,22 +6,26 @@ import json
 import sys
 
 from synchformer.cli.common import (add_audio_track, add_device, add_fine, add_max_windows, add_precision,
-                                    add_syncability, add_timing, add_weights, check_device, fine_label, load,
-                                    load_fine, load_syncability)
+                                    add_syncability, add_timing, add_weights, check_device, fine_label,
+                                    finite_float, load, load_fine, load_syncability, positive_float, probability)
 from synchformer.errors import SynchformerError
 
 
 def add_parser(sub):
     p = sub.add_parser("fix", help="write a corrected copy: the audio moved by the measured (or given) offset, "
                        "the video copied bit for bit")
-    p.add_argument("video", metavar="VIDEO")
-    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the corrected file (never the input)")
-    p.add_argument("--offset", type=float, metavar="SEC", help="the offset to remove (positive: the audio leads, "
-                   "so it is delayed); default: measure it with --weights (the refined offset, to the ms)")
-    p.add_argument("--hop", type=float, default=0.64, metavar="SEC", help="window hop when measuring (default 0.64)")
+    p.add_argument("video", metavar="VIDEO", help="the video to correct (it is only read)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="the corrected file (never the input); its "
+                   "extension picks the container (.mkv .mp4 .mov .ts .flv .nut .avi ...)")
+    p.add_argument("--offset", type=finite_float, metavar="SEC", help="the offset to remove (positive: the audio "
+                   "leads, so it is delayed); default: measure it with --weights (the refined offset, to the ms)")
+    p.add_argument("--hop", type=positive_float, default=0.64, metavar="SEC",
+                   help="when measuring: time between window starts, rounded to a multiple of 0.32 s (default "
+                        "0.64; larger is faster and gives the offset fewer windows of evidence)")
     add_max_windows(p, " when measuring")
-    p.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
-                   help="refuse to fix when the measured offset's confidence is below P")
+    p.add_argument("--min-confidence", type=probability, default=0.0, metavar="P",
+                   help="refuse to fix when the measured offset's confidence (0 to 1) is below P (default 0: "
+                        "only the reliability verdict decides)")
     p.add_argument("--force", action="store_true", help="write the copy even when the measured offset is not "
                    "reliable (it is refused by default, with the reasons) or when the file is already in sync")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (never the input)")
@@ -44,6 +48,7 @@ def run(args) -> int:
 
     if Path(args.output).exists() and not args.overwrite and Path(args.output).resolve() != Path(args.video).resolve():
         raise SynchformerError(args.output, "already exists: pass --overwrite to replace it")
+    _check_output(args)  # before the minutes of measuring
     every_track = args.audio_track == "all"
     choice = None if every_track else args.audio_track
     measured = None
@@ -53,6 +58,7 @@ def run(args) -> int:
         check_media(args.video, audio_track=choice)
         from synchformer.inference.analyze import analyze
         from synchformer.constants import BT1359_SEC
+        from synchformer.inference.verdict import two_decimals
 
         model = load(args.weights, args.device, head="offset", precision=args.precision)
         sync_model = load_syncability(args.syncability_weights, model, args.device)
@@ -69,7 +75,7 @@ def run(args) -> int:
                                                "(--offset SEC to give it, --force to use it anyway)")
         if summary.confidence < args.min_confidence:
             raise SynchformerError(args.video, f"the measured offset {summary.offset_sec:+.2f} s has confidence "
-                                               f"{summary.confidence:.2f} < --min-confidence {args.min_confidence}")
+                                               f"{two_decimals(summary.confidence)} < --min-confidence {args.min_confidence}")
         # the refined offset, not the 0.2 s class: a fix that leaves up to 100 ms is a failed fix (BT.1359)
         offset = round(float(summary.refined_offset_sec), 3)
         # left alone only when the whole 90 % interval is inside the window: a -100 ms reading whose truth may be
@@ -96,7 +102,7 @@ def run(args) -> int:
                   "it", file=sys.stderr)
         if in_sync and not args.force:  # nobody notices it (ITU-R BT.1359): nothing to do
             print(f"{args.video}: in sync (measured {offset * 1000:+.0f} ms, 90% interval {lo * 1000:+.0f} to "
-                  f"{hi * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; confidence {summary.confidence:.2f}); "
+                  f"{hi * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; confidence {two_decimals(summary.confidence)}); "
                   f"nothing written (--force to write a copy anyway)")
             return 0
     else:
@@ -122,3 +128,20 @@ def run(args) -> int:
               + f" ({report['method']}" + (", the other tracks copied as they are" if n_audio > 1 and not every_track
                                            else "") + f") -> {args.output}")
     return 0
+
+
+def _check_output(args) -> None:
+    """OUT before any work: a container the extension names, in a folder that can be written, not the input."""
+    import os
+
+    from synchformer.io.outputs import check_output
+
+    check_output(args.output, [args.video])
+    ext = os.path.splitext(args.output)[1] or os.path.splitext(args.video)[1]
+    import av
+
+    try:
+        with av.open(f"x{ext}", "w"):  # picks the muxer by the extension; creates no file
+            pass
+    except ValueError:
+        raise SynchformerError(args.output, f"no output format for the extension {ext!r}") from None

@@ -3,91 +3,167 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 from synchformer.cli.common import (add_audio_track, add_device, add_fine, add_max_windows, add_precision,
                                     add_syncability, add_timing, add_weights, check_device, check_workers,
                                     fine_label, gpu_decode_workers, load, load_fine, load_syncability,
+                                    non_negative_float, non_negative_int, positive_float, positive_int,
                                     syncability_label)
 from synchformer.io.decode import audio_tracks, check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
-from synchformer.inference.pooling import describe_offset
+from synchformer.inference.pooling import SCHEMA, describe_offset
+from synchformer.inference.verdict import two_decimals
 
 MAX_TABLE_ROWS = 30  # longer timelines are printed as runs of windows with the same offset
 
 
 def add_parser(sub):
-    p = sub.add_parser("predict", help="measure the audio-visual offset of videos (whole file, windows of 4.8 s)")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p = sub.add_parser("predict", help="measure the audio-visual offset of videos (whole file, windows of 4.8 s)",
+                       description="Measure how far each video's sound is ahead of (+) or behind (-) its pictures: "
+                       "the whole file is read in windows of 4.8 s, each window's offset is estimated, and they are "
+                       "pooled into one offset with a verdict (reliable or not, with the reasons). Exit code 0 when "
+                       "every input was measured, 2 when any failed (each failure is one line on stderr).")
+    p.add_argument("videos", nargs="+", metavar="VIDEO",
+                   help="video files (any container and codec ffmpeg reads), or http(s)/rtmp/srt stream URLs")
     add_weights(p)
     add_syncability(p)
     add_fine(p)
     add_timing(p)
     add_audio_track(p, allow_all=True)
-    p.add_argument("--hop", type=float, default=0.64, metavar="SEC",
+    p.add_argument("--hop", type=positive_float, default=0.64, metavar="SEC",
                    help="time between window starts; rounded to a multiple of 0.32 s so that windows share "
                         "their segments (default 0.64: more windows are more evidence for the offset and its "
                         "verdict, at little cost: only the sync transformer runs per window)")
     add_max_windows(p)
-    p.add_argument("--start", type=float, default=None, metavar="SEC",
-                   help="analyse only one window, in the reference's layout: a 5 s crop at SEC, the window is "
-                        "[SEC+0.08, SEC+4.88] s. Times count from the file's first video frame (an MPEG-TS whose "
-                        "timestamps start at 1.4 s starts at 0 here), as in every window this prints")
-    p.add_argument("--json", action="store_true", help="one JSON object per video (schema in README.md)")
-    p.add_argument("--plot", metavar="PNG", help="heat map of the windows' probabilities over time "
-                   "(with several videos: the video's name is appended)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--start", type=non_negative_float, default=None, metavar="SEC",
+                   help="analyse only the 4.8 s window [SEC, SEC+4.8] (default: the whole file): the window that "
+                        "starts at SEC in a whole-file run's table and in explain --start, with its own verdict. "
+                        "Times count from the file's first video frame (an MPEG-TS whose timestamps start at 1.4 s "
+                        "starts at 0 here), as in every window this prints")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object per line for each input, in the order given, instead of the text: "
+                        "the offset, refined offset, confidence, verdict and reasons, drift and every window "
+                        f"(schema {SCHEMA}; every key is described in synchformer/inference/pooling.py). An input "
+                        "that fails gets {\"file\", \"status\": \"error\", \"error\"} (the others have "
+                        "\"status\": \"ok\")")
+    p.add_argument("--plot", metavar="PNG", help="also write a heat map of the windows' offset probabilities over "
+                   "time to PNG (needs matplotlib); with several videos each gets PNG's name with _<video name> "
+                   "appended, with --audio-track all also _track<N>. Default: no heat map")
+    p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                    help="with several videos: decoding processes that read ahead while the model runs, and on a GPU "
                         "the segments of several files share encoder calls (default: up to 8 on GPU, 0 on CPU: "
                         "one file at a time in this process)")
-    p.add_argument("--batch-size", type=int, default=None, metavar="B",
-                   help="with --workers: segments per encoder call (default 128 on GPU, halved if it runs out of "
-                        "memory; 4 on CPU)")
+    p.add_argument("--batch-size", type=positive_int, default=None, metavar="B",
+                   help="with --workers: segments per encoder call; more is faster on a GPU and needs more of "
+                        "its memory (default 128 on GPU, halved if it runs out of memory; 4 on CPU)")
     add_device(p)
     add_precision(p)
     return p
 
 
+class _Failures:
+    """The inputs that failed, reported in input order: one line on stderr as each fails, and with --json one
+    object each in the output, between the results of the inputs before and after it."""
+
+    def __init__(self, args):
+        self.args, self.count, self.pending = args, 0, []  # pending: (job index it comes before, object)
+
+    def add(self, video: str, error: SynchformerError, before: int | None = None, track=None) -> None:
+        print(f"synchformer: error: {error}", file=sys.stderr)
+        self.count += 1
+        obj = {"file": str(video), "status": "error", "error": str(error), "audio_track": track, "schema": SCHEMA}
+        if before is None:
+            self.emit(obj)
+        else:
+            self.pending.append((before, obj))
+
+    def emit(self, obj: dict) -> None:
+        if self.args.json:
+            print(json.dumps(obj), flush=True)
+
+    def flush(self, upto: float = float("inf")) -> None:
+        """Print the failures that come before job ``upto`` (all: the end)."""
+        while self.pending and self.pending[0][0] <= upto:
+            self.emit(self.pending.pop(0)[1])
+
+
+def plot_path(args, video: str, track=None) -> Path | None:
+    """Where the heat map of ``video`` (its audio track ``track`` with --audio-track all) goes; None: no plot."""
+    if not args.plot:
+        return None
+    out, parts = Path(args.plot), []
+    if len(args.videos) > 1:
+        parts.append(Path(video).stem)
+    if args.audio_track == "all":
+        parts.append(f"track{track}")
+    return out.with_name(f"{out.stem}_{'_'.join(parts)}{out.suffix or '.png'}") if parts else out
+
+
+def _check_plot(args) -> None:
+    """--plot before any work: matplotlib, a writable folder, no input written over, no two maps on one name."""
+    if not args.plot:
+        return
+    from synchformer.plots import check_figure_output
+
+    check_figure_output(args.plot, args.videos, "--plot (the heat map)", formats=None)
+    seen = {}
+    for video in args.videos:  # with --audio-track all, the names carry the track too (checked once known)
+        out = plot_path(args, video, "N")
+        if args.audio_track != "all":
+            protect_inputs(out, args.videos)
+        other = seen.setdefault(out, video)
+        if other != video and Path(other).resolve() != Path(video).resolve():
+            raise SynchformerError(args.plot, f"{other} and {video} have the same name: their heat maps would "
+                                              f"both be {out}; rename one, or plot them in separate runs")
+
+
 def run(args) -> int:
     check_device(args.device)  # the arguments first, then the inputs, then the weights
     check_workers(args)
-    jobs, failed = [], 0  # (video, audio track: a number, a language, or None for the default)
+    _check_plot(args)
+    jobs = []  # (video, audio track: a number, a language, or None for the default)
+    failures = _Failures(args)
     for video in args.videos:  # before seconds of model loading: a bad file says so now and is skipped
         try:
             if args.audio_track == "all":
                 check_media(video)
-                jobs += [(video, t.number) for t in audio_tracks(video)]
+                tracks = [(video, t.number) for t in audio_tracks(video)]
+                for _, track in tracks if args.plot else ():
+                    protect_inputs(plot_path(args, video, track), args.videos)
+                jobs += tracks
             else:
                 check_media(video, audio_track=args.audio_track)
                 jobs.append((video, args.audio_track))
         except SynchformerError as e:
-            print(f"synchformer: error: {e}", file=sys.stderr)
-            failed += 1
+            failures.add(video, e, before=len(jobs), track=args.audio_track)
     if not jobs:
+        failures.flush()
         return 2
     model = load(args.weights, args.device, precision=args.precision)
-    if args.start is not None:
-        return _single_window(model, args, jobs, failed)
+    if args.start is not None and model.cfg.head != "offset":  # a synchronizability model alone: P(sync)
+        return _single_window(model, args, jobs, failures)
     if model.cfg.head != "offset":
         raise SynchformerError(args.weights, "is a synchronizability model: pass it as --syncability-weights and "
                                              "an offset model (stage II) as --weights")
     sync_model = load_syncability(args.syncability_weights, model, args.device)
     fine = load_fine(args.fine_weights, model, args.device)
-    for video, result in _analyses(model, jobs, args, sync_model, keep_visual=fine is not None):
+    for k, ((video, result), (_, track)) in enumerate(zip(_analyses(model, jobs, args, sync_model,
+                                                                    keep_visual=fine is not None), jobs)):
+        failures.flush(k)
         try:
             if isinstance(result, SynchformerError):
                 raise result
-            report = report_of(model, video, result, args, sync_model, fine)
+            report = report_of(model, video, result, args, sync_model, fine, track=track)
         except SynchformerError as e:  # one bad file does not stop the others
-            if len(jobs) == 1:
-                raise
-            print(f"synchformer: error: {e}", file=sys.stderr)
-            failed += 1
+            failures.add(video, e, track=track)
             continue
-        print(json.dumps(report) if args.json else format_report(report))
-    return 2 if failed else 0
+        print(json.dumps(report) if args.json else format_report(report), flush=True)
+    failures.flush()
+    return 2 if failures.count else 0
 
 
 def _analyses(model, jobs: list[tuple[str, int | str | None]], args, sync_model, keep_visual: bool = False):
@@ -96,7 +172,7 @@ def _analyses(model, jobs: list[tuple[str, int | str | None]], args, sync_model,
     workers = args.workers
     if workers is None:
         workers = gpu_decode_workers() if model.device.type == "cuda" and len(jobs) > 1 else 0
-    if workers > 0 and len(jobs) > 1 and args.audio_track != "all":
+    if workers > 0 and len(jobs) > 1 and args.audio_track != "all" and args.start is None:
         from synchformer.inference.score import analyze_files
 
         yield from analyze_files(model, [v for v, _ in jobs], hop_sec=args.hop, sync_model=sync_model,
@@ -109,36 +185,37 @@ def _analyses(model, jobs: list[tuple[str, int | str | None]], args, sync_model,
         try:
             yield video, analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
                                  max_windows=args.max_windows, keep_visual=keep_visual, audio_track=track,
+                                 start_sec=args.start,
                                  progress=not args.json and sys.stderr.isatty())  # a film must not look hung
         except SynchformerError as e:
             yield video, e
 
 
-def report_of(model, video: str, result, args, sync_model=None, fine=None) -> dict:
-    """The report of ``result`` (the Analysis of ``video``; ``fine``: a fine-offset model for the refined
-    offset); writes the heat map when asked. Beside the Summary's keys (``pooling.py``'s schema): the file, the
+def report_of(model, video: str, result, args, sync_model=None, fine=None, track=None) -> dict:
+    """The report of ``result`` (the Analysis of ``video``, of its audio track ``track`` with --audio-track
+    all; ``fine``: a fine-offset model for the refined offset); writes the heat map when asked. Beside the
+    Summary's keys (``pooling.py``'s schema): the file, ``status`` ("ok"; an input that failed has instead
+    {"file", "status": "error", "error": the one-line message, "audio_track": the track asked, "schema"}), the
     models, ``timing``, ``audio_track`` (``AudioTrack.to_dict``: number, stream_index, language, codec,
     channels, sample_rate, title, default) and ``audio_timeline`` ({"events": [AudioEvent.to_dict], "checked":
     "the whole file" | "the sampled windows only", "meaning": what a gap or an overlap means, or null})."""
-    from synchformer.plots.heatmap import plot_heatmap
-
     summary = result.summarize(min_sync_prob=args.min_sync_prob, fine_model=fine)
     segments = result.file_segments if result.sampled else result.segments_total
-    report = {"file": str(video), "weights": getattr(model, "weights_label", args.weights),
+    report = {"file": str(video), "status": "ok", "weights": getattr(model, "weights_label", args.weights),
               "syncability_weights": syncability_label(args.syncability_weights, sync_model),
               "fine_weights": fine_label(getattr(args, "fine_weights", None), fine),
               "precision": getattr(model, "precision", "fp32"), "timing": result.timing,
               "audio_lead_sec": result.audio_lead_sec,
-              "hop_sec": round(result.hop_sec, 3), "segments": segments,
+              "hop_sec": round(result.hop_sec, 3) if math.isfinite(result.hop_sec) else None, "segments": segments,
               "analysed_sec": round(segments * 0.32 + 0.32, 3), "sampled": sampled_of(result),
               "warnings": [w for w in [getattr(model, "load_warning", None)] if w] + result.warnings,
               "audio_track": result.audio_track.to_dict() if result.audio_track else None,
               "audio_timeline": audio_timeline(result),
               **summary.to_dict()}
     if args.plot:
-        out = Path(args.plot)
-        if len(args.videos) > 1:
-            out = out.with_name(f"{out.stem}_{Path(video).stem}{out.suffix or '.png'}")
+        from synchformer.plots.heatmap import plot_heatmap
+
+        out = plot_path(args, video, track)
         protect_inputs(out, args.videos)
         plot_heatmap(result.window_starts, result.probs, result.grid, summary, out, sync_probs=result.sync_probs,
                      title=Path(video).name + (f" (sampled: {len(result.window_starts)} windows spread over the file)"
@@ -176,6 +253,9 @@ def format_report(r: dict) -> str:
         lines = [f"{r['file']}  {r['analysed_sec']:.2f} s, sampled: {r['n_windows']} windows of 4.8 s spread over "
                  f"it ({r['sampled']['seen_sec']:.1f} s seen, one every {r['hop_sec']:.1f} s; --max-windows 0 "
                  "for every window)"]
+    elif r["hop_sec"] is None:  # --start: one window
+        w = r["windows"][0]
+        lines = [f"{r['file']}  one window, {w['start_sec']:.2f}-{w['end_sec']:.2f} s"]
     else:
         lines = [f"{r['file']}  {r['analysed_sec']:.2f} s analysed, {r['n_windows']} windows of 4.8 s "
                  f"(hop {r['hop_sec']:.2f} s)"]
@@ -183,7 +263,7 @@ def format_report(r: dict) -> str:
         lines.append(f"  {r['message']}")
     else:
         lines.append(f"  offset {r['offset_sec']:+.2f} s ({describe_offset(r['offset_sec'])}), confidence "
-                     f"{r['confidence']:.2f}, {r['agreement'] * 100:.0f}% of {r['n_used']} windows agree "
+                     f"{two_decimals(r['confidence'])}, {r['agreement'] * 100:.0f}% of {r['n_used']} windows agree "
                      f"within 0.2 s")
         lo, hi = r["refined_interval_sec"]
         lines.append(f"  refined {r['refined_offset_sec'] * 1000:+.0f} ms (90% interval {lo * 1000:+.0f} to "
@@ -260,30 +340,24 @@ def _row(start, end, w, sync, count=1) -> str:
     return s
 
 
-def _single_window(model, args, jobs, failed: int) -> int:
+def _single_window(model, args, jobs, failures: _Failures) -> int:
+    """``--start`` with a synchronizability model as ``--weights``: P(synchronizable) of that window."""
     from synchformer.inference import predict_window
 
-    for video, track in jobs:
+    for k, (video, track) in enumerate(jobs):
+        failures.flush(k)
         try:
             result = predict_window(model, video, start_sec=args.start, timing=args.timing, audio_track=track)
         except SynchformerError as e:
-            if len(jobs) == 1:
-                raise
-            print(f"synchformer: error: {e}", file=sys.stderr)
-            failed += 1
+            failures.add(video, e, track=track)
             continue
         if args.json:
-            print(json.dumps({**result.to_dict(), "weights": getattr(model, "weights_label", args.weights),
-                              "timing": args.timing or model.cfg.timing}))
+            print(json.dumps({**result.to_dict(), "status": "ok",
+                              "weights": getattr(model, "weights_label", args.weights),
+                              "timing": args.timing or model.cfg.timing}), flush=True)
             continue
-        span = f"window {result.start_sec:.2f}-{result.end_sec:.2f} s"
         audio = f"  audio {_track_text(result.audio_track.to_dict())}" if result.audio_track else ""
-        if result.head == "synchronizability":
-            print(f"{video}  {span}{audio}  synchronizable: p={result.probability:.3f}")
-            continue
-        print(f"{video}  {span}{audio}")
-        print(f"  offset {result.offset_sec:+.2f} s ({describe_offset(result.offset_sec)}), p={result.probability:.3f}")
-        print("  top-5: " + "  ".join(f"{t['offset_sec']:+.2f} s p={t['probability']:.3f}" for t in result.top(5)))
-        for e in result.audio_events:
-            print(f"  audio timeline: {_event_text(e.to_dict())}")
-    return 2 if failed else 0
+        print(f"{video}  window {result.start_sec:.2f}-{result.end_sec:.2f} s{audio}  synchronizable: "
+              f"p={result.probability:.3f}")
+    failures.flush()
+    return 2 if failures.count else 0

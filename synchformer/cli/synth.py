@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from synchformer.cli.common import float_at_least, int_at_least, positive_int, random_seed
+
 
 def add_parser(sub):
     p = sub.add_parser(
@@ -14,22 +16,26 @@ def add_parser(sub):
         "audio from vstart_sec + offset_sec), events.jsonl (each clip's event times and kinds) and synth.json. "
         "Running again with the same arguments makes only the clips that are missing.")
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (created if needed)")
-    p.add_argument("--n", type=int, default=200, help="how many clips (default: 200)")
-    p.add_argument("--seed", type=int, default=0, help="clip i is made from seed * 1000003 + i (default: 0)")
-    p.add_argument("--duration", type=float, default=10.0, metavar="SEC", help="clip length, >= 5 (default: 10)")
-    p.add_argument("--size", type=int, default=96, metavar="PX", help="frame side in pixels (default: 96)")
-    p.add_argument("--workers", type=int, default=1, metavar="K", help="processes making clips (default: 1)")
+    p.add_argument("--n", type=positive_int, default=200, help="how many clips (default: 200)")
+    p.add_argument("--seed", type=random_seed, default=0, help="clip i is made from seed * 1000003 + i, so the "
+                   "same seed makes the same clips (default: 0)")
+    p.add_argument("--duration", type=float_at_least(5), default=10.0, metavar="SEC",
+                   help="clip length, >= 5 (default: 10)")
+    p.add_argument("--size", type=int_at_least(16), default=96, metavar="PX",
+                   help="frame side in pixels, >= 16 (default: 96)")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="K",
+                   help="processes making clips (default: 1; more is faster on more cores)")
     p.add_argument("--offsets", choices=("classes", "continuous"), default="classes",
                    help="classes (default): in-sync files, clips.csv gives each an offset from the 21 classes to "
                         "crop at; continuous: each file is written out of sync by an offset drawn uniformly from "
                         "+-1.5 s, clips.csv (path,offset_sec,in_file) holds the truth, for predict and eval to be "
                         "measured in ms")
     easier = p.add_argument_group("difficulty (an easier set is a curriculum for training from scratch)")
-    easier.add_argument("--events", type=_range, default=(1, 4), metavar="LO,HI",
+    easier.add_argument("--events", type=_range(1), default=(1, 4), metavar="LO,HI",
                         help="events per 5 s stretch (default: 1,4)")
-    easier.add_argument("--distractors", type=_range, default=(1, 3), metavar="LO,HI",
+    easier.add_argument("--distractors", type=_range(0), default=(1, 3), metavar="LO,HI",
                         help="silent moving shapes per clip (default: 1,3)")
-    easier.add_argument("--quiet-sounds", type=_range, default=(0, 3), metavar="LO,HI",
+    easier.add_argument("--quiet-sounds", type=_range(0), default=(0, 3), metavar="LO,HI",
                         help="quiet sounds without a picture per 5 s stretch (default: 0,3)")
     easier.add_argument("--no-noise", action="store_true", help="no background noise")
     easier.add_argument("--linked-sounds", action="store_true",
@@ -38,18 +44,28 @@ def add_parser(sub):
     return p
 
 
-def _range(text: str) -> tuple[int, int]:
-    import argparse
+def _range(lo_min: int):
+    """LO,HI: two whole numbers, lo_min <= LO <= HI."""
 
-    try:
-        lo, hi = (int(x) for x in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI (two whole numbers), got {text!r}") from None
-    return lo, hi
+    def parse(text: str) -> tuple[int, int]:
+        import argparse
+
+        try:
+            lo, hi = (int(x) for x in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected LO,HI (two whole numbers), got {text!r}") from None
+        if not lo_min <= lo <= hi:
+            raise argparse.ArgumentTypeError(f"expected LO,HI with {lo_min} <= LO <= HI, got {text!r}")
+        return lo, hi
+
+    return parse
 
 
 def run(args) -> int:
     from synchformer.errors import SynchformerError
+    from synchformer.io.outputs import check_output_folder
+
+    check_output_folder(args.out_dir)  # before any clip is made
     from synchformer.training.synth import Cues, synth
 
     try:

@@ -7,6 +7,7 @@ window's 14 segments come from the cache of encoder features; only the sync tran
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections import deque
@@ -171,7 +172,7 @@ class _FeatureCache:
 def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int | None = None,
             audio: np.ndarray | None = None, timing: str | None = None, progress: bool = False,
             max_windows: int = MAX_WINDOWS, precision: str | None = None, audio_track: int | str | None = None,
-            **kw) -> Analysis:
+            start_sec: float | None = None, **kw) -> Analysis:
     """Offset logits of every window of ``path`` (and P(synchronizable) with a stage III ``sync_model``).
 
     ``audio``: a 16 kHz mono waveform used instead of the file's sound (e.g. a generated track). ``size``:
@@ -185,15 +186,23 @@ def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0
     window, whatever the length. ``precision``: fp32, bf16, fp16 or auto for this call (default:
     ``model.precision``, fp32 unless ``load_model`` was told otherwise). ``audio_track``: which of the file's
     audio tracks is measured (a number from 1, or a language code; default: the one a player picks; see
-    ``io.decode.pick_audio_track``). Window times count from the file's first video frame. Other keywords: see
-    :func:`analyze_segments`.
+    ``io.decode.pick_audio_track``). Window times count from the file's first video frame. ``start_sec``: only
+    the one window that starts there (at the first frame at or after it; ``predict --start``), read, judged and
+    reported as any window of the file is. Other keywords: see :func:`analyze_segments`.
     """
     crop = model.cfg.image_size
     size = size or decode_size(crop)
-    max_windows = 0 if kw.get("ends_only") else max_windows
+    max_windows = 0 if kw.get("ends_only") or start_sec is not None else max_windows
+    chunk = {}
+    if start_sec is not None:
+        if not (start_sec >= 0 and np.isfinite(start_sec)):
+            raise ValueError(f"start_sec must be finite and >= 0, got {start_sec}")
+        first_frame = math.ceil(start_sec * VIDEO_FPS - 1e-6)
+        chunk = {"chunk_segments": model.cfg.n_segments}  # decode just the window
+        kw["first_only"] = True
     grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio,
                                  timing=timing or model.cfg.timing, max_windows=max_windows,
-                                 window_segments=model.cfg.n_segments, audio_track=audio_track)
+                                 window_segments=model.cfg.n_segments, audio_track=audio_track, **chunk)
     if progress:
         total = len(grid.windows) * model.cfg.n_segments if grid.windows is not None else None
         chunks = _with_progress(chunks, grid.path, total)
@@ -245,14 +254,15 @@ def run_steps(steps, encode=encode_alone):
 
 def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[SegmentChunk], *,
                    hop_sec: float = 2.4, sync_model: Synchformer | None = None, ends_only: bool = False,
-                   window_batch: int = 16, encode_batch: int | None = None, keep_visual: bool = False):
+                   window_batch: int = 16, encode_batch: int | None = None, keep_visual: bool = False,
+                   first_only: bool = False):
     """:func:`analyze_segments` as a generator: yields EncodeRequests, is sent their features, returns the
-    Analysis (``StopIteration.value``)."""
+    Analysis (``StopIteration.value``). ``first_only``: the first window alone."""
     path = grid.path
     if model.cfg.head != "offset":
         raise ValueError("the first model must have the offset head; pass a stage III model as sync_model")
     n = model.cfg.n_segments
-    h = hop_in_segments(hop_sec) if not ends_only else 10**9
+    h = hop_in_segments(hop_sec) if not (ends_only or first_only) else 10**9
     encode_batch = encode_batch or (32 if model.device.type == "cuda" else 4)
     caches = [_FeatureCache(model, encode_batch, keep_visual)]
     if sync_model is not None:
@@ -320,10 +330,12 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
         # keep what windows not yet run need, and the last n segments (the tail window may need them)
         for cache in dict.fromkeys(caches):
             cache.prune(min(batch[0] if batch else next_k0, seen - n))
+        if first_only and seen >= n:
+            break
     if seen < n:
         raise too_short(path, n, seen)
     tail = seen - n
-    if tail % h:  # the last hop window ends before the file does: add one flush with the end
+    if tail % h and not first_only:  # the last hop window ends before the file does: add one flush with the end
         for cache in dict.fromkeys(caches):
             by_chunk: dict[int, tuple[SegmentChunk, list[int]]] = {}
             for k, c, i in recent:
@@ -335,7 +347,8 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
     run_batch()
 
     return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, seen,
-                     hop_sec=h * SEGMENT_SEC if not ends_only else float("inf"), warnings=grid.warnings,
+                     hop_sec=h * SEGMENT_SEC if not (ends_only or first_only) else float("inf"),
+                     warnings=grid.warnings,
                      kept=caches[0].kept)
 
 

@@ -38,7 +38,7 @@ import torch
 from synchformer import plots
 from synchformer.constants import (AUDIO_SR, HOP_LENGTH, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS)
 from synchformer.errors import SynchformerError
-from synchformer.features import LEAD_FRAMES, LEAD_SAMPLES, span_frames, span_samples
+from synchformer.features import span_frames, span_samples
 from synchformer.inference.pooling import describe_offset
 from synchformer.inference.window import load_window
 from synchformer.model import Synchformer
@@ -272,11 +272,11 @@ def explain_window(model: Synchformer, path: str | os.PathLike, start_sec: float
     att = attribute(model, vfeats, afeats, target=target, method=method, tokens=tokens)
 
     slots = round(span_frames(n_seg) / SEGMENT_STRIDE_FRAMES)  # 15 slots of 0.32 s
-    mid = LEAD_FRAMES + SEGMENT_STRIDE_FRAMES * np.arange(slots) + SEGMENT_STRIDE_FRAMES // 2
+    mid = SEGMENT_STRIDE_FRAMES * np.arange(slots) + SEGMENT_STRIDE_FRAMES // 2
     thumbs = clip.frames[torch.as_tensor(mid)].permute(0, 2, 3, 1)
     step = max(1, thumbs.shape[1] // 112)  # ~112 px is plenty for a strip of 15
-    wave = clip.audio[LEAD_SAMPLES:LEAD_SAMPLES + span_samples(n_seg)]
-    return Explanation(**vars(att), path=path, start_sec=clip.start_sec + LEAD_FRAMES / VIDEO_FPS, classes=classes,
+    wave = clip.audio[:span_samples(n_seg)]
+    return Explanation(**vars(att), path=path, start_sec=clip.start_sec, classes=classes,
                        target_given=target_sec is not None, thumbnails=thumbs[:, ::step, ::step].numpy().copy(),
                        waveform=wave.numpy().astype(np.float32))
 

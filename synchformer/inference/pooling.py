@@ -105,6 +105,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from synchformer.constants import WINDOW_SEC
+from synchformer.inference.verdict import two_decimals
 
 if TYPE_CHECKING:
     from synchformer.inference.drift import Drift
@@ -484,7 +485,7 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
         if left_out:
             msg += f" ({why_left_out})"
     else:
-        parts.append(f"{_describe(mean_pool.offset_sec)} (confidence {mean_pool.confidence:.2f}, "
+        parts.append(f"{_describe(mean_pool.offset_sec)} (confidence {two_decimals(mean_pool.confidence)}, "
                      f"{100 * agreement:.0f}% of {n_used} windows agree)")
         if not log_pool.index - 1 <= mean_pool.index <= log_pool.index + 1:
             parts.append(f"the log pool says {_pm(log_pool.offset_sec)} s: check the heat map")

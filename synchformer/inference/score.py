@@ -31,7 +31,7 @@ from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
 from synchformer.inference.analyze import Analysis, EncodeRequest, analysis_steps
 from synchformer.inference.batch_io import (AUDIO_EXTENSIONS, COMMON, METRIC_COLUMNS, VIDEO_EXTENSIONS, Item, as_item,
-                                           columns, read_inputs, row_key)
+                                           assign_ids, columns, read_inputs, row_key)
 from synchformer.inference.stream import SegmentChunk, encode_chunk, read_segments
 from synchformer.interrupts import held_signals
 from synchformer.model.precision import using
@@ -267,8 +267,33 @@ def offset_of(analysis: Analysis, summary=None) -> dict:
     return out
 
 
-def _row(item: Item, metric: str) -> dict:
+def run_settings(model, metric: str = "desync", *, hop_sec: float = 2.4, duration: float | None = None,
+                 max_windows: int = MAX_WINDOWS, timing: str | None = None, size: int | None = None,
+                 precision: str | None = None, fine_model=None, audio_track: int | str | None = None) -> dict:
+    """What ``score_files`` with these arguments records in each row besides the file (batch_io.SETTINGS and
+    METRIC_SETTINGS, with metric and timing): the model's identity (``weights_identity``), its precision, the
+    frame size, the options that change the numbers, and the fine model's identity where one runs."""
+    from synchformer.model.load import weights_identity
+    from synchformer.model.precision import resolve
+
+    crop = int(model.cfg.image_size)
+    ident = weights_identity(model)
+    precision = resolve(precision, model.device, model.cfg) if precision else getattr(model, "precision", "fp32")
+    out = {"metric": metric, "timing": timing or ("true" if metric == "desync" else model.cfg.timing),
+           "weights": ident["weights"], "weights_sha256": ident["sha256"], "precision": precision,
+           "frame_size": int(size or (crop if metric == "desync" else decode_size(crop))),
+           "cut_sec": None if duration is None else float(duration), "audio_track": audio_track}
+    if metric == "offset":
+        fine = weights_identity(fine_model) if fine_model is not None else {}
+        # a cut is read whole: the budget does not apply
+        out.update(hop_sec=float(hop_sec), max_windows=int(max_windows) if duration is None else 0,
+                   fine_weights=fine.get("weights"), fine_sha256=fine.get("sha256"))
+    return out
+
+
+def _row(item: Item, metric: str, settings: dict | None = None) -> dict:
     row = dict.fromkeys(columns(metric))
+    row.update(settings or {})
     row.update(id=item.id, video=item.video, audio=item.audio, status="ok", metric=metric)
     return row
 
@@ -294,7 +319,8 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
                 size: int | None = None, timing: str | None = None, max_windows: int = MAX_WINDOWS,
                 precision: str | None = None, files_in_flight: int | None = None,
                 fine_model=None, audio_track: int | str | None = None) -> Iterator[dict]:
-    """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done.
+    """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done. Each row
+    names the model and the settings that made it (:func:`run_settings`); ids are unique (``assign_ids``).
 
     ``metric="desync"``: av-benchmark's recipe (frames scaled to short side 224, segments from frame 0, first
     and last window). ``metric="offset"``: every window at ``hop_sec`` (short side 256, as the models were
@@ -322,16 +348,21 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
 def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing, max_windows,
                  files_in_flight, fine_model=None, audio_track=None):
     items = [as_item(x) for x in items]
+    if any(it.id is None for it in items):
+        items = assign_ids(items)
     # frames at the model's own input size (224 for the released models; the bundled tiny one takes 32): desync
     # decodes at short side = crop (av-benchmark: 224), offset at the reference's 256/224 proportion
     crop = int(model.cfg.image_size)
-    timing = timing or ("true" if metric == "desync" else model.cfg.timing)
-    opts = {"size": size or (crop if metric == "desync" else decode_size(crop)), "duration": duration, "crop": crop,
+    # under using(): model.precision is the one this run computes in
+    settings = run_settings(model, metric, hop_sec=hop_sec, duration=duration, max_windows=max_windows,
+                            timing=timing, size=size, fine_model=fine_model, audio_track=audio_track)
+    timing = settings["timing"]
+    opts = {"size": settings["frame_size"], "duration": duration, "crop": crop,
             "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
             "window_segments": model.cfg.n_segments, "audio_track": audio_track}
     kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "keep_visual": fine_model is not None}
     for i, analysis, error in _schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
-        row = {**_row(items[i], metric), "timing": timing}
+        row = _row(items[i], metric, settings)
         try:
             if error is None:
                 _note_read_args(analysis, items[i], opts)
@@ -521,5 +552,5 @@ def summarize_rows(rows: Iterable[dict], metric: str = "desync") -> dict:
 
 
 __all__ = ["AUDIO_EXTENSIONS", "COMMON", "Item", "METRICS", "METRIC_COLUMNS", "VIDEO_EXTENSIONS", "as_item",
-           "columns", "desync_of", "load_audio", "offset_of", "open_item", "read_inputs", "row_key",
-           "score_files", "summarize_rows"]
+           "assign_ids", "columns", "desync_of", "load_audio", "offset_of", "open_item", "read_inputs", "row_key",
+           "run_settings", "score_files", "summarize_rows"]

@@ -24,8 +24,9 @@ MIN_WINDOW_PROBABILITY = 0.40  # a single window's top probability
 MIN_RELIABLE_WINDOW_FRACTION = 0.5
 
 
-def _below(value: float) -> str:
-    """Two decimals rounded down: 0.349 below 0.35 reads "0.34", not "0.35 below 0.35"."""
+def two_decimals(value: float) -> str:
+    """A probability as every message shows it: two decimals rounded down, so that 0.349 below 0.35 reads "0.34",
+    not "0.35 below 0.35", and the confidence a result shows is the one its reasons compare."""
     return f"{math.floor(value * 100 + 1e-9) / 100:.2f}"
 
 
@@ -39,7 +40,7 @@ def window_reasons(row, grid: np.ndarray) -> list[str]:
         return [row.note or "left out"]
     out = []
     if row.probability < MIN_WINDOW_PROBABILITY:
-        out.append(f"probability {_below(row.probability)} below {MIN_WINDOW_PROBABILITY:.2f}")
+        out.append(f"probability {two_decimals(row.probability)} below {MIN_WINDOW_PROBABILITY:.2f}")
     if _at_edge(row.offset_sec, grid) and row.probability < EDGE_MIN_CONFIDENCE:
         out.append(f"at the edge of the ±{np.max(np.abs(grid)):.1f} s range")
     return out
@@ -55,7 +56,7 @@ def file_reasons(summary) -> list[str]:
     out = []
     c = summary.confidence
     if c < MIN_CONFIDENCE:
-        out.append(f"confidence {_below(c)} below {MIN_CONFIDENCE:.2f}")
+        out.append(f"confidence {two_decimals(c)} below {MIN_CONFIDENCE:.2f}")
     if _at_edge(summary.offset_sec, grid) and c < EDGE_MIN_CONFIDENCE:
         out.append(f"at the edge of the ±{np.max(np.abs(grid)):.1f} s range (the offset may be larger)")
     drift = summary.drift
@@ -96,5 +97,5 @@ def judge(summary, model_caveat: str | None = None) -> None:
     summary.reliable = not reasons
 
 
-__all__ = ["judge", "file_reasons", "window_reasons", "MIN_CONFIDENCE", "MIN_AGREEMENT", "EDGE_MIN_CONFIDENCE",
+__all__ = ["judge", "file_reasons", "window_reasons", "two_decimals", "MIN_CONFIDENCE", "MIN_AGREEMENT", "EDGE_MIN_CONFIDENCE",
            "MIN_WINDOW_PROBABILITY", "MIN_RELIABLE_WINDOW_FRACTION"]

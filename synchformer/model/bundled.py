@@ -1,5 +1,8 @@
 """The small model that ships with the package, trained on the synthetic sparse-cue benchmark only.
 
+Its files have names that ``load_model`` and every ``--weights`` option take (``BUNDLED``; "bundled" is the offset
+model, ``synthetic_tiny``).
+
 It shows the pipeline end to end (``synchformer demo``, ``predict`` without ``--weights``) without any
 download; it has never seen a real video, so real videos need the released weights. How it was trained, and
 what it scores (per clip, all windows pooled: Acc@1 0.93 on 200 held-out synthetic clips; per single window:
@@ -27,6 +30,42 @@ SYNTHETIC_TINY_SYNCABILITY_SHA256 = "7430d497e66fcd581a17efcd3a6e3a22e05a8d31968
 SYNTHETIC_TINY_FINE = ASSETS / "synthetic_tiny_fine.safetensors"
 SYNTHETIC_TINY_FINE_SHA256 = "e2cb523868fd6ce07cbf5afdc1cb26496ba8891f6181ff08d24df2a0587eec7f"
 BUNDLED = ("synthetic_tiny", "synthetic_tiny_syncability", "synthetic_tiny_fine")
+ALIASES = {"bundled": "synthetic_tiny"}
+WHAT = {"synthetic_tiny": "offsets; trained on synthetic flash/click clips only (synchformer synth): the "
+                          "pipeline end to end, not real videos",
+        "synthetic_tiny_syncability": "synchronizable or not, beside synthetic_tiny (--syncability-weights)",
+        "synthetic_tiny_fine": "fine offsets (+-0.2 s), beside synthetic_tiny (--fine-weights)"}
+
+
+def is_name(source) -> bool:
+    """A bundled model's name (or "bundled") that is not also a file here (a local file of that name wins)."""
+    return isinstance(source, str) and (source in BUNDLED or source in ALIASES) and not os.path.exists(source)
+
+
+def path_of(name: str) -> Path:
+    """The file of bundled model ``name`` (or "bundled"), checked against its checksum."""
+    name = ALIASES.get(name, name)
+    if name not in BUNDLED:
+        raise SynchformerError(name, f"is not a bundled model's name ({', '.join([*ALIASES, *BUNDLED])})")
+    path, sha = _file(name)
+    if not path.exists():
+        raise SynchformerError(None, f"the bundled model is missing from this install ({path.name}): pass --weights "
+                                     "with a released checkpoint or one trained with `synchformer train`")
+    if sha256sum(path) != sha:
+        raise SynchformerError(path, "does not match the bundled model's checksum (a damaged install?)")
+    return path
+
+
+def table() -> list[dict]:
+    """Every bundled model, as ``released.table()`` lists the released ones (no URL: it is installed)."""
+    rows = []
+    for name in BUNDLED:
+        path, sha = _file(name)
+        aliases = [a for a, n in ALIASES.items() if n == name]
+        rows.append({"name": name, "aliases": aliases, "id": None, "what": WHAT[name], "url": None, "md5": None,
+                     "sha256": sha, "bundled": True, "cached": str(path) if path.exists() else None,
+                     "size_mb": round(path.stat().st_size / 1e6, 1) if path.exists() else None})
+    return rows
 
 
 def _file(name: str) -> tuple[Path, str]:
@@ -67,10 +106,4 @@ def bundled_name(path) -> str | None:
 
 
 def _load(name: str, device: str):
-    path, sha = _file(name)
-    if not path.exists():
-        raise SynchformerError(None, f"the bundled model is missing from this install ({path.name}): pass --weights "
-                                     "with a released checkpoint or one trained with `synchformer train`")
-    if sha256sum(path) != sha:
-        raise SynchformerError(path, "does not match the bundled model's checksum (a damaged install?)")
-    return load_model(path, device=device)
+    return load_model(path_of(name), device=device)

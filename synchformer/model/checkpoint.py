@@ -9,6 +9,10 @@ Containers understood by :func:`read_checkpoint`:
   ``{'state_dict': …}`` or ``{'model': …}``), as downstream projects re-host the weights;
 - ``safetensors``: the package's own format (config JSON in the metadata under ``synchformer_config``).
 
+A state dict of the package's may hold ``synchformer_settings`` (``model.synchformer.SETTINGS_KEY``): the
+settings the reference never has (centred segments, ...), so that a bare copy says them. It is no weight:
+:class:`Checkpoint` has it as ``settings``.
+
 ``.pt``/``.pth`` files are pickles, and unpickling can run arbitrary code. They are read through
 ``torch.load`` with our own pickle module whose ``find_class`` only hands out an allow-list of harmless
 callables (tensor rebuild functions, plain containers) and inert stand-ins for omegaconf classes; any other
@@ -37,6 +41,7 @@ import torch
 
 from synchformer.errors import SynchformerError
 from synchformer.io.outputs import current_umask
+from synchformer.model.synchformer import SETTINGS_KEY, read_settings
 
 PathLike = typing.Union[str, os.PathLike]
 
@@ -57,6 +62,7 @@ class Checkpoint:
     logit_scale: torch.Tensor | None = None  # stage I only
     ignored_keys: list[str] = field(default_factory=list)  # keys that are not Synchformer weights
     sidecar: dict | None = None  # <file>.json beside the weights: what they cannot tell (head counts, ...)
+    settings: dict | None = None  # what the weights' SETTINGS_KEY says (the package's own models); None: none
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -342,7 +348,8 @@ def _unwrap(obj, path: PathLike | None) -> tuple[Mapping, str, object]:
 
 
 def _normalise(raw: Mapping, path: PathLike | None):
-    """Map keys to the stage II/III layout. Returns (state dict, logit_scale, ignored keys, was_stage1)."""
+    """Map keys to the stage II/III layout. Returns (state dict, logit_scale, ignored keys, was_stage1,
+    settings: what a SETTINGS_KEY entry says, or None)."""
     stripped: dict[str, tuple[str, object]] = {}
     ignored: list[str] = []
     for key, value in raw.items():
@@ -354,6 +361,13 @@ def _normalise(raw: Mapping, path: PathLike | None):
             raise SynchformerError(path, f"has the key '{short}' both with and without a 'module.' prefix")
         stripped[short] = (key, value)
 
+    settings = None
+    if SETTINGS_KEY in stripped:
+        key, marker = stripped.pop(SETTINGS_KEY)
+        try:
+            settings = read_settings(marker)
+        except ValueError as e:
+            raise SynchformerError(path, f"has an unreadable '{key}' entry ({e})") from None
     official = any(k.startswith(PREFIXES) for k in stripped)
     stage1 = not official and any(k.startswith(old) for k in stripped for old, _ in _STAGE1_RENAMES)
     out: dict[str, torch.Tensor] = {}
@@ -379,13 +393,20 @@ def _normalise(raw: Mapping, path: PathLike | None):
             f"has no Synchformer weights: expected keys starting with {', '.join(PREFIXES)} "
             f"(or stage I v_encoder./a_encoder.); found {len(raw)} keys, e.g. {sample}",
         )
-    return out, logit_scale, ignored, stage1
+    return out, logit_scale, ignored, stage1, settings
 
 
 def normalise_state_dict(raw: Mapping, path: PathLike | None = None) -> dict[str, torch.Tensor]:
     """The stage II/III-layout tensors of an in-memory state dict (or checkpoint dict); `path` names it in errors."""
+    return checkpoint_of(raw, path).state_dict
+
+
+def checkpoint_of(raw: Mapping, path: PathLike | None = None) -> Checkpoint:
+    """An in-memory state dict (or checkpoint dict) as read_checkpoint reads a file; `path` names it in errors."""
     state_dict, _, _ = _unwrap(raw, path)
-    return _normalise(state_dict, path)[0]
+    sd, logit_scale, ignored, _, settings = _normalise(state_dict, path)
+    return Checkpoint(state_dict=sd, source_format="state_dict", head=detect_head(sd, path),
+                      logit_scale=logit_scale, ignored_keys=ignored, settings=settings)
 
 
 def _sidecar_config(path: Path) -> dict | None:
@@ -419,7 +440,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         source_format, args = "safetensors", None
     else:
         raw, source_format, args = _unwrap(_torch_load(path, head), path)
-    state_dict, logit_scale, ignored, stage1 = _normalise(raw, path)
+    state_dict, logit_scale, ignored, stage1, settings = _normalise(raw, path)
     if stage1 and source_format != "safetensors":
         source_format = "stage1"
     if args is not None:
@@ -440,6 +461,7 @@ def read_checkpoint(path: PathLike) -> Checkpoint:
         logit_scale=logit_scale,
         ignored_keys=ignored,
         sidecar=sidecar,
+        settings=settings,
     )
 
 

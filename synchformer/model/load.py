@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,8 +13,8 @@ import torch
 
 from synchformer.errors import SynchformerError
 from synchformer.model import released
-from synchformer.model.checkpoint import Checkpoint, detect_head, normalise_state_dict, read_checkpoint, save_safetensors
-from synchformer.model.synchformer import ModelConfig, Synchformer
+from synchformer.model.checkpoint import Checkpoint, checkpoint_of, read_checkpoint, save_safetensors
+from synchformer.model.synchformer import SETTINGS_KEY, ModelConfig, Synchformer
 
 FORMAT_VERSION = 1
 
@@ -27,7 +29,10 @@ def _dig(d, *keys):
 
 # What the tensor shapes cannot tell. The released widths (768) come with the released head counts (ViT-B and
 # AST: 12; the sync transformer: 8); other widths need the counts from a config. ``center_segments`` is not in
-# the reference, so its files are read without it; a bare state dict may come from either, so it must say.
+# the reference, so its files are read without it, and so is a bare state dict of the released widths (MMAudio's,
+# an evaluation harness's ``torch.save(ckpt["model"])``) unless it says otherwise: the package's own models that
+# centre carry their settings in the state dict itself (``SETTINGS_KEY``). A bare state dict of other widths
+# without them must say (a sidecar), as it may be the package's.
 RELEASED_HEADS = {"v_heads": 12, "a_heads": 12, "heads": 8}
 RELEASED_WIDTH = 768
 
@@ -66,14 +71,23 @@ def _shape_config(sd: Mapping[str, torch.Tensor]) -> dict:
     return cfg
 
 
-def _infer(sd, official_args=None, given: Mapping | None = None, reference: bool = False):
-    """(ModelConfig, fields nothing determined). ``given``: fields from a config (a sidecar); ``reference``: the
-    file is the reference's own (official or stage I format), so it has no ``center_segments``."""
+def _released_widths(shapes: Mapping) -> bool:
+    widths = [shapes[k] for k in ("v_width", "a_width", "width") if k in shapes]
+    return bool(widths) and all(w == RELEASED_WIDTH for w in widths)
+
+
+def _infer(sd, official_args=None, given: Mapping | None = None, reference: bool = False,
+           settings: Mapping | None = None):
+    """(ModelConfig, fields nothing determined). ``given``: fields from a config (a sidecar); ``settings``: what
+    the weights' own ``SETTINGS_KEY`` says; ``reference``: the weights are the reference's (official or stage I
+    format, or a bare state dict of its widths without settings), so they have no ``center_segments``."""
     cfg = _shape_config(sd)
     known = dict(given or {})
     n_head = _dig(official_args, "model", "params", "transformer", "params", "n_head")
     if n_head is not None and "heads" not in known:
         known["heads"] = int(n_head)
+    for name, value in (settings or {}).items():
+        known.setdefault(name, value)
     if reference:  # the authors' own files: no centring, and their audio timing
         known.setdefault("center_segments", False)
         known.setdefault("timing", "authors")
@@ -122,7 +136,19 @@ def _read_config(ckpt: Checkpoint) -> tuple[ModelConfig, list[str]]:
     given = _dig(ckpt.sidecar, "model")
     if ckpt.sidecar is not None and not isinstance(given, Mapping):
         raise ValueError('its config sidecar has no "model" object')
-    return _infer(ckpt.state_dict, ckpt.config if official else None, given, reference=official)
+    # a bare state dict without the package's settings, of the released widths: the reference's layout
+    reference = official or (ckpt.settings is None and _released_widths(_shape_config(ckpt.state_dict)))
+    return _infer(ckpt.state_dict, ckpt.config if official else None, given, reference=reference,
+                  settings=ckpt.settings)
+
+
+def _check_settings(ckpt: Checkpoint, cfg: ModelConfig, name) -> None:
+    """A config (given, or a sidecar's) that contradicts the centring the weights say they were trained with is
+    refused: the model would run, with other numbers."""
+    said = (ckpt.settings or {}).get("center_segments")
+    if said is not None and bool(said) != cfg.center_segments:
+        raise SynchformerError(name, f"the weights were trained with center_segments={str(bool(said)).lower()}, "
+                                     f"but the config given says {str(cfg.center_segments).lower()}")
 
 
 def config_of(ckpt: Checkpoint, path=None) -> ModelConfig:
@@ -130,6 +156,7 @@ def config_of(ckpt: Checkpoint, path=None) -> ModelConfig:
     cfg, undetermined = _config_and_gaps(ckpt, path)
     if undetermined:
         raise SynchformerError(path, _undetermined_message(undetermined, path))
+    _check_settings(ckpt, cfg, path)
     return cfg
 
 
@@ -149,11 +176,14 @@ def _undetermined_message(fields: list[str], path) -> str:
 def load_model(source, device: str | torch.device = "cpu", config: ModelConfig | None = None,
                precision: str = "fp32") -> Synchformer:
     """A ``Synchformer`` in eval mode from a released model's name (``released.MODELS``: "audioset",
-    "syncability", ...; downloaded once), a released .pt (stage II/III or stage I), a bare state dict file,
-    the package's .safetensors, or an in-memory state dict. The head (offset or synchronizability) and the
-    sizes come from the weights. What they cannot tell (head counts of non-released widths; ``center_segments``
-    of a bare state dict) comes from ``config`` or a sidecar ``<file>.json`` holding ``{"model": {...}}``;
-    without either, the load is refused in one line rather than guessed.
+    "syncability", ...; downloaded once), a bundled model's name ("synthetic_tiny", "synthetic_tiny_syncability",
+    "synthetic_tiny_fine"; "bundled" is "synthetic_tiny"), a released .pt (stage II/III or stage I), a bare state
+    dict file, the package's .safetensors, or an in-memory state dict. The head (offset or synchronizability) and
+    the sizes come from the weights. A bare state dict of the released widths is read as the reference's (no
+    centring, the authors' audio timing) unless it carries the package's own settings (``SETTINGS_KEY``, which
+    every model of the package that centres writes). What the weights cannot tell (head counts of other widths;
+    ``center_segments`` of a bare state dict of other widths) comes from ``config`` or a sidecar ``<file>.json``
+    holding ``{"model": {...}}``; without either, the load is refused in one line rather than guessed.
 
     Stage I files hold only the encoders: ``extract_vfeats``/``extract_afeats`` work, the sync head does not.
     ``precision``: fp32 (default: the reference's numbers), bf16 or fp16 autocast, or auto (bf16 where the
@@ -162,13 +192,16 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     from synchformer.model.precision import resolve
 
     resolve(precision, device)  # a bad value is refused before seconds of loading
+    from synchformer.model import bundled
+
     path = None
     if released.is_name(source):  # "audioset", "syncability", ...: the cached download
         source = released.fetch(source)
+    elif bundled.is_name(source):  # "bundled", "synthetic_tiny", ...: the package's own files, checked
+        source = bundled.path_of(source)
     if isinstance(source, Mapping):
         name = "<state dict>"
-        sd = normalise_state_dict(source, name)
-        ckpt = Checkpoint(state_dict=sd, source_format="state_dict", head=detect_head(sd, name))
+        ckpt = checkpoint_of(source, name)
     else:
         name = path = os.fspath(source)
         ckpt = read_checkpoint(source)
@@ -178,13 +211,14 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
         if known:
             ckpt.sidecar = {"model": known}
             cfg, undetermined = _config_and_gaps(ckpt, name)
+    _check_settings(ckpt, cfg, name)
 
     # Built on the meta device and filled with the loaded tensors: no time or memory spent on a random init.
     with torch.device("meta"):
         model = Synchformer(cfg)
     sd = {k: v.to(torch.float32) if v.is_floating_point() else v for k, v in ckpt.state_dict.items()}
     encoders_only = ckpt.head is None
-    expected = model.state_dict()
+    expected = {k: v for k, v in model.state_dict().items() if k != SETTINGS_KEY}  # (the marker is no weight)
     missing = [k for k in expected if k not in sd and not (encoders_only and not k.startswith(("vfeat_", "afeat_")))]
     unexpected = [k for k in sd if k not in expected]
     wrong = [f"{k} {tuple(sd[k].shape)} (model: {tuple(expected[k].shape)})" for k in sd
@@ -206,6 +240,7 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     model.load_state_dict(sd, assign=True)
     model.has_sync_head = not encoders_only
     model.source_format = ckpt.source_format
+    model.source_path = None if path is None else os.path.abspath(path)
     model.bundled = _bundled_name(path)  # every verdict of a bundled model says it never saw a real video
     model.caveat = None if model.bundled is None else _bundled_caveat()
     model.precision = resolve(precision, device, cfg)  # auto: also by the model's size on a CPU
@@ -222,6 +257,32 @@ def _bundled_caveat() -> str:
     from synchformer.model.bundled import CAVEAT
 
     return CAVEAT
+
+
+def weights_identity(model: Synchformer) -> dict:
+    """What made a result, for rows and reports to carry: ``{"weights": the name or file it was loaded as,
+    "sha256": the first 16 hex digits of the file's sha256 (of the tensors, for a model not read from a file)}``.
+    The file is hashed once per file version."""
+    label = model.weights_label or model.bundled or model.source_path or "<state dict>"
+    if model.source_path is not None and os.path.isfile(model.source_path):
+        st = os.stat(model.source_path)
+        digest = _file_sha256(model.source_path, st.st_mtime_ns, st.st_size)
+    else:
+        h = hashlib.sha256()
+        for k, v in sorted(model.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().to("cpu").contiguous().numpy().tobytes())
+        digest = h.hexdigest()
+    return {"weights": str(label), "sha256": digest[:16]}
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def save_model(model: Synchformer, path, *, protect: Iterable = (), extra: Mapping | None = None,

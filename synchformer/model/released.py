@@ -10,6 +10,7 @@ only once its md5 matches: a file in the cache is always a whole, checked one.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import sys
@@ -66,6 +67,40 @@ MODELS: dict[str, Released] = {
 }
 
 
+# What to do when a released model cannot be had, said the way the caller can do it.
+PYTHON_HINT = ('download it yourself and pass its path to load_model, set SYNCHFORMER_MIRROR to a server that has '
+               'it, or load the bundled model by name: load_model("bundled") (trained on synthetic clips only)')
+
+
+def cli_hint(option: str = "--weights") -> str:
+    return (f"download it yourself and pass {option} PATH, set SYNCHFORMER_MIRROR to a server that has it, or pass "
+            f"{option} bundled for the bundled model (trained on synthetic clips only)")
+
+
+class DownloadError(SynchformerError):
+    """A released model that is not in the cache and could not be downloaded: ``url`` and ``reason`` (the md5
+    mismatch, the HTTP status, the refused connection), with what to do (``hint``: ``with_hint`` says it
+    another way, e.g. the command line's)."""
+
+    def __init__(self, name: str, url: str, reason: str, hint: str = PYTHON_HINT):
+        self.name, self.url, self.reason, self.hint = name, url, reason, hint
+        super().__init__(None, f"cannot download {name} from {url} ({reason}); {hint}")
+
+    def with_hint(self, hint: str) -> "DownloadError":
+        return DownloadError(self.name, self.url, self.reason, hint)
+
+    def __reduce__(self):  # (to another process and back: its own arguments, not the message)
+        return DownloadError, (self.name, self.url, self.reason, self.hint)
+
+
+def _reason(e: BaseException) -> str:
+    """What went wrong with a download, in a few words: "HTTP 404 Not Found", "[Errno 111] Connection refused"."""
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}".strip()
+    why = getattr(e, "reason", None) or e
+    return " ".join(str(why).split()) or type(why).__name__
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("SYNCHFORMER_CACHE") or Path.home() / ".cache" / "synchformer")
 
@@ -95,29 +130,32 @@ def md5sum(path) -> str:
 
 def fetch(name: str, progress: bool | None = None, timeout: float = 30.0) -> Path:
     """The cached file of released model ``name``, downloaded first if it is not there yet (with a progress
-    bar when ``progress``; default: when stderr is a terminal)."""
+    bar when ``progress``; default: when stderr is a terminal). ``DownloadError`` (one line: the URL and why)
+    where it cannot be had."""
     if name not in MODELS:
         raise SynchformerError(name, f"is not a released model's name ({', '.join(MODELS)})")
     path, m = cached_path(name), MODELS[name]
-    if m.sidecar is not None and not path.with_suffix(".json").exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(m.sidecar) + "\n"))
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+        if m.sidecar is not None and not path.with_suffix(".json").exists():
+            write_atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(m.sidecar) + "\n"))
+    except OSError as e:
+        raise SynchformerError(path.parent, f"cannot write the model cache ({e.strerror or e}); set "
+                                            "SYNCHFORMER_CACHE to a folder that can be written") from None
     if path.exists():
         return path
     url = url_of(name)
-    path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     try:
         _download(url, part, sys.stderr.isatty() if progress is None else progress, timeout, f"{name} ({m.id})")
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        why = getattr(e, "reason", None) or e
-        raise SynchformerError(None, f"cannot download {name} from {url} ({why}); download it yourself and pass "
-                                     f"--weights PATH, or set SYNCHFORMER_MIRROR to a server that has it") from None
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
+        raise DownloadError(name, url, _reason(e)) from None
     digest = md5sum(part)
     if not digest.startswith(m.md5):
         part.unlink(missing_ok=True)
-        raise SynchformerError(url, f"md5 checksum does not match ({digest[:len(m.md5)]}, expected {m.md5}): the "
-                                    "download is deleted; try again, or check SYNCHFORMER_MIRROR")
+        raise DownloadError(name, url, f"md5 checksum does not match: {digest[:len(m.md5)]}, expected {m.md5}; the "
+                                       "download is deleted")
     os.replace(part, path)
     return path
 
@@ -167,7 +205,7 @@ def table() -> list[dict]:
     rows = []
     for name, m in MODELS.items():
         path = cached_path(name)
-        rows.append({"name": name, "id": m.id, "what": m.what, "url": url_of(name), "md5": m.md5,
+        rows.append({"name": name, "id": m.id, "what": m.what, "url": url_of(name), "md5": m.md5, "bundled": False,
                      "cached": str(path) if path.exists() else None,
                      "size_mb": round(path.stat().st_size / 1e6, 1) if path.exists() else None})
     return rows

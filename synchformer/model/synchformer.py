@@ -11,6 +11,7 @@ Shapes: video ``(B, S, 16, 3, 224, 224)`` in [-1, 1]; audio log-mel ``(B, S, 1, 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,11 @@ from synchformer.constants import TIMINGS
 from synchformer.model.precision import autocast
 
 HEADS = ("offset", "synchronizability")
+# The settings that the reference's models never have, written into the state dict of a model that has them, so
+# that its bare state dict (``torch.save(model.state_dict())``, a re-hosted copy) still says them: a uint8 tensor
+# of JSON under this key. A state dict without it is the reference's (no centring, the authors' audio timing).
+SETTINGS_KEY = "synchformer_settings"
+MARKED = ("center_segments", "timing", "max_offset_sec")  # what the marker says
 
 
 @dataclass
@@ -100,6 +106,13 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def marked(self) -> bool:
+        """Whether the state dict carries ``SETTINGS_KEY``: where a setting is one the reference never has
+        (centred segments, a finer offset grid). The timing alone does not mark it: its state dict stays the
+        reference's, key for key, and a bare copy of it is read with the authors' timing."""
+        return self.center_segments or self.max_offset_sec != 2.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -420,6 +433,7 @@ class Synchformer(nn.Module):
     caveat: str | None = None  # about the model itself, carried into unreliable verdicts (e.g. the bundled one)
     bundled: str | None = None  # the name of the bundled model it was loaded from (model.bundled.BUNDLED)
     weights_label: str | None = None  # what the CLI loaded it as (a file, a released name, "bundled")
+    source_path: str | None = None  # the file load_model read (None: an in-memory state dict, or built here)
     load_warning: str | None = None  # said with every result of the CLI (e.g. the bundled model stood in)
     precision: str = "fp32"  # "bf16" / "fp16": the encoders and the sync transformer run under autocast
 
@@ -436,6 +450,9 @@ class Synchformer(nn.Module):
         self.aproj = nn.Linear(cfg.a_width, cfg.width)
         self.transformer = SyncTransformer(cfg)
         self.apply(_init_weights)
+        # (the private names: the public ones came with torch 2.5, and torch>=2.2 is supported)
+        self._register_state_dict_hook(Synchformer._add_settings)
+        self._register_load_state_dict_pre_hook(Synchformer._take_settings, with_module=True)
 
     @property
     def device(self) -> torch.device:
@@ -493,13 +510,56 @@ class Synchformer(nn.Module):
         self.vfeat_extractor.grad_checkpointing = enabled
         self.afeat_extractor.ast.grad_checkpointing = enabled
 
+    def _add_settings(self, state_dict, prefix, local_metadata):  # state_dict post-hook
+        if self.cfg.marked:
+            state_dict[prefix + SETTINGS_KEY] = settings_tensor(self.cfg)
+
+    def _take_settings(self, state_dict, prefix, *args):  # load_state_dict pre-hook: the marker is no weight
+        state_dict.pop(prefix + SETTINGS_KEY, None)
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        marker = state_dict.get(SETTINGS_KEY)
+        if strict and marker is not None:  # weights that say another centring: this model would run them wrongly
+            try:
+                said = bool(read_settings(marker).get("center_segments", False))
+            except ValueError as e:
+                raise RuntimeError(f"unreadable {SETTINGS_KEY} in the state dict: {e}") from None
+            if said != self.cfg.center_segments:
+                raise RuntimeError(f"the weights were trained with center_segments={said}, this model has "
+                                   f"center_segments={self.cfg.center_segments}")
         # Stage III fine-tunes from stage II: a longer positional table is trimmed, as the reference does.
         key = "transformer.pos_emb_cfg.pos_emb"
         own = self.transformer.pos_emb_cfg.pos_emb.shape[1]
         if key in state_dict and state_dict[key].shape[1] > own:
             state_dict = {**state_dict, key: state_dict[key][:, :own]}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def settings_tensor(cfg: ModelConfig) -> torch.Tensor:
+    """The ``SETTINGS_KEY`` marker of ``cfg``: the JSON of its ``MARKED`` settings, as uint8."""
+    text = json.dumps({k: getattr(cfg, k) for k in MARKED}, sort_keys=True, separators=(",", ":"))
+    return torch.tensor(list(text.encode()), dtype=torch.uint8, device="cpu")  # (also in a meta-device build)
+
+
+def read_settings(marker) -> dict:
+    """The settings a ``SETTINGS_KEY`` tensor says (a copy cast to another dtype reads the same); ValueError
+    where it is not one."""
+    if not isinstance(marker, torch.Tensor) or marker.dim() != 1 or not 0 < marker.numel() <= 4096:
+        raise ValueError("not a 1-d tensor of JSON bytes")
+    values = marker.detach().to("cpu", torch.float64).tolist()
+    if any(v != int(v) or not 0 <= v <= 255 for v in values):
+        raise ValueError("not a 1-d tensor of JSON bytes")
+    try:
+        said = json.loads(bytes(int(v) for v in values).decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ValueError("not JSON") from None
+    if not isinstance(said, dict) or not set(said) <= set(MARKED):
+        raise ValueError(f"expected an object of {', '.join(MARKED)}")
+    grid = said.get("max_offset_sec", 2.0)
+    if (not isinstance(said.get("center_segments", False), bool) or said.get("timing", "true") not in TIMINGS
+            or isinstance(grid, bool) or not isinstance(grid, (int, float)) or not grid > 0):
+        raise ValueError(f"unknown values in {json.dumps(said, sort_keys=True)[:120]}")
+    return said
 
 
 def _init_weights(module: nn.Module):

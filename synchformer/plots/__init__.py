@@ -13,7 +13,7 @@ import textwrap
 
 from synchformer._lazy import lazy_attributes
 from synchformer.errors import SynchformerError
-from synchformer.io.outputs import protect_inputs, write_atomic
+from synchformer.io.outputs import check_output, protect_inputs, write_atomic
 
 _LAZY = {"plot_heatmap": "synchformer.plots.heatmap"}
 __all__ = ["PlotDependencyError", "check_figure_output", "new_figure", "plot_heatmap", "require_matplotlib",
@@ -37,14 +37,15 @@ def require_matplotlib(what: str = "plotting") -> None:
                                         "(or pip install 'synchformer[plot]')") from None
 
 
-def check_figure_output(out: str | os.PathLike, inputs, what: str) -> None:
-    """Before any work: a figure format matplotlib writes, in a folder that exists, and not one of the inputs."""
+def check_figure_output(out: str | os.PathLike, inputs, what: str, formats=(".png", ".pdf", ".svg")) -> None:
+    """Before any work: not one of the inputs, matplotlib importable, a figure format it writes (``formats``;
+    None: any name), and a folder that exists and can be written (io.outputs.check_output). One line each."""
     protect_inputs(out, inputs)
     require_matplotlib(what)
-    if os.path.splitext(os.fspath(out))[1].lower() not in (".png", ".pdf", ".svg"):
-        raise SynchformerError(out, "the figure must be a .png, .pdf or .svg file")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise SynchformerError(out, "cannot write: the folder does not exist")
+    if formats is not None and os.path.splitext(os.fspath(out))[1].lower() not in formats:
+        raise SynchformerError(out, f"the figure must be a {', '.join(formats[:-1])} or {formats[-1]} file"
+                               if len(formats) > 1 else f"the figure must be a {formats[0]} file")
+    check_output(out, inputs)
 
 
 def new_figure(what: str = "plotting", **kwargs):
@@ -66,8 +67,22 @@ def write_figure(fig, path: str | os.PathLike, **savefig_kwargs) -> str:
     return os.fspath(path)
 
 
-def warning_line(fig, warning: str, y: float = 0.004) -> None:
+def warning_line(fig, warning: str, y: float = 0.004, clear=None):
     """``warning`` in red across ``fig`` at height ``y`` (a figure must not look more trustworthy than the
-    text and JSON it goes with)."""
-    fig.text(0.5, y, textwrap.fill(f"warning: {warning}", 190), ha="center", va="bottom", fontsize=8.5,
-             color="#b00000")
+    text and JSON it goes with); returns the text. ``clear``: a gridspec whose plots, with the tick labels and
+    axis label under them, are moved up above the warning, however many lines it takes."""
+    size = 8.5
+    width = int(fig.get_figwidth() * 72 / (0.6 * size))  # characters that fit across the figure
+    text = fig.text(0.5, y, textwrap.fill(f"warning: {warning}", width), ha="center", va="bottom", fontsize=size,
+                    color="#b00000")
+    if clear is not None:
+        renderer = fig.canvas.get_renderer()
+        line_top = text.get_window_extent(renderer).y1 / fig.bbox.height
+        labels_bottom = min(a.get_tightbbox(renderer).y0 for a in fig.axes) / fig.bbox.height
+        if labels_bottom < line_top + 0.01:
+            clear.update(bottom=clear.bottom + line_top + 0.01 - labels_bottom)
+            for ax in fig.axes:  # (update alone does not move the plots already made from it)
+                spec = ax.get_subplotspec()
+                if spec is not None and spec.get_gridspec() is clear:
+                    ax.set_position(spec.get_position(fig))
+    return text

@@ -12,6 +12,7 @@ import numpy as np
 from synchformer import plots
 from synchformer.errors import SynchformerError
 from synchformer.inference.pooling import Summary, _check_inputs, _normalise, _pm
+from synchformer.inference.verdict import two_decimals
 
 __all__ = ["plot_heatmap"]
 
@@ -59,7 +60,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
 
     fig = plots.new_figure(figsize=(11, 6.2), dpi=110)
     gs = fig.add_gridspec(2, 2, height_ratios=[1, 4], width_ratios=[40, 1], hspace=0.08, wspace=0.03,
-                          left=0.08, right=0.93, top=0.88, bottom=0.11 if warning else 0.09)
+                          left=0.08, right=0.93, top=0.88, bottom=0.09)
     ax = fig.add_subplot(gs[1, 0])
     top = fig.add_subplot(gs[0, 0], sharex=ax)
     cax = fig.add_subplot(gs[1, 1])
@@ -118,7 +119,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
     if summary.offset_sec is not None:
         ax.axhline(summary.offset_sec, color="red", lw=1.4, ls="--",
                    label=f"overall {summary.offset_sec:+.2f} s (refined {summary.refined_offset_sec:+.3f} s, "
-                         f"confidence {summary.confidence:.2f}, {100 * summary.agreement:.0f}% agree)")
+                         f"confidence {two_decimals(summary.confidence)}, {100 * summary.agreement:.0f}% agree)")
     else:
         ax.text(0.5, 0.93, "no synchronizable window: no overall offset", transform=ax.transAxes,
                 ha="center", va="top", color="red", fontsize=10,
@@ -159,6 +160,6 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
     head = title if title is not None else "audio-visual offset per window"
     fig.suptitle(head + "\n" + textwrap.fill(summary.message, 150), fontsize=9.5)
     if warning:
-        plots.warning_line(fig, warning)  # the module's, looked up when drawn (a test counts the warnings)
+        plots.warning_line(fig, warning, clear=gs)  # (the module's, looked up when drawn: a test counts them)
 
     return plots.write_figure(fig, path, format="png")

@@ -201,7 +201,8 @@ def load_cached(cache_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + index)
+    # torch takes seeds of 64 bits: a larger product wraps around (the same generator for every value that fits)
+    return torch.Generator().manual_seed(((seed * 1_000_003 + epoch) * 10_000_019 + index) % (1 << 64))
 
 
 def required_sec(stage: str, cfg: ModelConfig, segment_stride: int) -> float:

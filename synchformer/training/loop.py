@@ -90,7 +90,7 @@ class GlobalBatches(torch.utils.data.Sampler):
 
     def set_epoch(self, epoch: int, first_step: int = 0) -> None:
         self.epoch, self.first_step = epoch, first_step
-        g = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        g = torch.Generator().manual_seed((self.seed * 7919 + epoch) % (1 << 64))  # (torch: 64-bit seeds)
         self.order = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
 
     def __len__(self):
@@ -392,7 +392,7 @@ def start_of_run(stage: str, config, overrides: list[str]) -> tuple[TrainConfig,
     """For read-out scripts (benchmarks/probe_*.py): the config, the model ``synchformer train`` would start
     from (same seed, ``init`` loaded; in eval mode) and its datasets, decoded in this one process."""
     cfg = load_config(stage, config, ["data.decode_workers=1", *overrides])
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed % (1 << 64))
     model = build_model(cfg).eval()
     return cfg, model, make_datasets(cfg, model.cfg, Dist(), False)
 
@@ -442,7 +442,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.json")
-    torch.manual_seed(cfg.seed)  # the same initial weights in every process
+    torch.manual_seed(cfg.seed % (1 << 64))  # the same initial weights in every process
     model = build_model(cfg)
     mcfg = model.cfg
     if cfg.grad_checkpointing:

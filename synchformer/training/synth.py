@@ -233,7 +233,7 @@ def _add(audio: np.ndarray, sound: np.ndarray, at_sec: float) -> None:
 def _plan(seed: int, duration: float, size: int, offset_sec: float, cues: Cues = Cues()) -> Plan:
     """The clip ``seed`` makes; cheap (no pixels drawn), so the events of a clip can be had without it.
     The default ``cues`` make the benchmark's clips (any other setting makes other clips from the seed)."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(_non_negative(seed))
     n_frames = round(duration * VIDEO_FPS)
     frames = _event_frames(rng, n_frames, cues.events)
     kinds = [KINDS[i] for i in rng.integers(len(KINDS), size=len(frames))]
@@ -329,10 +329,16 @@ def clip_seed(seed: int, i: int) -> int:
     return seed * 1_000_003 + i
 
 
+def _non_negative(seed: int) -> int:
+    """numpy takes any seed >= 0, however large; a negative one is taken as its 64-bit two's complement (as
+    torch takes it), so that every seed a user can type makes clips."""
+    return seed % (1 << 64) if seed < 0 else seed
+
+
 def crop_row(seed: int, duration: float) -> tuple[float, float]:
     """(offset_sec, vstart_sec) of a clip: an offset from the 21 classes that lets both 5 s crops fit in the
     clip (in clips shorter than 9 s only the small ones do), and a video start on the frame grid."""
-    rng = np.random.default_rng([seed, 1])  # a stream of its own: the clip's content does not move it
+    rng = np.random.default_rng([_non_negative(seed), 1])  # a stream of its own: the clip's content does not move it
     grid = np.round(np.linspace(-MAX_OFFSET_SEC, MAX_OFFSET_SEC, N_OFFSET_CLASSES), 2)
     offset = float(rng.choice(grid[np.abs(grid) <= duration - CROP_SEC + 1e-9]))
     lo, hi = max(0.0, -offset), duration - CROP_SEC - max(0.0, offset)
@@ -348,7 +354,7 @@ CONTINUOUS_MAX_SEC = 1.5  # synth --offsets continuous: offsets drawn uniformly 
 
 def continuous_offset(seed: int) -> float:
     """The offset written into clip ``seed``'s file by ``--offsets continuous``: uniform in +-1.5 s, to 0.1 ms."""
-    return round(float(np.random.default_rng([seed, 2]).uniform(-CONTINUOUS_MAX_SEC, CONTINUOUS_MAX_SEC)), 4)
+    return round(float(np.random.default_rng([_non_negative(seed), 2]).uniform(-CONTINUOUS_MAX_SEC, CONTINUOUS_MAX_SEC)), 4)
 
 
 def _make_one(job: tuple[int, str, int, float, int, Cues, float]) -> tuple[int, dict]:
