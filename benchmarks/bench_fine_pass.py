@@ -1,4 +1,4 @@
-"""What the fine pass (``--fine-weights``, inference/refine.py) costs: predict with and without it, side by side.
+"""What the fine pass (``--fine-weights``, inference/fine.py) costs: predict with and without it, side by side.
 
     python benchmarks/bench_fine_pass.py                    # full size, the 8 s pen clip, --precision auto
     python benchmarks/bench_fine_pass.py --precision fp32   # the same in fp32

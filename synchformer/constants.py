@@ -11,6 +11,7 @@ SEGMENT_FRAMES = 16  # 0.64 s
 SEGMENT_STRIDE_FRAMES = 8  # 0.32 s
 SEGMENT_SAMPLES = SEGMENT_FRAMES * SAMPLES_PER_FRAME  # 10,240
 SEGMENT_STRIDE_SAMPLES = SEGMENT_STRIDE_FRAMES * SAMPLES_PER_FRAME  # 5,120
+SEGMENT_STRIDE_SEC = SEGMENT_STRIDE_FRAMES / VIDEO_FPS  # 0.32: segment k starts at 0.32 k
 MAX_WINDOWS = 32  # default analysis budget (windows of a long file; inference.analyze, benchmarks/bench_long.py)
 STAGES = ("contrastive", "sync", "synchronizability")  # training stages I, II, III
 METRICS = ("desync", "offset")  # what `score` measures (inference.score)

@@ -6,7 +6,8 @@ import torch
 
 import synchformer
 from synchformer.features import audio_to_model, frames_to_model, segment_audio, segment_video
-from synchformer.inference.analyze import analyze, encoders_equal
+from synchformer.inference.analyze import analyze
+from synchformer.model import same_encoders
 from synchformer.inference.embed import encode_audio, encode_video, extract_features
 from synchformer.model import ModelConfig, Synchformer
 from _shared import MEDIA, needs_shared
@@ -67,11 +68,11 @@ def test_external_audio_track_replaces_the_files_sound(model):
 @needs_shared
 def test_synchronizability_model_shares_identical_encoders(model):
     stage3 = Synchformer(ModelConfig.tiny(n_segments=13, head="synchronizability")).eval()
-    assert not encoders_equal(model, stage3)
+    assert not same_encoders(model, stage3)
     separate = analyze(model, PEN, hop_sec=0.64, sync_model=stage3)
     encoders = {k: v for k, v in model.state_dict().items() if k.startswith(("vfeat_", "afeat_"))}
     stage3.load_state_dict(encoders, strict=False)
-    assert encoders_equal(model, stage3)
+    assert same_encoders(model, stage3)
     shared = analyze(model, PEN, hop_sec=0.64, sync_model=stage3)
     assert shared.sync_probs.shape == (len(shared.window_starts),) and ((0 <= shared.sync_probs) & (shared.sync_probs <= 1)).all()
     assert shared.segments_encoded == separate.segments_encoded == 24

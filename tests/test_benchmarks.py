@@ -11,7 +11,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def test_probe_sync_head_runs_and_its_features_hold_the_offset():
-    out = subprocess.run([sys.executable, str(BENCH / "probe_sync_head.py"), "--steps", "2", "--every", "1",
+    out = subprocess.run([sys.executable, str(BENCH / "probes" / "probe_sync_head.py"), "--steps", "2", "--every", "1",
                           "--noise", "0", "--distr", "0", "--curriculum", "1", "--qk-std", "0.25", "--pos", "sincos1"],
                          capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -22,11 +22,11 @@ def test_probe_sync_head_runs_and_its_features_hold_the_offset():
 
 
 def test_probe_encoder_timing_reads_offsets_from_novelty(tmp_path):
-    sys.path.insert(0, str(BENCH))
+    sys.path.insert(0, str(BENCH / "probes"))
     try:
         import probe_encoder_timing as probe
     finally:
-        sys.path.remove(str(BENCH))
+        sys.path.remove(str(BENCH / "probes"))
     import torch
 
     from synchformer.model import ModelConfig
@@ -56,7 +56,7 @@ def test_probe_encoder_timing_runs_on_a_synth_folder(tmp_path):
                                "feature_video_step": 8,
                                "data": {"train": str(csv_path), "valid": str(csv_path),
                                         "cache_dir": str(tmp_path / "cache")}}))
-    out = subprocess.run([sys.executable, str(BENCH / "probe_encoder_timing.py"), "--config", str(cfg)],
+    out = subprocess.run([sys.executable, str(BENCH / "probes" / "probe_encoder_timing.py"), "--config", str(cfg)],
                          capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
     res = json.loads(out.stdout.splitlines()[-1])
     assert res["windows"] == 2 and res["encoders"] == "random" and res["ceiling"]["clips"] == 2
@@ -87,7 +87,7 @@ def test_probe_stage1_reads_out_segment_embeddings(tmp_path):
     c = load_config("contrastive", cfg)
     torch.manual_seed(c.seed)
     save_weights(build_model(c), tmp_path / "start.safetensors", {}, encoders_only=True)  # the same start
-    out = subprocess.run([sys.executable, str(BENCH / "probe_stage1.py"), "--config", str(cfg), "--weights",
+    out = subprocess.run([sys.executable, str(BENCH / "probes" / "probe_stage1.py"), "--config", str(cfg), "--weights",
                           str(tmp_path / "start.safetensors")],
                          capture_output=True, text=True, check=True, env={"OMP_NUM_THREADS": "1", "PATH": ""})
     start, again = (json.loads(line) for line in out.stdout.splitlines()[-2:])

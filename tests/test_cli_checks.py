@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 
 import synchformer.cli.features as features_cli
-import synchformer.cli.fix as fix_cli
-import synchformer.cli.predict as predict_cli
+import synchformer.inference.predict as predict_mod
 from synchformer.cli import build_parser, main
 from synthetic import make_clip
 
@@ -422,7 +421,7 @@ def test_a_figure_without_matplotlib_is_one_line_before_any_work(tmp_path, clips
 
     for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")] + ["matplotlib"]:
         monkeypatch.setitem(sys.modules, name, None)  # an import of it fails, as where it is not installed
-    monkeypatch.setattr(predict_cli, "load", _no_model)
+    monkeypatch.setattr(predict_mod, "load_weights", _no_model)
     monkeypatch.setattr(explain_cli, "load", _no_model)
     argv = [str(clips / "a.mp4") if a == "V" else a.replace("O/", f"{tmp_path}/") for a in command]
     assert main(argv) == 2
@@ -434,7 +433,7 @@ def test_a_figure_without_matplotlib_is_one_line_before_any_work(tmp_path, clips
 
 def test_predict_plot_names_that_collide_are_refused_before_any_work(tmp_path, clips, monkeypatch, capsys):
     """Two videos of the same name would write one heat map over the other."""
-    monkeypatch.setattr(predict_cli, "load", _no_model)
+    monkeypatch.setattr(predict_mod, "load_weights", _no_model)
     (tmp_path / "x").mkdir()
     other = tmp_path / "x" / "a.mp4"
     other.write_bytes((clips / "a.mp4").read_bytes())
@@ -444,7 +443,7 @@ def test_predict_plot_names_that_collide_are_refused_before_any_work(tmp_path, c
 
 
 def test_fix_output_format_is_checked_before_measuring(tmp_path, clips, monkeypatch, capsys):
-    monkeypatch.setattr(fix_cli, "load", _no_model)
+    monkeypatch.setattr(predict_mod, "load_weights", _no_model)
     out = tmp_path / "fixed.notaformat"
     assert main(["fix", str(clips / "a.mp4"), "-o", str(out)]) == 2
     assert capsys.readouterr().err == (f"synchformer: error: {out}: no output format for the extension "
@@ -459,7 +458,7 @@ def oracle(monkeypatch):
     from oracle import OracleSync
 
     model = OracleSync()
-    monkeypatch.setattr(predict_cli, "load", lambda *a, **k: model)
+    monkeypatch.setattr(predict_mod, "load_weights", lambda weights=None, **k: (model, str(weights), []))
     return model
 
 

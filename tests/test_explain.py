@@ -11,7 +11,8 @@ import torch
 from synchformer.cli import main
 from synchformer.errors import SynchformerError
 from synchformer.inference import predict_window
-from synchformer.inference.explain import attribute, baseline_tokens, explain_window, save_figure
+from synchformer.inference.explain import attribute, baseline_tokens, explain_window
+from synchformer.plots.explain import save_figure
 from synchformer.model import ModelConfig, Synchformer, save_model
 from _shared import MEDIA
 

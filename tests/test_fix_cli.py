@@ -4,8 +4,7 @@ import json
 
 import pytest
 
-import synchformer.cli.fix as fix_cli
-import synchformer.cli.predict as predict_cli
+import synchformer.inference.predict as predict_mod
 from synchformer.cli import main
 from oracle import OracleSync
 from synthetic import make_clip
@@ -14,8 +13,7 @@ from synthetic import make_clip
 @pytest.fixture
 def oracle(monkeypatch):
     model = OracleSync()
-    for module in (fix_cli, predict_cli):
-        monkeypatch.setattr(module, "load", lambda weights, device, head=None, **kw: model)
+    monkeypatch.setattr(predict_mod, "load_weights", lambda weights=None, **kw: (model, str(weights), []))
     return model
 
 

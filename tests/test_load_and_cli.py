@@ -147,7 +147,7 @@ def test_every_format_the_package_writes_carries_the_centring(tmp_path, tiny_inp
     before the marker, are unchanged and load as they did (centred, from their metadata)."""
     from safetensors.torch import load_file
 
-    from synchformer.model.bundled import BUNDLED, _file
+    from synchformer.model.assets import BUNDLED, file_of
     from synchformer.model.checkpoint import sha256sum
 
     torch.manual_seed(0)
@@ -165,7 +165,7 @@ def test_every_format_the_package_writes_carries_the_centring(tmp_path, tiny_inp
     assert synchformer.load_model(tmp_path / "conv.safetensors").cfg.center_segments
 
     for name in BUNDLED:
-        file, sha = _file(name)
+        file, sha = file_of(name)
         assert sha256sum(file) == sha and SETTINGS_KEY not in load_file(file)  # the shipped bytes, as they were
         model = synchformer.load_model(file)
         assert model.cfg.center_segments and model.bundled == name

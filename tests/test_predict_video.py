@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-import synchformer.cli.predict as predict_cli
+import synchformer.inference.predict as predict_mod
 from synchformer.cli import main
 from oracle import OracleSync
 from synthetic import FORMATS, make_clip
@@ -16,7 +16,7 @@ from synthetic import FORMATS, make_clip
 @pytest.fixture
 def oracle(monkeypatch):
     model = OracleSync()
-    monkeypatch.setattr(predict_cli, "load", lambda weights, device, head=None, **kw: model)
+    monkeypatch.setattr(predict_mod, "load_weights", lambda weights=None, **kw: (model, str(weights), []))
     return model
 
 
@@ -64,7 +64,7 @@ def test_table_plot_and_bad_files(tmp_path, oracle, capsys):
 def test_bad_files_answer_before_any_model_loads(tmp_path, monkeypatch, capsys):
     """Every input is checked before seconds of model loading: with none usable, no model is loaded at all;
     with some, the bad ones are named and skipped, and the exit code says so."""
-    monkeypatch.setattr(predict_cli, "load", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(predict_mod, "load_weights", lambda *a, **k: pytest.fail("the model was loaded"))
     (tmp_path / "text.mp4").write_text("not a video")
     assert main(["predict", str(tmp_path / "missing.mp4"), str(tmp_path / "text.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

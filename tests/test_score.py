@@ -20,7 +20,8 @@ import torch
 import synchformer
 from synchformer.cli import main
 from synchformer.errors import SynchformerError
-from synchformer.inference.analyze import Analysis, analyze
+from synchformer.inference.analysis import Analysis
+from synchformer.inference.analyze import analyze
 from synchformer.inference.score import columns, desync_of, read_inputs, score_files, summarize_rows
 from synchformer.model import ModelConfig, Synchformer, save_model
 from _shared import MEDIA, needs_shared
@@ -218,16 +219,16 @@ def mixed(data):
 
 @pytest.mark.parametrize("metric", ["desync", "offset"])
 def test_files_in_flight_share_encoder_calls_and_give_the_same_rows(mixed, model, metric, monkeypatch):
-    import synchformer.inference.score as score_mod
+    import synchformer.inference.batching as batching
 
     calls = []
-    real = score_mod.encode_chunk
+    real = batching.encode_chunk
 
     def counting(m, chunk, batch):
         calls.append((len(chunk), batch))
         return real(m, chunk, batch=batch)
 
-    monkeypatch.setattr(score_mod, "encode_chunk", counting)
+    monkeypatch.setattr(batching, "encode_chunk", counting)
     alone = list(score_files(model, mixed, metric=metric, workers=0, hop_sec=0.64, batch_size=64))
     one_file = max(n for n, _ in calls)  # the most one file asks for at once
     calls.clear()
@@ -286,9 +287,9 @@ def test_predict_with_decoding_workers_prints_what_one_process_prints(data, mixe
 
 
 def test_an_out_of_memory_error_halves_the_batch_and_the_rows_stand(mixed, model, monkeypatch, capsys):
-    import synchformer.inference.score as score_mod
+    import synchformer.inference.batching as batching
 
-    real, sizes = score_mod.encode_chunk, []
+    real, sizes = batching.encode_chunk, []
 
     def small_gpu(m, chunk, batch):  # a GPU that holds 16 segments per call
         sizes.append(batch)
@@ -297,7 +298,7 @@ def test_an_out_of_memory_error_halves_the_batch_and_the_rows_stand(mixed, model
         return real(m, chunk, batch=batch)
 
     want = list(score_files(model, mixed, workers=0))
-    monkeypatch.setattr(score_mod, "encode_chunk", small_gpu)
+    monkeypatch.setattr(batching, "encode_chunk", small_gpu)
     got = list(score_files(model, mixed, workers=2, files_in_flight=2, batch_size=64))
     for g, w in zip(got, want, strict=True):
         assert_same_row(g, w, tol=1e-5)

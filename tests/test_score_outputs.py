@@ -23,7 +23,7 @@ from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size
 from synchformer.inference.batch_io import columns, read_inputs
 from synchformer.model import ModelConfig, Synchformer, save_model
-from test_score import one_thread, write_clip  # noqa: F401 (one_thread: an autouse fixture, used so)
+from test_score import one_thread, write_clip  # noqa: F401  (one_thread: an autouse fixture, used so)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import pytest
 
 from synchformer.errors import SynchformerError
 from synchformer.inference.drift import Drift, fit_drift, t_quantile
-from synchformer.inference.pooling import Summary, overlap_weights, summarize, window_offsets
+from synchformer.inference.distributions import overlap_weights, window_offsets
+from synchformer.inference.pooling import Summary, summarize
 from synchformer.io.outputs import current_umask
 from synchformer.plots import PlotDependencyError
 from synchformer.plots.heatmap import plot_heatmap
@@ -453,7 +454,7 @@ def test_summary_type():
 
 
 def test_refined_offset_and_its_interval_come_from_the_three_classes_around_the_peak():
-    from synchformer.inference.pooling import REFINED_INTERVAL_SCALE
+    from synchformer.inference.distributions import REFINED_INTERVAL_SCALE
 
     p = np.full(21, 1e-4)
     p[12], p[13] = 0.6, 0.4  # +0.4 s and +0.6 s
@@ -471,11 +472,3 @@ def test_refined_offset_and_its_interval_come_from_the_three_classes_around_the_
     peaked[12] = 1.0
     lo, hi = summarize([0.0], (peaked / peaked.sum())[None], GRID).refined_interval_sec
     assert hi - lo < 0.002  # a certain model: a narrow interval
-
-
-def test_the_old_timeline_module_still_imports_the_same_objects():
-    """Code written against synchformer.inference.timeline (before the split) gets the very same objects."""
-    from synchformer.inference import timeline
-
-    assert timeline.summarize is summarize and timeline.fit_drift is fit_drift and timeline.Drift is Drift
-    assert timeline.plot_heatmap is plot_heatmap and timeline.Summary is Summary

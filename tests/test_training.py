@@ -671,18 +671,18 @@ def test_demo_makes_a_shifted_clip_and_predicts_it(tiny_weights, tmp_path, capsy
 
 
 def test_commands_without_weights_use_the_bundled_model(tiny_weights, monkeypatch, capsys, clips):
-    from synchformer.model import bundled
+    from synchformer.model import assets
     from synchformer.model.checkpoint import sha256sum
 
-    monkeypatch.setattr(bundled, "SYNTHETIC_TINY", tiny_weights.parent / "absent.safetensors")
+    monkeypatch.setattr(assets, "SYNTHETIC_TINY", tiny_weights.parent / "absent.safetensors")
     assert main(["predict", str(clips / "c0.mp4"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "bundled model is missing" in err and err.count("\n") == 1
-    monkeypatch.setattr(bundled, "SYNTHETIC_TINY", tiny_weights)
-    monkeypatch.setattr(bundled, "SYNTHETIC_TINY_SHA256", "0" * 64)
+    monkeypatch.setattr(assets, "SYNTHETIC_TINY", tiny_weights)
+    monkeypatch.setattr(assets, "SYNTHETIC_TINY_SHA256", "0" * 64)
     assert main(["predict", str(clips / "c0.mp4"), "--device", "cpu"]) == 2
     assert "checksum" in capsys.readouterr().err
-    monkeypatch.setattr(bundled, "SYNTHETIC_TINY_SHA256", sha256sum(tiny_weights))
+    monkeypatch.setattr(assets, "SYNTHETIC_TINY_SHA256", sha256sum(tiny_weights))
     assert main(["predict", str(clips / "c0.mp4"), "--device", "cpu", "--json"]) == 0
     captured = capsys.readouterr()
     assert "trained on synthetic" in captured.err and json.loads(captured.out)["file"].endswith("c0.mp4")

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from synchformer.training.logs import ScalarLog, _event, _masked_crc, _record, crc32c, read_events
-from synchformer.training.metrics import (confusion_matrix, offset_metrics, plot_confusion, plot_roc, roc_auc,
+from synchformer.plots.training import plot_confusion, plot_roc
+from synchformer.training.metrics import (confusion_matrix, offset_metrics, roc_auc, roc_curve,
                                           sync_metrics)
 
 
@@ -167,7 +168,7 @@ def test_plots_write_png(tmp_path):
     matrix = confusion_matrix(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]), 3)
     plot_confusion(matrix, ["-0.2", "0.0", "+0.2"], tmp_path / "confusion.png", title="val")
     scores, labels = torch.rand(50), torch.randint(0, 2, (50,))
-    plot_roc(scores, labels, tmp_path / "roc.png")
+    plot_roc(*roc_curve(scores, labels), roc_auc(scores, labels), tmp_path / "roc.png")
     for name in ("confusion.png", "roc.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion.png", "roc.png"]  # no temp files left

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from synchformer.errors import SynchformerError
 
-DEFAULT_WEIGHTS = "audioset"  # the released model every command uses without --weights (downloaded once)
+DEFAULT_WEIGHTS = "audioset"  # the released model every command uses without --weights (inference.predict)
 RELEASED = "audioset, vggsound, lrs3 (`synchformer models`), or their .pt files"
 
 
@@ -44,51 +44,24 @@ def add_fine(p):
                         "expectation over the pooled classes instead")
 
 
-def load_fine(choice: str | None, offset_model, device_name: str):
-    """The fine-offset model that ``--fine-weights`` names (None: none); ``auto``: see ``_companion``."""
-    fine = _companion(choice, offset_model, device_name, "synthetic_tiny_fine", "offset")
-    if fine is not None and choice != "auto":
-        from synchformer.inference.refine import is_fine_model
+OPTIONS = {"weights": "--weights", "syncability": "--syncability-weights", "fine": "--fine-weights"}
 
-        if not is_fine_model(fine):
-            reach = fine.cfg.max_offset_sec
-            raise SynchformerError(choice, f"is not a fine-offset model: its classes reach +-{reach:g} s (a fine one "
-                                           "reaches at most +-0.5 s); pass a coarse model as --weights")
-    return fine
+
+def load_fine(choice: str | None, offset_model, device_name: str):
+    """The fine-offset model that ``--fine-weights`` names (None: none; inference.predict.load_companion)."""
+    from synchformer.inference.predict import load_companion
+
+    return load_companion(choice, offset_model, device(device_name), "fine", OPTIONS)
 
 
 def companion_label(choice: str | None, model) -> str | None:
-    """What the JSON reports as ``syncability_weights`` / ``fine_weights``: the file, the bundled model's name,
-    or null."""
-    if model is None:
-        return None
-    return model.bundled if choice == "auto" else choice
+    """What the JSON reports as ``syncability_weights`` / ``fine_weights`` (inference.predict.companion_label)."""
+    from synchformer.inference.predict import companion_label as label
+
+    return label(choice, model)
 
 
 fine_label = syncability_label = companion_label
-
-
-def _companion(choice: str | None, offset_model, device_name: str, bundled: str, head: str):
-    """A model that works beside the offset model (a synchronizability gate, a fine-offset model), as its option
-    names it (None or "none": none). ``auto`` pairs the bundled offset model with its bundled companion
-    ``bundled``; released or trained offset models get one only when asked ("bundled" names that companion).
-    It runs at the offset model's precision."""
-    if choice in (None, "none"):
-        return None
-    if choice == "auto":
-        if getattr(offset_model, "bundled", None) != "synthetic_tiny":
-            return None
-        from synchformer.model import bundled as assets
-
-        model = getattr(assets, bundled)(device(device_name))
-    else:
-        from synchformer.model.bundled import is_name
-
-        option = "--syncability-weights" if head == "synchronizability" else "--fine-weights"
-        name = bundled if choice == "bundled" and is_name(choice) else choice  # its own bundled companion
-        model = load(name, device_name, head=head, option=option)
-    model.precision = getattr(offset_model, "precision", "fp32")
-    return model
 
 
 def add_audio_track(p, allow_all: bool = False, what: str = "measure"):
@@ -152,29 +125,18 @@ def add_max_windows(p, what: str = ""):
 
 
 def load_syncability(choice: str | None, offset_model, device_name: str):
-    """The synchronizability model that ``--syncability-weights`` names (None: none); ``auto``: see
-    ``_companion``."""
-    return _companion(choice, offset_model, device_name, "synthetic_tiny_syncability", "synchronizability")
+    """The synchronizability model that ``--syncability-weights`` names (None: none)."""
+    from synchformer.inference.predict import load_companion
+
+    return load_companion(choice, offset_model, device(device_name), "syncability", OPTIONS)
 
 
 def device(name: str) -> str:
-    import torch
+    """``--device NAME`` checked (a one-line error that names the option), as the name torch takes."""
+    from synchformer.inference.predict import resolve_device
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise SynchformerError(None, f"--device {name}: not a device name (cpu, cuda, cuda:1, ...)") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
-            raise SynchformerError(None, f"--device {name}: CUDA is not available ({why}); use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise SynchformerError(None, f"--device {name}: there are only {torch.cuda.device_count()} GPU(s)")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise SynchformerError(None, f"--device {name}: MPS is not available on this machine; use --device cpu")
-    return name
+    dev = resolve_device(name, "--device")
+    return str(dev) if name == "auto" else name
 
 
 def check_workers(args) -> None:
@@ -199,58 +161,18 @@ def check_device(name: str) -> None:
 
 def load(weights: str | None, device_name: str, *, head: str | None = None, sync_head: bool = True,
          precision: str = "fp32", option: str = "--weights"):
-    """The model in ``weights`` (a file, a released or bundled model's name); ``sync_head``: the command needs the
-    sync transformer (not only the encoders). No ``weights``: the released AudioSet model (from the cache, or
-    downloaded now), or where it cannot be had, the bundled synthetic-data model with a warning that says why
-    (``model.load_warning``, also printed). ``option``: the option that named it, for what a failed download says."""
-    from synchformer.model import load_model
-    from synchformer.model.precision import resolve
-    from synchformer.model.released import DownloadError, cli_hint
-
-    resolve(precision, device(device_name))  # fp16 on a CPU: refused before the weights load
-    if weights is None:
-        model = _default_model(device_name)
-        weights = model.weights_label
-        model.precision = resolve(precision, device(device_name), model.cfg)
-    else:
-        try:
-            model = load_model(weights, device=device(device_name), precision=precision)
-        except DownloadError as e:  # said the command line's way
-            raise e.with_hint(cli_hint(option)) from None
-        model.weights_label, model.load_warning = str(weights), None
-        if model.bundled == "synthetic_tiny":  # named explicitly: still said in the JSON and predict's text
-            from synchformer.model.bundled import NOTE
-
-            model.load_warning = NOTE.removeprefix("note: ")
-    if sync_head and not model.has_sync_head:
-        raise SynchformerError(weights, "holds only the encoders (a stage I checkpoint): it cannot tell offsets; "
-                                        "use a stage II/III checkpoint, or `synchformer features` for its features")
-    if head is not None and model.cfg.head != head:
-        raise SynchformerError(weights, f"has a {model.cfg.head} head; this needs a model with the {head} head")
-    return model
-
-
-def _default_model(device_name: str):
+    """The model in ``weights`` (a file, a released or bundled model's name; inference.predict.load_weights);
+    ``sync_head``: the command needs the sync transformer (not only the encoders). No ``weights``: the released
+    AudioSet model, or where it cannot be had, the bundled one with a warning that says why (printed now, and
+    ``model.load_warning``). ``option``: the option that named it, for what a failed download says."""
     import sys
 
-    from synchformer.model import load_model, released
-    from synchformer.model.bundled import synthetic_tiny
+    from synchformer.inference.predict import load_weights
 
-    try:
-        path = released.fetch(DEFAULT_WEIGHTS, timeout=10)
-    except SynchformerError as e:  # the reason (md5 mismatch, HTTP 404, refused connection) goes into the warning
-        why = e.reason if isinstance(e, released.DownloadError) else str(e)
-        model = synthetic_tiny(device(device_name))
-        model.weights_label = "bundled"  # a name --weights takes: `-w bundled` says the same without the warning
-        model.load_warning = (f"using the bundled model, trained on synthetic clips only: the released "
-                              f"{DEFAULT_WEIGHTS} model is not in {released.cache_dir()} and could not be downloaded "
-                              f"from {released.url_of(DEFAULT_WEIGHTS)} ({why}); set SYNCHFORMER_MIRROR to a server "
-                              f"that has it, pass --weights FILE, or --weights bundled to use the bundled model "
-                              "without this warning")
-        print(f"synchformer: warning: {model.load_warning}", file=sys.stderr)
-        return model
-    model = load_model(path, device=device(device_name))
-    model.weights_label, model.load_warning = DEFAULT_WEIGHTS, None
+    model, _, warnings = load_weights(weights, device=device(device_name), precision=precision,
+                                      options={"weights": option}, head=head, sync_head=sync_head)
+    if weights is None and warnings:  # the bundled model stood in
+        print(f"synchformer: warning: {warnings[0]}", file=sys.stderr)
     return model
 
 

@@ -35,7 +35,7 @@ def run(args):
             raise SynchformerError(args.keep, "already exists; demo writes a new file (choose another name)")
         check_output(args.keep)
     from synchformer.inference.analyze import analyze
-    from synchformer.inference.pooling import describe_offset
+    from synchformer.inference.distributions import describe_offset
     from synchformer.training.synth import make_sparse_clip
 
     model = common.load_or_bundled(args.weights, args.device, head="offset")

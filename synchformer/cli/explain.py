@@ -61,8 +61,9 @@ def run(args) -> int:
                             "the explain figure")
     check_device(args.device)  # the arguments first, then the input, then the weights
     check_media(args.video, audio_track=args.audio_track)
-    from synchformer.inference.explain import explain_window, save_figure
-    from synchformer.inference.pooling import describe_offset
+    from synchformer.inference.explain import explain_window
+    from synchformer.plots.explain import save_figure
+    from synchformer.inference.distributions import describe_offset
 
     model = load(args.weights, args.device, head="offset", precision=args.precision)
     warning = getattr(model, "load_warning", None)

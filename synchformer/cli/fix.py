@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from synchformer.cli.common import (add_audio_track, add_device, add_fine, add_max_windows, add_precision,
-                                    add_syncability, add_timing, add_weights, check_device, fine_label,
-                                    finite_float, load, load_fine, load_syncability, positive_float, probability)
+from synchformer.cli.common import (OPTIONS, add_audio_track, add_device, add_fine, add_max_windows, add_precision,
+                                    add_syncability, add_timing, add_weights, check_device, finite_float,
+                                    positive_float, probability)
 from synchformer.errors import SynchformerError
 
 
@@ -56,54 +56,33 @@ def run(args) -> int:
     if offset is None:
         check_device(args.device)  # the arguments first, then the input, then the weights
         check_media(args.video, audio_track=choice)
-        from synchformer.inference.analyze import analyze
-        from synchformer.constants import BT1359_SEC
-        from synchformer.inference.verdict import two_decimals
+        from synchformer.inference.predict import decide_fix, load_models, predict
 
-        model = load(args.weights, args.device, head="offset", precision=args.precision)
-        sync_model = load_syncability(args.syncability_weights, model, args.device)
-        fine = load_fine(args.fine_weights, model, args.device)
-        result = analyze(model, args.video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
-                         max_windows=args.max_windows, keep_visual=fine is not None, audio_track=choice)
-        track = result.audio_track
-        summary = result.summarize(min_sync_prob=args.min_sync_prob, fine_model=fine)
-        if summary.offset_sec is None:
-            raise SynchformerError(args.video, f"no offset to fix: {summary.message}")
-        if not summary.reliable and not args.force:  # shifting a file by noise is the worst this tool can do
-            raise SynchformerError(args.video, f"not fixed: the measured offset {summary.offset_sec:+.2f} s is not "
-                                               f"reliable ({'; '.join(summary.reasons)}); nothing written "
-                                               "(--offset SEC to give it, --force to use it anyway)")
-        if summary.confidence < args.min_confidence:
-            raise SynchformerError(args.video, f"the measured offset {summary.offset_sec:+.2f} s has confidence "
-                                               f"{two_decimals(summary.confidence)} < --min-confidence {args.min_confidence}")
-        # the refined offset, not the 0.2 s class: a fix that leaves up to 100 ms is a failed fix (BT.1359)
-        offset = round(float(summary.refined_offset_sec), 3)
-        # left alone only when the whole 90 % interval is inside the window: a -100 ms reading whose truth may be
-        # -140 ms is not "in sync"
-        lo, hi = summary.refined_interval_sec
-        in_sync = BT1359_SEC[0] <= lo and hi <= BT1359_SEC[1]
-        drift = summary.drift is not None and summary.drift.detected
-        jumps = [e for e in result.audio_events if e.kind in ("gap", "overlap")]
-        measured = {"offset_sec": offset, "class_offset_sec": summary.offset_sec,
-                    "refined_interval_sec": [round(x, 3) for x in summary.refined_interval_sec],
-                    "confidence": summary.confidence, "agreement": summary.agreement,
-                    "timing": result.timing, "sampled": result.sampled,
-                    "fine_weights": fine_label(args.fine_weights, fine),
+        models = load_models(args.weights, syncability=args.syncability_weights, fine=args.fine_weights,
+                             device=args.device, precision=args.precision, options=OPTIONS)
+        if args.weights is None and models.warnings:  # the bundled model stood in
+            print(f"synchformer: warning: {models.warnings[0]}", file=sys.stderr)
+        p = predict(args.video, models=models, audio_track=choice, hop_sec=args.hop, max_windows=args.max_windows,
+                    min_sync_prob=args.min_sync_prob, timing=args.timing)
+        decision = decide_fix(p, force=args.force, min_confidence=args.min_confidence)
+        s, track = p.summary, p.analysis.audio_track
+        if decision.action == "refuse":
+            raise SynchformerError(args.video, f"not fixed: {decision.why}; nothing written"
+                                   + (" (--offset SEC to give it, --force to use it anyway)"
+                                      if decision.offset_sec is not None and not s.reliable else ""))
+        offset = decision.offset_sec
+        measured = {"offset_sec": offset, "class_offset_sec": s.offset_sec,
+                    "refined_interval_sec": [round(x, 3) for x in s.refined_interval_sec],
+                    "confidence": s.confidence, "agreement": s.agreement, "timing": p.analysis.timing,
+                    "sampled": p.analysis.sampled, "fine_weights": p.fine_weights,
                     "audio_track": track.to_dict() if track else None,
-                    "audio_events": [e.to_dict() for e in result.audio_events],
-                    "drift_detected": drift, "reliable": summary.reliable, "reasons": summary.reasons}
-        if drift:  # one constant shift cannot undo a drift: say so, the file is still shifted by the average
-            print(f"synchformer: warning: {args.video}: {summary.drift.reason}; a constant shift corrects only "
-                  "the average offset", file=sys.stderr)
-        if jumps:  # measured as a player that honours timestamps plays it; one shift cannot mend the hole
-            print(f"synchformer: warning: {args.video}: its audio timestamps jump ("
-                  f"{'; '.join(e.describe() for e in jumps[:3])}{'; ...' if len(jumps) > 3 else ''}); one constant "
-                  "shift cannot repair a gap: players that join the audio end to end stay off by its length after "
-                  "it", file=sys.stderr)
-        if in_sync and not args.force:  # nobody notices it (ITU-R BT.1359): nothing to do
-            print(f"{args.video}: in sync (measured {offset * 1000:+.0f} ms, 90% interval {lo * 1000:+.0f} to "
-                  f"{hi * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; confidence {two_decimals(summary.confidence)}); "
-                  f"nothing written (--force to write a copy anyway)")
+                    "audio_events": [e.to_dict() for e in p.analysis.audio_events],
+                    "drift_detected": s.drift is not None and s.drift.detected, "reliable": s.reliable,
+                    "reasons": s.reasons}
+        for warning in decision.warnings:  # what one constant shift cannot mend
+            print(f"synchformer: warning: {args.video}: {warning}", file=sys.stderr)
+        if decision.action == "leave":  # nobody notices it (ITU-R BT.1359): nothing to do
+            print(f"{args.video}: {decision.why}; nothing written (--force to write a copy anyway)")
             return 0
     else:
         track = None if every_track else pick_audio_track(args.video, choice)

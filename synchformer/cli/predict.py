@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
-from synchformer.cli.common import (add_audio_track, add_device, add_fine, add_max_windows, add_precision,
+from synchformer.cli.common import (OPTIONS, add_audio_track, add_device, add_fine, add_max_windows, add_precision,
                                     add_syncability, add_timing, add_weights, check_device, check_workers,
-                                    fine_label, gpu_decode_workers, load, load_fine, load_syncability,
-                                    non_negative_float, non_negative_int, positive_float, positive_int,
-                                    syncability_label)
+                                    gpu_decode_workers, non_negative_float, non_negative_int, positive_float,
+                                    positive_int)
 from synchformer.io.decode import audio_tracks, check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
-from synchformer.inference.pooling import SCHEMA, describe_offset
-from synchformer.inference.verdict import two_decimals
+from synchformer.inference.distributions import describe_offset, two_decimals
+from synchformer.inference.pooling import SCHEMA
 
 MAX_TABLE_ROWS = 30  # longer timelines are printed as runs of windows with the same offset
 
@@ -143,21 +141,30 @@ def run(args) -> int:
     if not jobs:
         failures.flush()
         return 2
-    model = load(args.weights, args.device, precision=args.precision)
-    if args.start is not None and model.cfg.head != "offset":  # a synchronizability model alone: P(sync)
-        return _single_window(model, args, jobs, failures)
-    if model.cfg.head != "offset":
-        raise SynchformerError(args.weights, "is a synchronizability model: pass it as --syncability-weights and "
-                                             "an offset model (stage II) as --weights")
-    sync_model = load_syncability(args.syncability_weights, model, args.device)
-    fine = load_fine(args.fine_weights, model, args.device)
-    for k, ((video, result), (_, track)) in enumerate(zip(_analyses(model, jobs, args, sync_model,
-                                                                    keep_visual=fine is not None), jobs)):
+    from synchformer.inference.predict import load_models, predict_files
+
+    models = load_models(args.weights, syncability=args.syncability_weights, fine=args.fine_weights,
+                         device=args.device, precision=args.precision, options=OPTIONS,
+                         any_head=args.start is not None)
+    if args.weights is None and models.warnings:  # the bundled model stood in: said now, and with every result
+        print(f"synchformer: warning: {models.warnings[0]}", file=sys.stderr)
+    if models.offset.cfg.head != "offset":  # --start with a synchronizability model alone: P(sync)
+        return _single_window(models, args, jobs, failures)
+    workers = args.workers
+    if workers is None:
+        workers = gpu_decode_workers() if models.offset.device.type == "cuda" and len(jobs) > 1 else 0
+    results = predict_files(jobs, models, hop_sec=args.hop, max_windows=args.max_windows, start_sec=args.start,
+                            min_sync_prob=args.min_sync_prob, timing=args.timing, workers=workers,
+                            batch_size=args.batch_size,
+                            progress=not args.json and sys.stderr.isatty())  # a film must not look hung
+    for k, (result, (video, track)) in enumerate(zip(results, jobs)):
         failures.flush(k)
         try:
             if isinstance(result, SynchformerError):
                 raise result
-            report = report_of(model, video, result, args, sync_model, fine, track=track)
+            report = result.to_dict()
+            if args.plot:
+                report["plot"] = _plot(result, args, video, track, models.warnings)
         except SynchformerError as e:  # one bad file does not stop the others
             failures.add(video, e, track=track)
             continue
@@ -166,86 +173,18 @@ def run(args) -> int:
     return 2 if failures.count else 0
 
 
-def _analyses(model, jobs: list[tuple[str, int | str | None]], args, sync_model, keep_visual: bool = False):
-    """(video, Analysis or SynchformerError) per job, in order. Several files on a GPU: decoded ahead by
-    worker processes, their segments sharing encoder calls (as score does); otherwise one file at a time."""
-    workers = args.workers
-    if workers is None:
-        workers = gpu_decode_workers() if model.device.type == "cuda" and len(jobs) > 1 else 0
-    if workers > 0 and len(jobs) > 1 and args.audio_track != "all" and args.start is None:
-        from synchformer.inference.score import analyze_files
+def _plot(prediction, args, video: str, track, load_warnings) -> str:
+    """The heat map of ``prediction`` (``--plot``), with the models' warning; its path."""
+    from synchformer.plots.heatmap import plot_heatmap
 
-        yield from analyze_files(model, [v for v, _ in jobs], hop_sec=args.hop, sync_model=sync_model,
-                                 timing=args.timing, max_windows=args.max_windows, workers=workers,
-                                 batch_size=args.batch_size, keep_visual=keep_visual, audio_track=args.audio_track)
-        return
-    from synchformer.inference.analyze import analyze
-
-    for video, track in jobs:
-        try:
-            yield video, analyze(model, video, hop_sec=args.hop, sync_model=sync_model, timing=args.timing,
-                                 max_windows=args.max_windows, keep_visual=keep_visual, audio_track=track,
-                                 start_sec=args.start,
-                                 progress=not args.json and sys.stderr.isatty())  # a film must not look hung
-        except SynchformerError as e:
-            yield video, e
-
-
-def report_of(model, video: str, result, args, sync_model=None, fine=None, track=None) -> dict:
-    """The report of ``result`` (the Analysis of ``video``, of its audio track ``track`` with --audio-track
-    all; ``fine``: a fine-offset model for the refined offset); writes the heat map when asked. Beside the
-    Summary's keys (``pooling.py``'s schema): the file, ``status`` ("ok"; an input that failed has instead
-    {"file", "status": "error", "error": the one-line message, "audio_track": the track asked, "schema"}), the
-    models, ``timing``, ``audio_track`` (``AudioTrack.to_dict``: number, stream_index, language, codec,
-    channels, sample_rate, title, default) and ``audio_timeline`` ({"events": [AudioEvent.to_dict], "checked":
-    "the whole file" | "the sampled windows only", "meaning": what a gap or an overlap means, or null})."""
-    summary = result.summarize(min_sync_prob=args.min_sync_prob, fine_model=fine)
-    segments = result.file_segments if result.sampled else result.segments_total
-    report = {"file": str(video), "status": "ok", "weights": getattr(model, "weights_label", args.weights),
-              "syncability_weights": syncability_label(args.syncability_weights, sync_model),
-              "fine_weights": fine_label(getattr(args, "fine_weights", None), fine),
-              "precision": getattr(model, "precision", "fp32"), "timing": result.timing,
-              "audio_lead_sec": result.audio_lead_sec,
-              "hop_sec": round(result.hop_sec, 3) if math.isfinite(result.hop_sec) else None, "segments": segments,
-              "analysed_sec": round(segments * 0.32 + 0.32, 3), "sampled": sampled_of(result),
-              "warnings": [w for w in [getattr(model, "load_warning", None)] if w] + result.warnings,
-              "audio_track": result.audio_track.to_dict() if result.audio_track else None,
-              "audio_timeline": audio_timeline(result),
-              **summary.to_dict()}
-    if args.plot:
-        from synchformer.plots.heatmap import plot_heatmap
-
-        out = plot_path(args, video, track)
-        protect_inputs(out, args.videos)
-        plot_heatmap(result.window_starts, result.probs, result.grid, summary, out, sync_probs=result.sync_probs,
-                     title=Path(video).name + (f" (sampled: {len(result.window_starts)} windows spread over the file)"
-                                               if result.sampled else ""),
-                     warning=getattr(model, "load_warning", None))
-        report["plot"] = str(out)
-    return report
-
-
-# what a gap or an overlap in the audio's timestamps means for the people who watch the file
-TIMELINE_MEANING = ("players that honour timestamps (as this measurement does) stay in sync across a gap or an "
-                    "overlap; those that join the audio end to end (some editors and converters) are off by its "
-                    "length after it")
-
-
-def audio_timeline(result) -> dict:
-    """The audio's gaps, overlaps and format changes found, where they were looked for, and what they mean."""
-    events = [e.to_dict() for e in result.audio_events]
-    checked = "the sampled windows only" if result.sampled else "the whole file"
-    jumps = [e for e in result.audio_events if e.kind in ("gap", "overlap")]
-    return {"events": events, "checked": checked, "meaning": TIMELINE_MEANING if jumps else None}
-
-
-def sampled_of(result) -> dict | None:
-    """What a sampled analysis saw (None: every window): the budget, the seconds seen and their spans."""
-    if not result.sampled:
-        return None
-    spans = result.seen
-    return {"windows": len(result.window_starts), "seen_sec": round(sum(b - a for a, b in spans), 3),
-            "spans_sec": [list(s) for s in spans]}
+    a = prediction.analysis
+    out = plot_path(args, video, track)
+    protect_inputs(out, args.videos)
+    plot_heatmap(a.window_starts, a.probs, a.grid, prediction.summary, out, sync_probs=a.sync_probs,
+                 title=Path(video).name + (f" (sampled: {len(a.window_starts)} windows spread over the file)"
+                                           if a.sampled else ""),
+                 warning=load_warnings[0] if load_warnings else None)
+    return str(out)
 
 
 def format_report(r: dict) -> str:
@@ -340,10 +279,11 @@ def _row(start, end, w, sync, count=1) -> str:
     return s
 
 
-def _single_window(model, args, jobs, failures: _Failures) -> int:
+def _single_window(models, args, jobs, failures: _Failures) -> int:
     """``--start`` with a synchronizability model as ``--weights``: P(synchronizable) of that window."""
     from synchformer.inference import predict_window
 
+    model = models.offset
     for k, (video, track) in enumerate(jobs):
         failures.flush(k)
         try:
@@ -353,7 +293,7 @@ def _single_window(model, args, jobs, failures: _Failures) -> int:
             continue
         if args.json:
             print(json.dumps({**result.to_dict(), "status": "ok",
-                              "weights": getattr(model, "weights_label", args.weights),
+                              "weights": models.weights,
                               "timing": args.timing or model.cfg.timing}), flush=True)
             continue
         audio = f"  audio {_track_text(result.audio_track.to_dict())}" if result.audio_track else ""

@@ -12,119 +12,24 @@ import os
 import sys
 from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from synchformer.constants import MAX_WINDOWS, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS, WINDOW_SEC
+from synchformer.constants import (MAX_WINDOWS, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, SEGMENT_STRIDE_SEC,
+                                   VIDEO_FPS, WINDOW_SEC)
 from synchformer.features.segments import decode_size
+from synchformer.inference.analysis import Analysis
 from synchformer.inference.checks import segment_signals, window_problems
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk, read_segments, too_short
-from synchformer.io.decode import AudioEvent, AudioTrack
-from synchformer.model import Synchformer
+from synchformer.model import Synchformer, same_encoders
 from synchformer.model.precision import using
-
-SEGMENT_SEC = SEGMENT_STRIDE_FRAMES / VIDEO_FPS  # 0.32 s between segment starts
-
-
-@dataclass
-class Analysis:
-    path: str
-    hop_sec: float  # the hop actually used (a multiple of 0.32 s)
-    window_starts: np.ndarray  # (W,) seconds from the file's first video frame
-    logits: np.ndarray  # (W, classes) of the offset model
-    grid: np.ndarray  # (classes,) offset of each class in seconds
-    sync_probs: np.ndarray | None = None  # (W,) P(synchronizable) from a stage III model
-    segments_encoded: int = 0  # encoder passes spent (per model)
-    segments_total: int = 0  # whole segments in the file
-    warnings: list[str] = field(default_factory=list)
-    # (W,) per window: why no offset can be read off it whatever the model says (silence, a still picture);
-    # see synchformer.inference.checks. Empty lists: nothing found.
-    problems: list[list[str]] = field(default_factory=list)
-    model_caveat: str | None = None  # about the model itself, added to an unreliable verdict's reasons
-    timing: str = "true"  # how the audio was placed against the frames (io.decode.load_av)
-    audio_lead_sec: float = 0.0  # timing="authors": the audio was taken this much early, as the weights learned
-    # a sampled analysis (max_windows): windows spread over the file rather than every one; the file's whole
-    # segments by its header (segments_total is then what was read)
-    sampled: bool = False
-    file_segments: int | None = None
-    # analyze(keep_visual=True): the visual features of every segment the windows used, by segment index, and
-    # each window's first segment; a fine-offset model reuses them (inference.refine)
-    visual_features: dict | None = field(default=None, repr=False)
-    visual_model: Synchformer | None = field(default=None, repr=False)  # whose encoder made them
-    first_segments: np.ndarray | None = None
-    read_args: dict = field(default_factory=dict)  # how the file was read (first_frame, size, audio, max_windows,
-    # audio_track)
-    origin_sec: float = 0.0  # the first video frame's timestamp in the container's timeline
-    audio_track: AudioTrack | None = None  # the file's track measured (None: an external track)
-    # the track's gaps, overlaps and format changes in what was read (io.decode.AudioEvent, times from the
-    # first video frame)
-    audio_events: list[AudioEvent] = field(default_factory=list)
-
-    @property
-    def seen(self) -> list[tuple[float, float]]:
-        """The spans of the file the windows saw (s), overlapping windows merged."""
-        spans: list[list[float]] = []
-        for s in np.sort(self.window_starts):
-            if spans and s <= spans[-1][1] + 1e-6:
-                spans[-1][1] = max(spans[-1][1], s + WINDOW_SEC)
-            else:
-                spans.append([float(s), float(s) + WINDOW_SEC])
-        return [(round(float(a), 3), round(float(b), 3)) for a, b in spans]
-
-    def summarize(self, min_sync_prob: float = 0.5, fine_model: Synchformer | None = None):
-        """The whole file's offset, its windows and its verdict (pooling.summarize with all this holds).
-        ``fine_model``: a fine-offset model reads the offset below the class grid (``inference.refine``; it
-        reads the file again, and reuses the visual features of an ``analyze(keep_visual=True)``)."""
-        from synchformer.inference.pooling import summarize
-
-        summary = summarize(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
-                            min_sync_prob=min_sync_prob, problems=self.problems or None,
-                            model_caveat=self.model_caveat, audio_events=self.window_audio_events())
-        if fine_model is not None and summary.refined_offset_sec is not None:
-            from synchformer.inference.refine import refine
-
-            used = np.array([w.used for w in summary.windows])
-            summary.fine = refine(fine_model, self, used, summary.refined_offset_sec, timing=self.timing)
-        return summary
-
-    def window_audio_events(self) -> list[list[AudioEvent]]:
-        """Per window, the audio events inside it (a gap that reaches into it counts)."""
-        out = []
-        for s in self.window_starts:
-            out.append([e for e in self.audio_events if e.at_sec < s + WINDOW_SEC
-                        and e.at_sec + (e.duration_sec if e.kind == "gap" else 0.0) > s])
-        return out
-
-    @property
-    def probs(self) -> np.ndarray:
-        return torch.from_numpy(self.logits).softmax(-1).numpy()
-
-    @property
-    def window_sec(self) -> float:
-        return WINDOW_SEC
-
 
 def hop_in_segments(hop_sec: float) -> int:
     if not hop_sec > 0:
         raise ValueError(f"hop must be positive, got {hop_sec}")
-    return max(1, round(hop_sec / SEGMENT_SEC))
-
-
-ENCODERS = ("vfeat_extractor.", "afeat_extractor.")
-
-
-def encoders_equal(a: Synchformer, b: Synchformer, parts: tuple[str, ...] = ENCODERS) -> bool:
-    """Whether ``a``'s and ``b``'s encoders (``parts``: both, or one, e.g. the visual) are the same, bit for bit:
-    stage III fine-tunes only the sync transformer, a fine-offset model all but the visual encoder, so their
-    features are usually their parent's."""
-    if a is b:
-        return True
-    sa, sb = a.state_dict(), b.state_dict()
-    keys = [k for k in sa if k.startswith(parts)]
-    return a.cfg.v_width == b.cfg.v_width and all(k in sb and sa[k].shape == sb[k].shape and
-                                                    torch.equal(sa[k], sb[k].to(sa[k].device)) for k in keys)
+    return max(1, round(hop_sec / SEGMENT_STRIDE_SEC))
 
 
 @dataclass
@@ -202,7 +107,9 @@ def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0
         kw["first_only"] = True
     grid, chunks = read_segments(path, first_frame=first_frame, size=size, crop=crop, audio=audio,
                                  timing=timing or model.cfg.timing, max_windows=max_windows,
-                                 window_segments=model.cfg.n_segments, audio_track=audio_track, **chunk)
+                                 window_segments=model.cfg.n_segments, audio_track=audio_track,
+                                 keep_audio=bool(kw.get("keep_visual")),  # a fine pass takes its sound from memory
+                                 **chunk)
     if progress:
         total = len(grid.windows) * model.cfg.n_segments if grid.windows is not None else None
         chunks = _with_progress(chunks, grid.path, total)
@@ -237,7 +144,7 @@ def analyze_segments(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Seg
     window (av-benchmark's DeSync protocol). ``sync_model``: a stage III model run on the same windows.
     ``encode_batch``: segments per encoder call; ``window_batch``: windows per sync-transformer call.
     ``keep_visual``: keep the visual features of every segment used (``Analysis.visual_features``), for a
-    fine-offset model to reuse (``inference.refine``).
+    fine-offset model to reuse (``inference.fine``).
     """
     return run_steps(analysis_steps(model, grid, chunks, **kw))
 
@@ -268,7 +175,7 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
     if sync_model is not None:
         if sync_model.cfg.head != "synchronizability" or sync_model.cfg.n_segments > n:
             raise ValueError("sync_model must be a synchronizability model of at most as many segments")
-        shared = encoders_equal(model, sync_model)
+        shared = same_encoders(model, sync_model)
         caches.append(caches[0] if shared else _FeatureCache(sync_model, encode_batch))
 
     starts, logits, sync_logits, batch = [], [], [], []
@@ -304,10 +211,10 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
             raise too_short(path, n, 0)
         warnings = list(grid.warnings)
         if len(starts) < len(grid.windows):
-            warnings.append(f"the file ends before the {grid.time(grid.file_segments) + SEGMENT_SEC:.1f} s its header "
+            warnings.append(f"the file ends before the {grid.time(grid.file_segments) + SEGMENT_STRIDE_SEC:.1f} s its header "
                             f"states: {len(grid.windows) - len(starts)} of {len(grid.windows)} sampled windows "
                             "were not there")
-        spacing = float(np.median(np.diff(starts))) * SEGMENT_SEC if len(starts) > 1 else WINDOW_SEC
+        spacing = float(np.median(np.diff(starts))) * SEGMENT_STRIDE_SEC if len(starts) > 1 else WINDOW_SEC
         return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, read,
                          hop_sec=spacing, warnings=warnings, sampled=True, file_segments=grid.file_segments,
                          kept=caches[0].kept)
@@ -347,7 +254,7 @@ def analysis_steps(model: Synchformer, grid: SegmentGrid, chunks: Iterable[Segme
     run_batch()
 
     return _analysis(model, grid, starts, logits, sync_logits, signals, n, caches[0].encoded, seen,
-                     hop_sec=h * SEGMENT_SEC if not (ends_only or first_only) else float("inf"),
+                     hop_sec=h * SEGMENT_STRIDE_SEC if not (ends_only or first_only) else float("inf"),
                      warnings=grid.warnings,
                      kept=caches[0].kept)
 
@@ -362,4 +269,5 @@ def _analysis(model, grid: SegmentGrid, starts: list[int], logits, sync_logits, 
                     model_caveat=getattr(model, "caveat", None), timing=grid.timing,
                     audio_lead_sec=grid.audio_lead_sec, first_segments=np.asarray(starts, dtype=np.int64),
                     visual_features=kept, visual_model=None if kept is None else model, origin_sec=grid.origin_sec,
-                    audio_track=grid.audio_track, audio_events=list(grid.audio_events), **kw)
+                    audio_track=grid.audio_track, audio_events=list(grid.audio_events),
+                    kept_audio=None if kept is None else getattr(grid, "kept_audio", None), **kw)

@@ -85,8 +85,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from synchformer.constants import WINDOW_SEC
-from synchformer.inference.pooling import (_check_inputs, _entropy, _normalise, _num, _pm, _refine, _sec,
-                                           overlap_weights)
+from synchformer.inference.distributions import (check_windows, entropy, json_num, json_sec,
+                                                 neighbour_expectation, normalise_rows, overlap_weights, signed)
 
 __all__ = ["Drift", "fit_drift", "t_quantile"]
 
@@ -154,24 +154,24 @@ class Drift:
         return self.intercept_sec + self.slope_ms_per_min / 60000.0 * np.asarray(t_sec, dtype=np.float64)
 
     def to_dict(self) -> dict:
-        ci = None if self.ci95_ms_per_min is None else [_num(self.ci95_ms_per_min[0]),
-                                                         _num(self.ci95_ms_per_min[1])]
+        ci = None if self.ci95_ms_per_min is None else [json_num(self.ci95_ms_per_min[0]),
+                                                         json_num(self.ci95_ms_per_min[1])]
         found = bool(self.detected)  # a line that is not a finding has no slope to report: only its test
         return {
             "detected": found, "reason": self.reason,
-            "slope_ms_per_min": _num(self.slope_ms_per_min) if found else None,
-            "stderr_ms_per_min": _num(self.stderr_ms_per_min),
-            "ci95_ms_per_min": ci, "t_stat": _num(self.t_stat),
-            "intercept_sec": _sec(self.intercept_sec) if found else None,
-            "t_start_sec": _sec(self.t_start_sec), "t_end_sec": _sec(self.t_end_sec),
-            "offset_at_start_sec": _sec(self.offset_at_start_sec) if found else None,
-            "offset_at_end_sec": _sec(self.offset_at_end_sec) if found else None,
-            "change_sec": _sec(self.change_sec) if found else None,
+            "slope_ms_per_min": json_num(self.slope_ms_per_min) if found else None,
+            "stderr_ms_per_min": json_num(self.stderr_ms_per_min),
+            "ci95_ms_per_min": ci, "t_stat": json_num(self.t_stat),
+            "intercept_sec": json_sec(self.intercept_sec) if found else None,
+            "t_start_sec": json_sec(self.t_start_sec), "t_end_sec": json_sec(self.t_end_sec),
+            "offset_at_start_sec": json_sec(self.offset_at_start_sec) if found else None,
+            "offset_at_end_sec": json_sec(self.offset_at_end_sec) if found else None,
+            "change_sec": json_sec(self.change_sec) if found else None,
             "n_windows": int(self.n_windows), "n_fit": int(self.n_fit), "n_inliers": int(self.n_inliers),
-            "effective_windows": _num(self.effective_windows), "residual_scale_sec": _sec(self.residual_scale_sec),
+            "effective_windows": json_num(self.effective_windows), "residual_scale_sec": json_sec(self.residual_scale_sec),
             "step": None if self.step_at_sec is None else {
-                "at_sec": _sec(self.step_at_sec), "from_sec": _sec(self.step_from_sec),
-                "to_sec": _sec(self.step_to_sec)},
+                "at_sec": json_sec(self.step_at_sec), "from_sec": json_sec(self.step_from_sec),
+                "to_sec": json_sec(self.step_to_sec)},
             "rule": {"min_windows": DRIFT_MIN_WINDOWS, "min_span_sec": DRIFT_MIN_SPAN_SEC, "min_t": DRIFT_MIN_T,
                      "tail": DRIFT_TAIL, "min_change_sec": DRIFT_MIN_CHANGE_SEC,
                      "min_inlier_fraction": DRIFT_MIN_INLIER_FRACTION,
@@ -346,14 +346,14 @@ def fit_drift(starts, probs, grid, weights=None, window_sec: float = WINDOW_SEC)
     with a NaN anywhere (start, probabilities, weight) or a confidence below
     DRIFT_MIN_WINDOW_CONFIDENCE (silence: nearly uniform probabilities) are left out of the fit.
     """
-    starts, probs, grid = _check_inputs(starts, probs, grid, window_sec)
+    starts, probs, grid = check_windows(starts, probs, grid, window_sec)
     n_windows = len(starts)
-    p, valid = _normalise(probs)
+    p, valid = normalise_rows(probs)
     conf = np.zeros(n_windows)
     y = np.full(n_windows, np.nan)
     if valid.any():
-        conf[valid] = np.clip(1.0 - _entropy(p[valid]) / math.log(len(grid)), 0.0, 1.0)
-        y[valid] = _refine(p[valid], grid)
+        conf[valid] = np.clip(1.0 - entropy(p[valid]) / math.log(len(grid)), 0.0, 1.0)
+        y[valid] = neighbour_expectation(p[valid], grid)
     w = np.where(conf >= DRIFT_MIN_WINDOW_CONFIDENCE, conf, 0.0)
     if weights is not None:
         uw = np.asarray(weights, dtype=np.float64).reshape(-1)
@@ -459,7 +459,7 @@ def fit_drift(starts, probs, grid, weights=None, window_sec: float = WINDOW_SEC)
                 before = float(b3[0] + b3[1] * (tau - tc))
                 out.step_at_sec, out.step_from_sec, out.step_to_sec = float(tau), before, before + float(b3[2])
     jump = ("" if out.step_at_sec is None else f"; the offset jumps at {out.step_at_sec:.1f} s from "
-                                                f"{_pm(out.step_from_sec)} s to {_pm(out.step_to_sec)} s")
+                                                f"{signed(out.step_from_sec)} s to {signed(out.step_to_sec)} s")
 
     if n_fit < DRIFT_MIN_WINDOWS:
         out.reason = few
@@ -479,6 +479,6 @@ def fit_drift(starts, probs, grid, weights=None, window_sec: float = WINDOW_SEC)
                       f"|t| = {z3:.1f} (the line alone: {what})")
     else:
         out.detected = True
-        out.reason = (f"drift {what}: {_pm(out.offset_at_start_sec)} s at {out.t_start_sec:.1f} s to "
-                      f"{_pm(out.offset_at_end_sec)} s at {out.t_end_sec:.1f} s{jump}")
+        out.reason = (f"drift {what}: {signed(out.offset_at_start_sec)} s at {out.t_start_sec:.1f} s to "
+                      f"{signed(out.offset_at_end_sec)} s at {out.t_end_sec:.1f} s{jump}")
     return out

@@ -1,8 +1,11 @@
-"""From per-window results of a whole video to one offset: the pooled distribution, the per-window rows and
-the summary that the verdict (``synchformer.inference.verdict``) and the JSON read.
+"""From per-window results of a whole video to one offset: the pooled distribution, the per-window rows, and
+the Summary the JSON is written from, built once with its verdict (``synchformer.inference.verdict``).
 
-Pure functions: numpy arrays in, dataclasses / JSON-ready dicts out; no model, no decoding. The drift over
-the file is fitted in ``synchformer.inference.drift``; the heat map is drawn by ``synchformer.plots.heatmap``.
+Two steps, so that a fine pass can run between them: ``pool_windows`` pools the windows (``Pooled``: no verdict
+yet), and ``conclude`` judges the final numbers (the fine pass's included) and writes the message; ``summarize``
+does both. Pure functions: numpy arrays in, frozen dataclasses / JSON-ready dicts out; no model, no decoding.
+The drift over the file is fitted in ``synchformer.inference.drift``; the heat map is drawn by
+``synchformer.plots.heatmap``.
 
 Inputs (``W`` windows, ``K`` offset classes, ``K = 21`` for the released models)
 
@@ -71,7 +74,7 @@ are not finite become ``null``. Schema (``schema`` = "synchformer.timeline/1")::
       "refined_offset_sec": float|null,  # the offset below the class grid: the fine pass's (below) where one
                                    # ran, else the expectation over that class and its two neighbours
       "refined_interval_sec": [lo, hi]|null,  # its 90 % interval (REFINED_INTERVAL_SCALE / FINE_INTERVAL_SCALE)
-      "fine": FINE|null,           # a fine-offset model's pass (synchformer.inference.refine); null where none ran
+      "fine": FINE|null,           # a fine-offset model's pass (synchformer.inference.fine); null where none ran
                                    #   FINE = {"coarse_sec", "residual_sec", "offset_sec", "interval_sec", "windows"}
       "agreement": float|null,     # fraction of used windows whose argmax is within one class of offset_sec
       "distribution": [K floats]|null,   # the reported pooled distribution over grid_sec
@@ -100,182 +103,54 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from synchformer.constants import WINDOW_SEC
-from synchformer.inference.verdict import two_decimals
+from synchformer.inference.distributions import (check_windows, describe_offset, entropy, json_interval, json_num,
+                                                 json_prob, json_sec, log_pooled, neighbour_expectation,
+                                                 neighbour_interval, normalise_rows, overlap_weights, signed,
+                                                 two_decimals)
+from synchformer.inference.drift import Drift, fit_drift
+from synchformer.inference.verdict import credible_drift, file_reasons, note_reasons, window_reasons
 
-if TYPE_CHECKING:
-    from synchformer.inference.drift import Drift
-    from synchformer.inference.refine import FineOffset
-
-__all__ = ["WindowRow", "Pool", "Summary", "summarize", "window_offsets", "overlap_weights", "log_pooled",
-           "describe_offset",
-           "note_reasons", "SCHEMA", "REFINED_INTERVAL_SCALE"]
+__all__ = ["WindowRow", "Pool", "FineOffset", "Pooled", "Summary", "pool_windows", "conclude", "summarize",
+           "SCHEMA"]
 
 SCHEMA = "synchformer.timeline/1"
-PROB_FLOOR = 1e-6  # floor before log: one window can cost a class at most 13.8 nats (times its weight)
 
 
-# ----------------------------------------------------------------------------------------------- helpers
-
-def _pm(x, nd: int = 2) -> str:
-    """Signed, without a negative zero: -0.001 -> '+0.00'."""
-    v = round(float(x), nd) + 0.0
-    return f"{v:+.{nd}f}"
-
-
-def _sec(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else round(float(x), 3)
-
-
-def _prob(x) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else float(f"{float(x):.4g}")
-
-
-def _num(x, digits: int = 2) -> float | None:
-    return None if x is None or not math.isfinite(float(x)) else round(float(x), digits)
-
-
-def _check_inputs(starts, probs, grid, window_sec):
-    starts = np.asarray(starts, dtype=np.float64).reshape(-1)
-    probs = np.asarray(probs, dtype=np.float64)
-    grid = np.asarray(grid, dtype=np.float64).reshape(-1)
-    if probs.ndim != 2 and not (probs.size == 0 and len(starts) == 0):
-        raise ValueError(f"probs must be (windows, classes), got shape {probs.shape}")
-    if probs.size == 0 and len(starts) == 0:
-        probs = probs.reshape(0, len(grid))
-    if probs.shape[0] != len(starts):
-        raise ValueError(f"{len(starts)} starts but {probs.shape[0]} rows of probs")
-    if probs.shape[1] != len(grid):
-        raise ValueError(f"probs has {probs.shape[1]} classes, the grid {len(grid)}")
-    if len(grid) < 2 or not np.all(np.isfinite(grid)) or not np.all(np.diff(grid) > 0):
-        raise ValueError("grid must be finite, ascending, with at least 2 classes")
-    if not (math.isfinite(window_sec) and window_sec > 0):
-        raise ValueError(f"window_sec must be positive, got {window_sec}")
-    return starts, probs, grid
-
-
-def _normalise(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows renormalised to sum 1; ``valid`` is False for rows with NaN/inf, negatives or a zero sum."""
-    p = np.where(np.abs(probs) < 1e-12, 0.0, probs)  # tiny negative round-off
-    s = p.sum(axis=1) if len(p) else np.zeros(0)
-    valid = np.isfinite(p).all(axis=1) & (p >= 0).all(axis=1) & (s > 0)
-    out = np.full_like(p, np.nan)
-    out[valid] = p[valid] / s[valid, None]
-    return out, valid
-
-
-def _entropy(p: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=-1)
-
-
-def _refine(p: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """Expectation of the offset over the argmax class and its two neighbours (renormalised), per row.
-
-    At the first/last class only the one neighbour inside the grid is used, so the estimate is pulled
-    inwards there (an offset beyond +-2 s cannot be seen anyway).
-    """
-    p = np.atleast_2d(p)
-    k = np.argmax(p, axis=1)
-    idx = np.clip(k[:, None] + np.array([-1, 0, 1])[None, :], 0, len(grid) - 1)
-    mask = np.ones(idx.shape, dtype=bool)
-    mask[:, 0] &= k > 0
-    mask[:, 2] &= k < len(grid) - 1
-    q = np.take_along_axis(p, idx, axis=1) * mask
-    s = q.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(s > 0, (q * grid[idx]).sum(axis=1) / s, grid[k])
-
-
-# The refined offset's 90 % interval: +- this many times the pooled distribution's spread over the three
-# classes the refined offset is read from. 90 % of 64 continuous-offset synthetic clips (the bundled model)
-# had their error inside it (benchmarks/refine_offsets.py); for other models it is a guide, not a measurement.
-REFINED_INTERVAL_SCALE = 0.55
-
-
-def _refine_interval(dist: np.ndarray, grid: np.ndarray, k: int, refined: float) -> tuple[float, float]:
-    """The 90 % interval of ``refined`` (``_refine`` of ``dist``, whose argmax is class ``k``)."""
-    lo, hi = max(0, k - 1), min(len(grid), k + 2)
-    q = dist[lo:hi] / dist[lo:hi].sum()
-    half = REFINED_INTERVAL_SCALE * float(np.sqrt((q * (grid[lo:hi] - refined) ** 2).sum()))
-    return refined - half, refined + half
-
-
-def _interval_json(interval: tuple[float, float] | None) -> list | None:
-    return None if interval is None else [_sec(x) for x in interval]
-
-
-def window_offsets(probs, grid) -> np.ndarray:
-    """Sub-class offset estimate per window (NaN for invalid rows): see ``_refine``."""
-    p, valid = _normalise(np.atleast_2d(np.asarray(probs, dtype=np.float64)))
-    out = np.full(len(p), np.nan)
-    if valid.any():
-        out[valid] = _refine(p[valid], np.asarray(grid, dtype=np.float64))
-    return out
-
-
-def log_pooled(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Windows' distributions (W, K) pooled as independent evidence: the ``weights``-weighted sum of their logs
-    (each floored at PROB_FLOOR), renormalised."""
-    score = (weights[:, None] * np.log(np.maximum(probs, PROB_FLOOR))).sum(axis=0)
-    q = np.exp(score - score.max())
-    return q / q.sum()
-
-
-def overlap_weights(starts, window_sec: float = WINDOW_SEC) -> np.ndarray:
-    """``a_w``: the part of window w nearer its centre than any other window's centre, / window_sec.
-
-    Sums to |union of the windows| / window_sec (the effective number of independent windows); equals
-    hop / window_sec for a regular hop away from the ends; 1 for windows that do not overlap.
-    """
-    s = np.asarray(starts, dtype=np.float64).reshape(-1)
-    if len(s) == 0:
-        return np.zeros(0)
-    order = np.argsort(s, kind="stable")
-    ss = s[order]
-    c = ss + window_sec / 2
-    mids = (c[1:] + c[:-1]) / 2
-    lo = np.maximum(np.concatenate([[-np.inf], mids]), ss)
-    hi = np.minimum(np.concatenate([mids, [np.inf]]), ss + window_sec)
-    a = np.empty_like(ss)
-    a[order] = np.clip(hi - lo, 0.0, None) / window_sec
-    return a
-
-
-# ------------------------------------------------------------------------------------------ summary
-
-@dataclass
+@dataclass(frozen=True)
 class WindowRow:
     index: int
     start_sec: float
     end_sec: float
     offset_sec: float | None  # argmax class; + = audio leads
     probability: float | None  # its probability
-    refined_offset_sec: float | None  # expectation over argmax and its neighbours
+    refined_offset_sec: float | None  # the neighbour expectation (distributions.neighbour_expectation)
     entropy_nats: float | None
     entropy_norm: float | None  # entropy / log K: 0 = certain, 1 = uniform
     sync_prob: float | None
     used: bool
     note: str | None = None  # why not used
-    reliable: bool = True  # see synchformer.inference.verdict
-    reasons: list[str] = field(default_factory=list)  # why not reliable
+    reasons: list[str] = field(default_factory=list)  # why its estimate is not reliable (inference.verdict)
     audio_events: list[dict] = field(default_factory=list)  # gaps / overlaps of the audio's timestamps in it
 
+    @property
+    def reliable(self) -> bool:
+        return not self.reasons
+
     def to_dict(self) -> dict:
-        return {"index": int(self.index), "start_sec": _sec(self.start_sec), "end_sec": _sec(self.end_sec),
-                "offset_sec": _sec(self.offset_sec), "probability": _prob(self.probability),
-                "refined_offset_sec": _sec(self.refined_offset_sec),
-                "entropy_nats": _num(self.entropy_nats, 4), "entropy_norm": _num(self.entropy_norm, 4),
-                "sync_prob": _prob(self.sync_prob), "used": bool(self.used), "note": self.note,
-                "reliable": bool(self.reliable), "reasons": list(self.reasons),
+        return {"index": int(self.index), "start_sec": json_sec(self.start_sec), "end_sec": json_sec(self.end_sec),
+                "offset_sec": json_sec(self.offset_sec), "probability": json_prob(self.probability),
+                "refined_offset_sec": json_sec(self.refined_offset_sec),
+                "entropy_nats": json_num(self.entropy_nats, 4), "entropy_norm": json_num(self.entropy_norm, 4),
+                "sync_prob": json_prob(self.sync_prob), "used": bool(self.used), "note": self.note,
+                "reliable": self.reliable, "reasons": list(self.reasons),
                 "audio_events": list(self.audio_events)}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Pool:
     kind: str  # "mean" or "log"
     offset_sec: float
@@ -283,15 +158,72 @@ class Pool:
     refined_offset_sec: float
     distribution: np.ndarray  # (K,), sums to 1
     index: int  # class index of offset_sec
-    refined_interval_sec: tuple[float, float] | None = None  # 90 % (see REFINED_INTERVAL_SCALE)
+    refined_interval_sec: tuple[float, float] | None = None  # 90 % (distributions.REFINED_INTERVAL_SCALE)
 
     def to_dict(self) -> dict:
-        return {"offset_sec": _sec(self.offset_sec), "confidence": _prob(self.confidence),
-                "refined_offset_sec": _sec(self.refined_offset_sec),
-                "refined_interval_sec": _interval_json(self.refined_interval_sec)}
+        return {"offset_sec": json_sec(self.offset_sec), "confidence": json_prob(self.confidence),
+                "refined_offset_sec": json_sec(self.refined_offset_sec),
+                "refined_interval_sec": json_interval(self.refined_interval_sec)}
 
 
-@dataclass
+@dataclass(frozen=True)
+class FineOffset:
+    """What a fine pass found (``synchformer.inference.fine``): the offset is ``coarse_sec + residual_sec``."""
+
+    coarse_sec: float  # the coarse refined offset the sound was delayed by
+    residual_sec: float  # what the fine model read after that
+    offset_sec: float
+    interval_sec: tuple[float, float]  # 90 %
+    distribution: np.ndarray  # pooled (distributions.log_pooled), over the fine model's grid
+    grid: np.ndarray
+    windows: int  # windows scored
+    segments_encoded: int  # audio segments through the fine model's encoder (visual too if not shared)
+    window_probs: np.ndarray | None = None  # (windows, classes), before pooling
+    window_weights: np.ndarray | None = None  # their overlap weights (distributions.overlap_weights)
+
+    def to_dict(self) -> dict:
+        return {"coarse_sec": round(self.coarse_sec, 4), "residual_sec": round(self.residual_sec, 4),
+                "offset_sec": round(self.offset_sec, 4),
+                "interval_sec": [round(float(x), 4) for x in self.interval_sec], "windows": self.windows}
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """The windows pooled, before any verdict on the whole (``pool_windows``): what a fine pass needs (``used``,
+    ``coarse_offset_sec``) and what ``conclude`` judges."""
+
+    grid: np.ndarray
+    window_sec: float
+    min_sync_prob: float
+    windows: list[WindowRow]
+    used: np.ndarray  # (W,) bool: pooled into the overall offset
+    n_invalid: int
+    left_out: list[int]  # indices of windows judged not synchronizable
+    left_out_why: str  # "audio is digital silence: 5 windows; ..."
+    effective_windows: float
+    mean_pool: Pool | None
+    log_pool: Pool | None
+    agreement: float | None
+    drift: Drift | None  # as fitted; ``conclude`` keeps it only where most windows are reliable
+    has_sync: bool
+
+    @property
+    def n_used(self) -> int:
+        return int(self.used.sum())
+
+    @property
+    def pools_agree(self) -> bool | None:
+        if self.mean_pool is None or self.log_pool is None:
+            return None
+        return abs(self.mean_pool.index - self.log_pool.index) <= 1
+
+    @property
+    def coarse_offset_sec(self) -> float | None:
+        """The offset a fine pass starts from: the reported pool's refined offset."""
+        return None if self.mean_pool is None else self.mean_pool.refined_offset_sec
+
+
+@dataclass(frozen=True)
 class Summary:
     grid: np.ndarray
     window_sec: float
@@ -307,11 +239,14 @@ class Summary:
     agreement: float | None
     drift: Drift | None
     message: str
+    reasons: list[str]  # why not reliable (synchformer.inference.verdict); none: reliable
     has_sync: bool = False  # sync_probs were given
     left_out_why: str = ""  # "audio is digital silence: 5 windows; ..."
-    reliable: bool = False  # see synchformer.inference.verdict (set by summarize)
-    reasons: list[str] = field(default_factory=list)  # why not reliable
-    fine: "FineOffset | None" = None  # a fine-offset model's pass (inference.refine): the refined offset
+    fine: FineOffset | None = None  # a fine-offset model's pass (inference.fine): the refined offset
+
+    @property
+    def reliable(self) -> bool:
+        return not self.reasons
 
     @property
     def reported(self) -> Pool | None:
@@ -354,20 +289,20 @@ class Summary:
     def to_dict(self, windows: bool = True) -> dict:
         dist = self.distribution
         out = {
-            "schema": SCHEMA, "window_sec": _num(self.window_sec, 4), "grid_sec": [_sec(g) for g in self.grid],
+            "schema": SCHEMA, "window_sec": json_num(self.window_sec, 4), "grid_sec": [json_sec(g) for g in self.grid],
             "n_windows": len(self.windows), "n_used": int(self.n_used), "n_invalid": int(self.n_invalid),
-            "left_out": {"min_sync_prob": _num(self.min_sync_prob, 4), "count": len(self.left_out),
+            "left_out": {"min_sync_prob": json_num(self.min_sync_prob, 4), "count": len(self.left_out),
                          "indices": [int(i) for i in self.left_out], "why": self.left_out_why},
-            "synchronizable": self.synchronizable, "reliable": bool(self.reliable), "reasons": list(self.reasons),
+            "synchronizable": self.synchronizable, "reliable": self.reliable, "reasons": list(self.reasons),
             "pooling": self.pooling,
-            "offset_sec": _sec(self.offset_sec), "confidence": _prob(self.confidence),
-            "refined_offset_sec": _sec(self.refined_offset_sec),
-            "refined_interval_sec": _interval_json(self.refined_interval_sec),
-            "fine": None if self.fine is None else self.fine.to_dict(), "agreement": _num(self.agreement, 4),
-            "distribution": None if dist is None else [_prob(v) for v in dist],
+            "offset_sec": json_sec(self.offset_sec), "confidence": json_prob(self.confidence),
+            "refined_offset_sec": json_sec(self.refined_offset_sec),
+            "refined_interval_sec": json_interval(self.refined_interval_sec),
+            "fine": None if self.fine is None else self.fine.to_dict(), "agreement": json_num(self.agreement, 4),
+            "distribution": None if dist is None else [json_prob(v) for v in dist],
             "pools": {"mean": None if self.mean_pool is None else self.mean_pool.to_dict(),
                       "log": None if self.log_pool is None else self.log_pool.to_dict()},
-            "pools_agree": self.pools_agree, "effective_windows": _num(self.effective_windows),
+            "pools_agree": self.pools_agree, "effective_windows": json_num(self.effective_windows),
             "message": self.message, "drift": None if self.drift is None else self.drift.to_dict(),
         }
         if windows:
@@ -377,16 +312,9 @@ class Summary:
 
 def _pool(kind: str, dist: np.ndarray, grid: np.ndarray) -> Pool:
     k = int(np.argmax(dist))
-    refined = float(_refine(dist[None], grid)[0])
+    refined = float(neighbour_expectation(dist[None], grid)[0])
     return Pool(kind=kind, offset_sec=float(grid[k]), confidence=float(dist[k]), refined_offset_sec=refined,
-                distribution=dist, index=k, refined_interval_sec=_refine_interval(dist, grid, k, refined))
-
-
-def describe_offset(off: float) -> str:
-    """An offset in words, with the sign convention spelled out."""
-    if abs(off) < 1e-9:
-        return "in sync"
-    return f"audio {'leads' if off > 0 else 'lags'} the video by {abs(off):.2f} s"
+                distribution=dist, index=k, refined_interval_sec=neighbour_interval(dist, grid, k, refined))
 
 
 def _describe(off: float) -> str:
@@ -394,21 +322,19 @@ def _describe(off: float) -> str:
     return f"{text} (0.00 s)" if abs(off) < 1e-9 else text
 
 
-def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_SEC,
-              min_sync_prob: float = 0.5, problems=None, model_caveat: str | None = None,
-              audio_events=None) -> Summary:
-    """One offset for a whole video from its windows; see the module docstring for the method.
+def pool_windows(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_SEC, min_sync_prob: float = 0.5,
+                 problems=None, audio_events=None) -> Pooled:
+    """The windows pooled into one distribution (see the module docstring), each window with its own verdict,
+    the drift fitted; no verdict on the whole yet (``conclude``).
 
     ``problems``: per window, what the model-free checks found (``Analysis.problems``: silence, a still
-    picture); such windows are left out as not synchronizable. ``model_caveat``: a reason added to an
-    unreliable verdict about the model itself (e.g. the bundled model: "model trained on synthetic clips only").
-    ``audio_events``: per window, the gaps, overlaps and format changes of the audio's timestamps inside it
-    (``Analysis.window_audio_events``): reported on its row; the window stays in (its audio is placed as a
-    player that honours timestamps plays it).
+    picture); such windows are left out as not synchronizable. ``audio_events``: per window, the gaps,
+    overlaps and format changes of the audio's timestamps inside it (``Analysis.window_audio_events``):
+    reported on its row; the window stays in (its audio is placed as a player that honours timestamps plays it).
     """
-    starts, probs, grid = _check_inputs(starts, probs, grid, window_sec)
+    starts, probs, grid = check_windows(starts, probs, grid, window_sec)
     n = len(starts)
-    p, valid = _normalise(probs)
+    p, valid = normalise_rows(probs)
     valid &= np.isfinite(starts)
     sp = None
     if sync_probs is not None:
@@ -427,9 +353,9 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
     kmax = np.zeros(n, dtype=int)
     refined = np.full(n, np.nan)
     if valid.any():
-        ent[valid] = _entropy(p[valid])
+        ent[valid] = entropy(p[valid])
         kmax[valid] = np.argmax(p[valid], axis=1)
-        refined[valid] = _refine(p[valid], grid)
+        refined[valid] = neighbour_expectation(p[valid], grid)
 
     rows = []
     for i in range(n):
@@ -442,24 +368,22 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
             why = list(problems[i]) + ([f"P(synchronizable) {sp[i]:.2f} below {min_sync_prob:g}"] if low_sync[i] else [])
             note = "; ".join(why)
         s = float(starts[i])
+        offset = float(grid[kmax[i]]) if ok else None
+        prob = float(p[i, kmax[i]]) if ok else None
         rows.append(WindowRow(
-            index=i, start_sec=s, end_sec=s + window_sec,
-            offset_sec=float(grid[kmax[i]]) if ok else None,
-            probability=float(p[i, kmax[i]]) if ok else None,
+            index=i, start_sec=s, end_sec=s + window_sec, offset_sec=offset, probability=prob,
             refined_offset_sec=float(refined[i]) if ok else None,
             entropy_nats=float(ent[i]) if ok else None,
             entropy_norm=float(ent[i] / math.log(K)) if ok else None,
             sync_prob=None if sp is None or not math.isfinite(sp[i]) else float(sp[i]),
             used=bool(used[i]), note=note,
+            reasons=window_reasons(bool(used[i]), note, prob, offset, grid),
             audio_events=[e.to_dict() for e in audio_events[i]] if audio_events is not None else []))
     left_out = [int(i) for i in np.flatnonzero(valid & not_sync)]
-    n_invalid = int((~valid).sum())
-    n_used = int(used.sum())
 
-    mean_pool = log_pool = None
-    agreement = None
+    mean_pool = log_pool = agreement = drift = None
     n_eff = 0.0
-    drift = None
+    n_used = int(used.sum())
     if n_used:
         a = overlap_weights(starts[used], window_sec)
         n_eff = float(a.sum())
@@ -468,59 +392,65 @@ def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_S
         pu = p[used]
         mean = (a[:, None] * pu).sum(axis=0) / a.sum()
         mean_pool, log_pool = _pool("mean", mean, grid), _pool("log", log_pooled(pu, a), grid)
-        pooled_k = mean_pool.index  # the reported pool (see the module docstring)
-        agreement = float(np.mean(np.abs(kmax[used] - pooled_k) <= 1))
-        from synchformer.inference.drift import fit_drift  # drift builds on this module's helpers
-
+        agreement = float(np.mean(np.abs(kmax[used] - mean_pool.index) <= 1))  # (the reported pool's class)
         drift = fit_drift(starts[used], p[used], grid, weights=None if sp is None else
                           np.where(np.isfinite(sp[used]), sp[used], 1.0), window_sec=window_sec)
+    return Pooled(grid=grid, window_sec=float(window_sec), min_sync_prob=float(min_sync_prob), windows=rows,
+                  used=used, n_invalid=int((~valid).sum()), left_out=left_out,
+                  left_out_why=_left_out_reasons([rows[i].note for i in left_out]), effective_windows=n_eff,
+                  mean_pool=mean_pool, log_pool=log_pool, agreement=agreement, drift=drift, has_sync=sp is not None)
 
-    parts = []
-    why_left_out = _left_out_reasons([rows[i].note for i in left_out])
+
+def conclude(pooled: Pooled, fine: FineOffset | None = None, model_caveat: str | None = None) -> Summary:
+    """The Summary of ``pooled``, built once: the drift kept only where most windows are reliable, the verdict on
+    the final numbers (``fine``: a fine pass's result, whose offset is then the refined one), then the message.
+    ``model_caveat``: a reason added to an unreliable verdict about the model itself (e.g. the bundled model:
+    "model trained on synthetic clips only")."""
+    drift = credible_drift(pooled.drift, [r.reliable for r in pooled.windows if r.used])
+    reasons = file_reasons(pooled, drift, fine, model_caveat)
+    return Summary(grid=pooled.grid, window_sec=pooled.window_sec, min_sync_prob=pooled.min_sync_prob,
+                   windows=pooled.windows, n_used=pooled.n_used, n_invalid=pooled.n_invalid,
+                   left_out=pooled.left_out, effective_windows=pooled.effective_windows,
+                   mean_pool=pooled.mean_pool, log_pool=pooled.log_pool, pooling="mean", agreement=pooled.agreement,
+                   drift=drift, message=_message(pooled, drift), reasons=reasons, has_sync=pooled.has_sync,
+                   left_out_why=pooled.left_out_why, fine=fine)
+
+
+def summarize(starts, probs, grid, sync_probs=None, window_sec: float = WINDOW_SEC, min_sync_prob: float = 0.5,
+              problems=None, model_caveat: str | None = None, audio_events=None,
+              fine: FineOffset | None = None) -> Summary:
+    """One offset for a whole video from its windows (``pool_windows``, then ``conclude``); see the module
+    docstring for the method."""
+    return conclude(pool_windows(starts, probs, grid, sync_probs=sync_probs, window_sec=window_sec,
+                                 min_sync_prob=min_sync_prob, problems=problems, audio_events=audio_events),
+                    fine=fine, model_caveat=model_caveat)
+
+
+def _message(pooled: Pooled, drift: Drift | None) -> str:
+    """One line for people, written from the final numbers."""
+    n, n_used, left_out = len(pooled.windows), pooled.n_used, pooled.left_out
     if n == 0:
-        msg = "no windows: no overall offset"
-    elif not n_used:
+        return "no windows: no overall offset"
+    if not n_used:
         msg = ("no synchronizable window: no overall offset"
                if left_out else "no window with valid probabilities: no overall offset")
-        if left_out:
-            msg += f" ({why_left_out})"
-    else:
-        parts.append(f"{_describe(mean_pool.offset_sec)} (confidence {two_decimals(mean_pool.confidence)}, "
-                     f"{100 * agreement:.0f}% of {n_used} windows agree)")
-        if not log_pool.index - 1 <= mean_pool.index <= log_pool.index + 1:
-            parts.append(f"the log pool says {_pm(log_pool.offset_sec)} s: check the heat map")
-        if left_out:
-            parts.append(f"{len(left_out)} of {n} windows left out as not synchronizable ({why_left_out})")
-        if n_invalid:
-            parts.append(f"{n_invalid} windows with invalid probabilities ignored")
-        if drift is not None and drift.detected:
-            parts.append(f"the offset drifts {drift.slope_ms_per_min:+.0f} ms/min, "
-                         f"{_pm(drift.offset_at_start_sec)} s to {_pm(drift.offset_at_end_sec)} s")
-        if drift is not None and drift.step_at_sec is not None:
-            parts.append(f"the offset jumps at {drift.step_at_sec:.1f} s from {_pm(drift.step_from_sec)} s to "
-                         f"{_pm(drift.step_to_sec)} s")
-        msg = "; ".join(parts)
-    summary = Summary(grid=grid, window_sec=float(window_sec), min_sync_prob=float(min_sync_prob), windows=rows,
-                   n_used=n_used, n_invalid=n_invalid, left_out=left_out, effective_windows=n_eff,
-                   mean_pool=mean_pool, log_pool=log_pool, pooling="mean", agreement=agreement, drift=drift,
-                   message=msg, has_sync=sp is not None, left_out_why=why_left_out)
-    from synchformer.inference.verdict import judge
-
-    judge(summary, model_caveat=model_caveat)
-    return summary
-
-
-def note_reasons(notes) -> dict[str, int]:
-    """The reasons that windows' notes name, without their numbers ("audio is near silence (-71 dBFS)" ->
-    "audio is near silence", "P(synchronizable) 0.21 below 0.5" -> "P(synchronizable)"), each with how many
-    windows name it, in the order first named."""
-    counts: dict[str, int] = {}
-    for note in notes:
-        for part in (note or "").split("; "):
-            if part:
-                key = part.split(" (")[0].split(" 0.")[0]
-                counts[key] = counts.get(key, 0) + 1
-    return counts
+        return msg + (f" ({pooled.left_out_why})" if left_out else "")
+    mean_pool, log_pool = pooled.mean_pool, pooled.log_pool
+    parts = [f"{_describe(mean_pool.offset_sec)} (confidence {two_decimals(mean_pool.confidence)}, "
+             f"{100 * pooled.agreement:.0f}% of {n_used} windows agree)"]
+    if not log_pool.index - 1 <= mean_pool.index <= log_pool.index + 1:
+        parts.append(f"the log pool says {signed(log_pool.offset_sec)} s: check the heat map")
+    if left_out:
+        parts.append(f"{len(left_out)} of {n} windows left out as not synchronizable ({pooled.left_out_why})")
+    if pooled.n_invalid:
+        parts.append(f"{pooled.n_invalid} windows with invalid probabilities ignored")
+    if drift is not None and drift.detected:
+        parts.append(f"the offset drifts {drift.slope_ms_per_min:+.0f} ms/min, "
+                     f"{signed(drift.offset_at_start_sec)} s to {signed(drift.offset_at_end_sec)} s")
+    if drift is not None and drift.step_at_sec is not None:
+        parts.append(f"the offset jumps at {drift.step_at_sec:.1f} s from {signed(drift.step_from_sec)} s to "
+                     f"{signed(drift.step_to_sec)} s")
+    return "; ".join(parts)
 
 
 def _left_out_reasons(notes: list[str]) -> str:

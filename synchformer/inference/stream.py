@@ -5,12 +5,16 @@ independent per segment: so a file is cut into segments ``k = 0, 1, 2, ...`` (fr
 ``[first + 8k, first + 8k + 16)``, the audio samples of the same span), every segment goes through the
 encoders once, and windows are assembled from the cached features. Decoding runs in a background thread,
 a chunk ahead of the model, and only a chunk of frames is held in memory at a time (films of any length).
+The file is opened once per pass: one ``io.reader.MediaReader`` makes the first look and decodes every chunk (or
+sampled window) from one demux, each going on where the last stopped; with ``keep_audio`` the sound it decoded
+stays in ``SegmentGrid.kept_audio``, for the fine pass to take its delayed segments from without a second read.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,8 +35,8 @@ from synchformer.constants import (
 )
 from synchformer.errors import SynchformerError
 from synchformer.features import audio_to_model, frames_to_model, segment_audio, segment_video
-from synchformer.io import load_av, probe
 from synchformer.io.decode import AudioEvent, AudioTrack, declared_duration
+from synchformer.io.reader import KeptAudio, MediaReader
 
 
 @dataclass
@@ -70,6 +74,10 @@ class SegmentGrid:
     audio_track: AudioTrack | None = None  # the file's track decoded (None: an external track, or no audio)
     # gaps, overlaps and format changes of the track in what was decoded (filled in as the chunks are read)
     audio_events: list[AudioEvent] = field(default_factory=list)
+    # read_segments(keep_audio=True): the sound the pass decoded (filled in as the chunks are read), to take delayed
+    # segments from (KeptAudio.segments); None when not asked for, or without sound
+    kept_audio: KeptAudio | None = None
+    duration_sec: float | None = None  # the header's duration (None: it states none)
 
     def add_events(self, events) -> None:
         """Events of one decoded piece; pieces overlap, so an event already seen is not added again."""
@@ -102,7 +110,8 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
                   chunk_segments: int = 64, audio: np.ndarray | torch.Tensor | None = None,
                   with_audio: bool = True, timing: str = "true", max_windows: int = 0,
                   window_segments: int = N_SEGMENTS, audio_delay_sec: float = 0.0,
-                  audio_track: int | str | None = None) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
+                  audio_track: int | str | None = None,
+                  keep_audio: bool = False) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
     """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid
     (frame 0: the file's first video frame).
 
@@ -116,15 +125,20 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     in ``grid.windows`` (a window the file turns out not to have is not yielded). ``audio_delay_sec``: every
     segment's sound is taken that much later than its frames (``load_av``; an external track likewise, silence
     before its start). ``audio_track``: which of the file's audio tracks (``io.decode.pick_audio_track``).
+    ``keep_audio``: keep the sound read (``grid.kept_audio``, filled in as the chunks are read: every segment's,
+    or each sampled window's, with 2.5 s on both sides), so that ``grid.kept_audio.segments(ks, delay)`` gives
+    what a read with ``audio_delay_sec=delay`` would, without one.
     Returns the grid (known once
     the first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded
-    one chunk ahead.
+    one chunk ahead. The file is opened once, here, and closed when the iterator is done with (or dropped).
     """
     path = os.fspath(path)
     span = SEGMENT_FRAMES + (chunk_segments - 1) * SEGMENT_STRIDE_FRAMES  # frames of one chunk
     step = chunk_segments * SEGMENT_STRIDE_FRAMES
+    external = None
     if audio is not None:
-        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+        external = np.asarray(audio, dtype=np.float32)
+        audio = torch.as_tensor(external)
         delay = round(audio_delay_sec * AUDIO_SR)
         if delay > 0:  # the track taken later: silence before its start
             audio = torch.cat([torch.zeros(delay), audio])
@@ -132,30 +146,43 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
             audio = audio[-delay:]
     own_audio = with_audio and audio is None
 
-    def decode(f0: int):
-        # one frame more than the chunk needs: if it exists, the next chunk starts inside the file
-        clip = load_av(path, start_sec=f0 / VIDEO_FPS, end_sec=(f0 + span + 1) / VIDEO_FPS, size=size, crop=crop,
-                       with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec, audio_track=audio_track)
-        grid.add_events(clip.audio_events)
-        return clip
-
-    info = probe(path)
-    n_file = _header_segments(info, first_frame)
-    if audio is not None and n_file is not None:  # an external track shorter than the picture ends the file
-        n_file = min(n_file, (len(audio) - SEGMENT_SAMPLES) // SEGMENT_STRIDE_SAMPLES + 1)
-    windows = sample_windows(n_file, window_segments, max_windows) if n_file is not None else None
-    if windows is not None:  # one chunk per window, starting at its first segment
-        chunk_segments = window_segments
-        span = SEGMENT_FRAMES + (window_segments - 1) * SEGMENT_STRIDE_FRAMES
-    first_clip = load_av(path, start_sec=0.0, end_sec=(first_frame + span + 1) / VIDEO_FPS, size=size, crop=crop,
-                         with_audio=own_audio, timing=timing, audio_delay_sec=audio_delay_sec, audio_track=audio_track)
+    reader = MediaReader(path, size=size, crop=crop, with_audio=own_audio, timing=timing, audio_track=audio_track,
+                         audio_delay_sec=audio_delay_sec, keep_audio=keep_audio and own_audio)
+    try:
+        n_file = _header_segments(reader.header, first_frame)
+        if audio is not None and n_file is not None:  # an external track shorter than the picture ends the file
+            n_file = min(n_file, (len(audio) - SEGMENT_SAMPLES) // SEGMENT_STRIDE_SAMPLES + 1)
+        windows = sample_windows(n_file, window_segments, max_windows) if n_file is not None else None
+        if windows is not None:  # one chunk per window, starting at its first segment
+            chunk_segments = window_segments
+            span = SEGMENT_FRAMES + (window_segments - 1) * SEGMENT_STRIDE_FRAMES
+            reader.keep_frames = span + 1  # (the windows of a file just over the budget overlap)
+        # one frame more than the chunk needs: if it exists, the next chunk starts inside the file (a start past
+        # the end reads nothing: too_short says so)
+        first_clip = reader.read(first_frame, first_frame + span + 1, empty_ok=first_frame > 0)
+    except BaseException:
+        reader.close()
+        raise
+    kept = None
+    if keep_audio and reader.kept is not None:
+        kept = reader.kept
+        kept.first_frame = first_frame
+    elif keep_audio and external is not None and with_audio:
+        kept = KeptAudio.of_track(external, first_frame)
     grid = SegmentGrid(path=path, start_sec=first_frame / VIDEO_FPS, warnings=list(first_clip.warnings),
                        timing=timing if own_audio else "true", audio_lead_sec=first_clip.audio_lead_sec,
                        windows=windows, file_segments=n_file if windows is not None else None,
-                       origin_sec=first_clip.origin_sec, audio_track=first_clip.audio_track)
+                       origin_sec=first_clip.origin_sec, audio_track=first_clip.audio_track, kept_audio=kept,
+                       duration_sec=reader.source_duration)
     grid.add_events(first_clip.audio_events)
     if audio is not None:
         grid.warnings = [w for w in grid.warnings if not w.startswith("audio covers")]
+
+    def decode(f0: int):
+        # in the decoding thread, one read at a time: the reader goes on where the last read stopped
+        clip = reader.read(f0, f0 + span + 1)
+        grid.add_events(clip.audio_events)
+        return clip
 
     def chunk_of(clip, f0: int, k0: int) -> tuple[SegmentChunk | None, bool]:
         """Segments of the chunk starting at frame f0 (clip.frames[0] is frame `offset`); and whether more follow."""
@@ -189,22 +216,32 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
                     return
                 yield chunk
 
-    def chunks() -> Iterator[SegmentChunk]:
-        if windows is not None:
-            yield from sampled()
-            return
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            clip, f0, k0 = first_clip, first_frame, 0
-            while True:
-                chunk, more = chunk_of(clip, f0, k0)
-                pending = pool.submit(decode, f0 + step) if more else None
-                if chunk is not None:
-                    yield chunk
-                if pending is None:
-                    return
-                clip, f0, k0 = pending.result(), f0 + step, k0 + chunk_segments
+    started = []
 
-    return grid, chunks()
+    def chunks() -> Iterator[SegmentChunk]:
+        started.append(True)
+        try:
+            if windows is not None:
+                yield from sampled()
+                return
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                clip, f0, k0 = first_clip, first_frame, 0
+                while True:
+                    chunk, more = chunk_of(clip, f0, k0)
+                    pending = pool.submit(decode, f0 + step) if more else None
+                    if chunk is not None:
+                        yield chunk
+                    if pending is None:
+                        return
+                    clip, f0, k0 = pending.result(), f0 + step, k0 + chunk_segments
+        finally:  # (after the pool: no read is running)
+            reader.close()
+
+    it = chunks()
+    # an iterator dropped before it started closes the file too (once started, its own `finally` does, after any
+    # read in flight: this callback runs first when a generator is freed)
+    weakref.finalize(it, lambda: None if started else reader.close())
+    return grid, it
 
 
 def _header_segments(info: dict, first_frame: int) -> int | None:

@@ -10,6 +10,11 @@ audio is silence of its length, an overlap is trimmed, and the gaps and overlaps
 Times given to and returned by ``load_av`` count from the file's first video frame (0 there, whatever the
 container's timestamps say: an MPEG-TS starts its video seconds into its timeline), as a player's clock does.
 A local path is always a local file, whatever characters it holds; a URL (``http://`` ...) is read as a stream.
+
+``load_av`` opens the file for each call, right for a one-off read. A pass that reads a file piece by piece (every
+chunk of ``inference.stream.read_segments``) reads it through ``io.reader.MediaReader``, which opens it once and
+places frames and samples by the rules here: the pieces it shares with this module are named without an underscore
+(``AudioPlacer``, ``frame_image``, ``choose_track``, ``SEEK_MIN_SEC`` ...).
 """
 
 from __future__ import annotations
@@ -34,13 +39,13 @@ from synchformer.errors import SynchformerError
 if TYPE_CHECKING:
     import torch
 
-# Seek only when this far into a stream: nearer, decoding from the start costs little. Audio decodes fast, and
-# from the start its timeline is exactly a full decode's; after a seek it hangs on one frame's pts, which some
-# files get wrong by a codec frame (Vorbis in WebM: up to 19 ms).
-_SEEK_MIN_SEC = {"video": 2.0, "audio": 30.0}
-_PREROLL_SEC = Fraction(1, 2)  # decode this much before a seek target: audio decoders need warm-up frames
-_AUDIO_TAIL_SEC = Fraction(1, 10)  # decode past the clip end so the resampler's filter sees real samples
-_JUMP_MAX_SEC = Fraction(1, 10)  # a timestamp this far from the running time always moves the audio (_Placer)
+# Seek only when this far into a stream (io.reader: this far ahead of where it is): nearer, decoding from the start
+# (on) costs little. Audio decodes fast, and from the start its timeline is exactly a full decode's; after a seek it
+# hangs on one frame's pts, which some files get wrong by a codec frame (Vorbis in WebM: up to 19 ms).
+SEEK_MIN_SEC = {"video": 2.0, "audio": 30.0}
+PREROLL_SEC = Fraction(1, 2)  # decode this much before a seek target: audio decoders need warm-up frames
+AUDIO_TAIL_SEC = Fraction(1, 10)  # decode past the clip end so the resampler's filter sees real samples
+_JUMP_MAX_SEC = Fraction(1, 10)  # a timestamp this far from the running time always moves the audio (AudioPlacer)
 _PAD_WARN_SEC = 0.1  # shorter pads are normal: audio frame granularity, the last video frame rounded up
 
 # The released weights' stack (PyAV 8.1/9.0 wheels: FFmpeg 4.3, on ffmpeg-CLI re-encoded AAC mp4s) dropped this
@@ -152,16 +157,24 @@ def _user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(path, *args, **kwargs):
-        try:
+        with decoding_errors(path):
             return fn(path, *args, **kwargs)
-        except (av.error.FFmpegError, OSError) as e:
-            raise SynchformerError(path, f"decoding failed ({_reason(e)})") from e
-        except ValueError as e:
-            if not _raised_in_pyav(e):  # a caller's mistake (an argument), not the file's
-                raise
-            raise SynchformerError(path, f"decoding failed ({_reason(e)})") from e
 
     return wrapper
+
+
+@contextmanager
+def decoding_errors(path: str | os.PathLike):
+    """A PyAV/OS failure inside (demuxing, decoding, scaling, resampling) becomes a one-line SynchformerError
+    naming ``path``; a ValueError that PyAV did not raise is a caller's mistake (an argument), and stays one."""
+    try:
+        yield
+    except (av.error.FFmpegError, OSError) as e:
+        raise SynchformerError(path, f"decoding failed ({_reason(e)})") from e
+    except ValueError as e:
+        if not _raised_in_pyav(e):
+            raise
+        raise SynchformerError(path, f"decoding failed ({_reason(e)})") from e
 
 
 def _raised_in_pyav(e: BaseException) -> bool:
@@ -202,7 +215,7 @@ def load_av(
 
     ``audio_delay_sec``: the sound is taken this much later than the frames (to the sample): the audio at frame
     time t is the file's at t - delay, silence where that is before the stream (a file whose audio leads by d,
-    read with delay d, plays in sync; inference.refine reads what is left of an offset so).
+    read with delay d, plays in sync; inference.fine reads what is left of an offset so).
     """
     path = os.fspath(path)
     if not start_sec >= 0:
@@ -215,19 +228,19 @@ def load_av(
         raise ValueError(f"timing must be one of {', '.join(TIMINGS)}, not {timing!r}")
 
     with _open(path) as container:
-        vstream = _stream(path, container, "video")
-        track = _pick_track(path, container, audio_track) if with_audio else None  # before decoding any video
+        vstream = media_stream(path, container, "video")
+        track = choose_track(path, container, audio_track) if with_audio else None  # before decoding any video
         source_fps = float(vstream.average_rate or vstream.guessed_rate or 0) or None
         source_duration = container.duration / av.time_base if container.duration else None
     first = _first_frame(path)
     if first is None:
         raise SynchformerError(path, "no video frames could be decoded")
     t0, first_frame = first
-    rotation = _rotation(first_frame)
+    rotation = frame_rotation(first_frame)
     source_size = (first_frame.width, first_frame.height)
     if rotation % 180:
         source_size = source_size[::-1]
-    out_size = _out_size(source_size, size)
+    out_size = output_size(source_size, size)
     if crop is not None and min(out_size) < crop:
         raise SynchformerError(path, f"frames are {out_size[0]}x{out_size[1]}, smaller than the {crop} px crop")
 
@@ -251,13 +264,13 @@ def load_av(
         nonlocal k, img
         until = until if k_stop is None else min(until, k_stop)
         if cur is not None and k < until:
-            img = _to_image(cur, size, crop, rotation, reformatter) if img is None else img
+            img = frame_image(cur, size, crop, rotation, reformatter) if img is None else img
             images.extend([img] * (until - k))
             k = until
 
     prev_t = last_t = video_end = None
     damaged: list = []
-    with closing(_decode(path, "video", clip_start, damaged)) as decoded:  # closed now, not by the GC (_close)
+    with closing(_decode(path, "video", clip_start, damaged)) as decoded:  # closed now, not by the GC (close_media)
         for t, frame in decoded:
             show_until(tick(t))  # as ffmpeg: tick n shows the last frame whose rounded pts is <= n
             if k_stop is not None and k >= k_stop:
@@ -286,14 +299,7 @@ def load_av(
         events = [e.moved(float(delay - t0)) for e in placed.events]
     else:
         audio, pad_start, pad_end, src_rate, src_channels = np.zeros(n_samples, np.float32), 0, 0, None, None
-    warnings = [f"skipped {len(damaged)} damaged packet(s) the decoder rejected"] if damaged else []
-    if pad_start + pad_end > _PAD_WARN_SEC * AUDIO_SR:
-        warnings.append(
-            f"audio covers less than the video: {pad_start / AUDIO_SR:.3f} s of silence added before it, "
-            f"{pad_end / AUDIO_SR:.3f} s after it"
-        )
-    if getattr(first_frame, "rotation", 0) % 90:
-        warnings.append(f"rotation of {first_frame.rotation} degrees is not a multiple of 90; ignored")
+    warnings = clip_warnings(len(damaged), pad_start, pad_end, getattr(first_frame, "rotation", 0))
     return AVClip(
         frames=_torch().from_numpy(np.stack(images)),
         audio=_torch().from_numpy(audio),
@@ -315,6 +321,20 @@ def load_av(
     )
 
 
+def clip_warnings(n_damaged: int, pad_start: int, pad_end: int, rotation: float) -> list[str]:
+    """What a decoded clip warns of: packets the decoder rejected, silence added where the audio stream has none
+    (``pad_start``, ``pad_end``: samples), a display rotation (the first frame's) that is not a multiple of 90."""
+    warnings = [f"skipped {n_damaged} damaged packet(s) the decoder rejected"] if n_damaged else []
+    if pad_start + pad_end > _PAD_WARN_SEC * AUDIO_SR:
+        warnings.append(
+            f"audio covers less than the video: {pad_start / AUDIO_SR:.3f} s of silence added before it, "
+            f"{pad_end / AUDIO_SR:.3f} s after it"
+        )
+    if rotation % 90:
+        warnings.append(f"rotation of {rotation} degrees is not a multiple of 90; ignored")
+    return warnings
+
+
 def _torch():
     import torch  # here, not at the top: checking a file (check_media, probe) must not wait for torch to load
 
@@ -327,7 +347,7 @@ def authors_audio_lead(path: str | os.PathLike, audio_track: int | str | None = 
     its first audio sample is at or before its first video frame, else 0 (see AUTHORS_DROPPED_SAMPLES)."""
     path = os.fspath(path)
     with _open(path) as container:
-        track = _pick_track(path, container, audio_track)
+        track = choose_track(path, container, audio_track)
     first = _first_frame(path)
     if first is None:
         raise SynchformerError(path, "no video frames could be decoded")
@@ -345,7 +365,7 @@ def _authors_lead(path: str, t0: Fraction, stream_index: int) -> Fraction:
 
 @functools.lru_cache(maxsize=64)
 def _authors_lead_of(path: str, mtime_ns: int, size: int, t0: Fraction, stream_index: int) -> Fraction:
-    with closing(_decode(path, stream_index)) as frames:  # closed now (see _close)
+    with closing(_decode(path, stream_index)) as frames:  # closed now (see close_media)
         first = next(frames, None)
     if first is None or first[0] - t0 > Fraction(1, 2 * AUDIO_SR):
         return Fraction(0)
@@ -359,9 +379,9 @@ def check_media(path: str | os.PathLike, audio: bool = True, audio_track: int | 
     loading a model."""
     path = os.fspath(path)
     with _open(path) as container:
-        _stream(path, container, "video")
+        media_stream(path, container, "video")
         if audio:
-            _pick_track(path, container, audio_track)
+            choose_track(path, container, audio_track)
 
 
 @_user_errors
@@ -380,7 +400,7 @@ def pick_audio_track(path: str | os.PathLike, choice: int | str | None = None) -
     there are, when there is none such."""
     path = os.fspath(path)
     with _open(path) as container:
-        return _pick_track(path, container, choice)
+        return choose_track(path, container, choice)
 
 
 def _tracks(container) -> list[AudioTrack]:
@@ -397,7 +417,8 @@ def _tracks(container) -> list[AudioTrack]:
     return out
 
 
-def _pick_track(path: str, container, choice: int | str | None) -> AudioTrack:
+def choose_track(path: str, container, choice: int | str | None) -> AudioTrack:
+    """``pick_audio_track`` in a container already open (see there)."""
     tracks = _tracks(container)
     if not tracks:
         raise SynchformerError(path, "has no audio stream")
@@ -439,7 +460,7 @@ def probe(path: str | os.PathLike) -> dict:
         }
         vstream = container.streams.best("video")
         tracks = _tracks(container)
-        astream = container.streams[_pick_track(path, container, None).stream_index] if tracks else None
+        astream = container.streams[choose_track(path, container, None).stream_index] if tracks else None
         if vstream is not None and vstream.codec_context is not None:
             first = _first_frame(path)
             cc = vstream.codec_context
@@ -451,8 +472,8 @@ def probe(path: str | os.PathLike) -> dict:
                 "pix_fmt": cc.pix_fmt,
                 "fps": float(vstream.average_rate or vstream.guessed_rate or 0) or None,
                 "frames": vstream.frames or None,
-                "rotation": _rotation(first[1]) if first else 0,
-                **_stream_span(vstream),
+                "rotation": frame_rotation(first[1]) if first else 0,
+                **stream_span(vstream),
             }
         if astream is not None and astream.codec_context is not None:
             cc = astream.codec_context
@@ -463,19 +484,48 @@ def probe(path: str | os.PathLike) -> dict:
                 "channels": cc.channels,
                 "layout": cc.layout.name,
                 "sample_fmt": cc.format.name if cc.format else None,
-                **_stream_span(astream),
+                **stream_span(astream),
             }
     return info
 
 
 def declared_duration(path: str | os.PathLike) -> float | None:
     """The duration the container's header states (s), without decoding; None if it states none or cannot be
-    opened. Set beside what could be decoded, it tells a truncated file from a short one."""
+    opened. Set beside what could be decoded, it tells a truncated file from a short one. What a reader of this
+    version of the file has seen already (``note_declared_duration``) is not opened again."""
+    key = _file_version(path)
+    if key is not None and key in _DECLARED:
+        return _DECLARED[key]
     try:
         with _open(os.fspath(path)) as container:
             return container.duration / av.time_base if container.duration else None
     except (SynchformerError, av.error.FFmpegError, OSError):
         return None
+
+
+# Header durations that readers (io.reader.MediaReader) saw, by file version: a pass asks for it again when it tells a
+# truncated file from a short one, or sizes its progress bar, and must not open the file for that.
+_DECLARED: dict[tuple, float | None] = {}
+
+
+def _file_version(path: str | os.PathLike) -> tuple | None:
+    path = os.fspath(path)
+    if is_url(path):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return os.path.abspath(path), st.st_mtime_ns, st.st_size
+
+
+def note_declared_duration(path: str | os.PathLike, duration: float | None) -> None:
+    """Remember the header's duration of this version of ``path`` for ``declared_duration``."""
+    key = _file_version(path)
+    if key is not None:
+        if len(_DECLARED) >= 256:
+            _DECLARED.pop(next(iter(_DECLARED)))
+        _DECLARED[key] = duration
 
 
 def mean_channels(frame: av.AudioFrame) -> np.ndarray:
@@ -494,9 +544,9 @@ def load_audio(path: str | os.PathLike, audio_track: int | str | None = None) ->
     silent, overlaps trimmed)."""
     path = os.fspath(path)
     with _open(path) as container:
-        track = _pick_track(path, container, audio_track)
+        track = choose_track(path, container, audio_track)
     damaged: list = []
-    placed = _Placer(None, None)
+    placed = AudioPlacer(None, None)
     with closing(_decode(path, track.stream_index, damaged=damaged)) as decoded:
         for t, frame in decoded:
             placed.add(t, frame)
@@ -520,10 +570,10 @@ def _load_audio(path: str, stream_index: int, clip_start: Fraction, n_samples: i
     """Mono 16 kHz audio of stream ``stream_index`` for ``[clip_start, clip_start + n_samples / 16 kHz)`` (the
     container's timeline), every frame placed by its timestamp, zeros where the stream has none."""
     clip_end = clip_start + Fraction(n_samples, AUDIO_SR)
-    placer = _Placer(clip_start, n_samples)
+    placer = AudioPlacer(clip_start, n_samples)
     with closing(_decode(path, stream_index, clip_start, damaged)) as decoded:
         for t, frame in decoded:
-            if t > clip_end + _AUDIO_TAIL_SEC:
+            if t > clip_end + AUDIO_TAIL_SEC:
                 break
             placer.add(t, frame)
     placer.finish()
@@ -537,7 +587,7 @@ def _load_audio(path: str, stream_index: int, clip_start: Fraction, n_samples: i
                    [AudioEvent(e.kind, float(e.at_sec), e.duration_sec, e.detail) for e in events])
 
 
-class _Placer:
+class AudioPlacer:
     """Audio frames onto a 16 kHz mono timeline (sample 0 at ``origin``, a container time; None: the first
     frame's time) by their timestamps, as a player that honours them plays them.
 
@@ -578,8 +628,8 @@ class _Placer:
             if fmt != self.fmt:
                 self.events.append(_Event("format", t if jump else self.cursor, 0.0,
                                           f"{_fmt_name(self.fmt)} -> {_fmt_name(fmt)}"))
-            if jump or fmt != self.fmt:
-                self._finish_run()
+            if jump or fmt != self.fmt or self.resampler is None:  # (None: finished, and the stream goes on)
+                self.finish()
                 self._start(t if jump else self.cursor, fmt)
         self.cursor += dur
         self.last_sec = dur
@@ -587,6 +637,8 @@ class _Placer:
             self._write(mean_channels(f))
 
     def finish(self) -> None:
+        """Flush the run: its last samples are written. A frame added after starts a new run (io.reader finishes
+        a run where the stream has nothing more for a while)."""
         if self.resampler is not None:
             self._finish_run()
 
@@ -641,12 +693,12 @@ def _decode(
     kind = "video" if which == "video" else "audio"
     if at is not None:
         with _open(path) as container:
-            stream = _stream(path, container, which)
-            if at - Fraction(stream.start_time or 0) * stream.time_base > _SEEK_MIN_SEC[kind]:
+            stream = media_stream(path, container, which)
+            if at - Fraction(stream.start_time or 0) * stream.time_base > SEEK_MIN_SEC[kind]:
                 stream.codec_context.thread_type = "AUTO"
                 try:
                     # by the container's default stream, in AV_TIME_BASE: every demuxer moves all streams
-                    container.seek(math.floor((at - _PREROLL_SEC) * av.time_base), backward=True)
+                    container.seek(math.floor((at - PREROLL_SEC) * av.time_base), backward=True)
                     frames = _timed(_decoded(container, stream, damaged), stream)
                     first = next(frames, None)
                 except av.error.FFmpegError:
@@ -654,18 +706,18 @@ def _decode(
                 if first is not None and first[0] <= at:
                     frames = itertools.chain([first], frames)
                     if kind == "audio":  # the first frames after a seek only prime the decoder: can be mistimed
-                        warm = at - _PREROLL_SEC / 2
-                        frames = itertools.dropwhile(lambda tf: tf[0] + _frame_sec(tf[1]) < warm, frames)
+                        warm = at - PREROLL_SEC / 2
+                        frames = itertools.dropwhile(lambda tf: tf[0] + frame_seconds(tf[1]) < warm, frames)
                     yield from frames
                     return
     with _open(path) as container:
-        stream = _stream(path, container, which)
+        stream = media_stream(path, container, which)
         stream.codec_context.thread_type = "AUTO"
         yield from _timed(_decoded(container, stream, damaged), stream)
 
 
 def _first_frame(path: str) -> tuple[Fraction, av.VideoFrame] | None:
-    # closed here, not whenever the garbage collector gets to the generator (see _close)
+    # closed here, not whenever the garbage collector gets to the generator (see close_media)
     with closing(_decode(path, "video")) as frames:
         return next(frames, None)
 
@@ -678,7 +730,8 @@ def _decoded(container, stream, damaged: list) -> Iterator[av.frame.Frame]:
             damaged.append(packet.pts)
 
 
-def _frame_sec(frame: av.AudioFrame) -> Fraction:
+def frame_seconds(frame: av.AudioFrame) -> Fraction:
+    """How long an audio frame plays."""
     return Fraction(frame.samples, frame.sample_rate)
 
 
@@ -688,13 +741,13 @@ def _timed(frames, stream) -> Iterator[tuple[Fraction, av.frame.Frame]]:
     for frame in frames:
         t = t + step if frame.pts is None else Fraction(frame.pts) * stream.time_base
         if stream.type == "audio":
-            step = _frame_sec(frame)
+            step = frame_seconds(frame)
         else:
             step = 1 / Fraction(stream.average_rate or stream.guessed_rate or VIDEO_FPS)
         yield t, frame
 
 
-def _rotation(frame: av.VideoFrame) -> int:
+def frame_rotation(frame: av.VideoFrame) -> int:
     """Counter-clockwise degrees (0, 90, 180, 270) that make the frame upright, from its display matrix."""
     rotation = getattr(frame, "rotation", 0)  # PyAV >= 13
     return int(rotation) % 360 if rotation % 90 == 0 else 0
@@ -706,13 +759,13 @@ def _scaled_size(display_size: tuple[int, int], size: int | None) -> tuple[int, 
     return (w, h) if size is None else (w * size // min(w, h), h * size // min(w, h))
 
 
-def _out_size(display_size: tuple[int, int], size: int | None) -> tuple[int, int]:
+def output_size(display_size: tuple[int, int], size: int | None) -> tuple[int, int]:
     """Frame size before the centre crop: scaled, then ``crop=trunc(iw/2)*2:trunc(ih/2)*2`` when scaling."""
     w, h = _scaled_size(display_size, size)
     return (w, h) if size is None else (w // 2 * 2, h // 2 * 2)
 
 
-def _to_image(
+def frame_image(
     frame: av.VideoFrame, size: int | None, crop: int | None, rotation: int, reformatter: VideoReformatter
 ) -> np.ndarray:
     """uint8 (3, H, W) RGB: scaled (bicubic, ffmpeg's default), turned upright, centre-cropped.
@@ -725,7 +778,7 @@ def _to_image(
     img = reformatter.reformat(frame, width=sw, height=sh, format="rgb24", interpolation=Interpolation.BICUBIC)
     img = img.to_ndarray()
     img = np.rot90(img, k=rotation // 90)
-    ow, oh = _out_size(display, size)
+    ow, oh = output_size(display, size)
     img = img[:oh, :ow]  # ffmpeg's even-dims crop keeps the top-left (its x=(iw-ow)/2 truncates to 0)
     if crop is not None:
         i, j = int(round((oh - crop) / 2)), int(round((ow - crop) / 2))  # as the reference's RGBSpatialCrop
@@ -733,7 +786,8 @@ def _to_image(
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 
-def _stream_span(stream) -> dict:
+def stream_span(stream) -> dict:
+    """The stream's start and duration as its header states them (s; None where it states none)."""
     tb = stream.time_base
     return {
         "start_sec": float(stream.start_time * tb) if stream.start_time is not None else None,
@@ -741,7 +795,7 @@ def _stream_span(stream) -> dict:
     }
 
 
-def _stream(path: str, container, which: str | int):
+def media_stream(path: str, container, which: str | int):
     """The video stream ffmpeg would pick (``which="video"``), or the stream of index ``which``."""
     if which == "video":
         stream = container.streams.best("video")
@@ -824,10 +878,10 @@ def _open(path: str):
     try:
         yield container
     finally:
-        _close(container)
+        close_media(container)
 
 
-def _close(container) -> None:
+def close_media(container) -> None:
     """Close ``container`` so that no decoder thread is left running.
 
     Freeing a threaded decoder joins its frame threads while holding the GIL; a frame thread still decoding may

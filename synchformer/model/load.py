@@ -192,13 +192,13 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
     from synchformer.model.precision import resolve
 
     resolve(precision, device)  # a bad value is refused before seconds of loading
-    from synchformer.model import bundled
+    from synchformer.model import assets
 
     path = None
     if released.is_name(source):  # "audioset", "syncability", ...: the cached download
         source = released.fetch(source)
-    elif bundled.is_name(source):  # "bundled", "synthetic_tiny", ...: the package's own files, checked
-        source = bundled.path_of(source)
+    elif assets.is_name(source):  # "bundled", "synthetic_tiny", ...: the package's own files, checked
+        source = assets.path_of(source)
     if isinstance(source, Mapping):
         name = "<state dict>"
         ckpt = checkpoint_of(source, name)
@@ -248,13 +248,13 @@ def load_model(source, device: str | torch.device = "cpu", config: ModelConfig |
 
 
 def _bundled_name(path) -> str | None:
-    from synchformer.model.bundled import bundled_name
+    from synchformer.model.assets import bundled_name
 
     return None if path is None else bundled_name(path)
 
 
 def _bundled_caveat() -> str:
-    from synchformer.model.bundled import CAVEAT
+    from synchformer.model.assets import CAVEAT
 
     return CAVEAT
 

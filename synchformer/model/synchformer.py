@@ -578,3 +578,20 @@ def _init_weights(module: nn.Module):
         if name in ("cls_token", "distillation_token", "pos_embed", "temp_embed", "position_embeddings",
                     "OFF_tok", "MOD_tok", "pos_emb"):
             nn.init.normal_(p, std=0.02)
+
+
+ENCODERS = ("vfeat_extractor.", "afeat_extractor.")
+
+
+def same_encoders(a: Synchformer, b: Synchformer, parts: tuple[str, ...] = ENCODERS) -> bool:
+    """Whether ``a``'s and ``b``'s encoders (``parts``: both, or one, e.g. ``("vfeat_extractor.",)``) are the same,
+    weight for weight, on inputs of the same size: then one's features are the other's. Stage III fine-tunes only
+    the sync transformer, a fine-offset model all but the visual encoder, so theirs are usually their parent's."""
+    if a is b:
+        return True
+    if a.cfg.v_width != b.cfg.v_width or a.cfg.image_size != b.cfg.image_size:
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    keys = [k for k in sa if k.startswith(parts)]
+    return bool(keys) and all(k in sb and sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k].to(sa[k].device))
+                              for k in keys)

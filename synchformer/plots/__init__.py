@@ -3,7 +3,7 @@ only when a figure is drawn, one error when it is missing, an Agg figure without
 the permissions of an ordinary file, and the bundled model's warning line.
 
 The figures: the heat map of a whole file (``heatmap.plot_heatmap``: ``predict --plot``), the explain figure
-(``synchformer.inference.explain``), the training confusion matrix and ROC (``synchformer.training.metrics``).
+(``explain.save_figure``), the training confusion matrix and ROC (``synchformer.training.metrics``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from synchformer._lazy import lazy_attributes
 from synchformer.errors import SynchformerError
 from synchformer.io.outputs import check_output, protect_inputs, write_atomic
 
-_LAZY = {"plot_heatmap": "synchformer.plots.heatmap"}
-__all__ = ["PlotDependencyError", "check_figure_output", "new_figure", "plot_heatmap", "require_matplotlib",
+_LAZY = {"plot_heatmap": "synchformer.plots.heatmap", "plot_explanation": "synchformer.plots.explain"}
+__all__ = ["PlotDependencyError", "check_figure_output", "new_figure", "plot_explanation", "plot_heatmap",
+           "require_matplotlib",
            "warning_line", "write_figure"]
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

@@ -11,8 +11,8 @@ import numpy as np
 
 from synchformer import plots
 from synchformer.errors import SynchformerError
-from synchformer.inference.pooling import Summary, _check_inputs, _normalise, _pm
-from synchformer.inference.verdict import two_decimals
+from synchformer.inference.distributions import check_windows, normalise_rows, signed, two_decimals
+from synchformer.inference.pooling import Summary
 
 __all__ = ["plot_heatmap"]
 
@@ -35,7 +35,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
     import matplotlib
     from matplotlib.colors import PowerNorm
     from matplotlib.ticker import FuncFormatter, MultipleLocator
-    starts, probs, grid = _check_inputs(starts, probs, grid, summary.window_sec)
+    starts, probs, grid = check_windows(starts, probs, grid, summary.window_sec)
     if len(summary.windows) != len(starts):
         raise ValueError(f"the summary has {len(summary.windows)} windows, {len(starts)} starts given")
     path = os.fspath(path)
@@ -43,7 +43,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
     if not os.path.isdir(folder):
         raise SynchformerError(path, "cannot write the plot: the folder does not exist")
     L = summary.window_sec
-    p, valid = _normalise(probs)
+    p, valid = normalise_rows(probs)
     if sync_probs is not None:
         sp = np.asarray(sync_probs, dtype=np.float64).reshape(-1)
         if len(sp) != len(starts):
@@ -135,7 +135,7 @@ def plot_heatmap(starts, probs, grid, summary: Summary, path, sync_probs=None, t
             ax.plot([a_, b_], [v, v], color="white", lw=2.2, ls=":")
         ax.plot([d.t_start_sec, d.step_at_sec, d.step_at_sec, d.t_end_sec],
                 [d.step_from_sec, d.step_from_sec, d.step_to_sec, d.step_to_sec], color="orange", lw=1.3, ls=":",
-                label=f"jump at {d.step_at_sec:.1f} s: {_pm(d.step_from_sec)} s to {_pm(d.step_to_sec)} s")
+                label=f"jump at {d.step_at_sec:.1f} s: {signed(d.step_from_sec)} s to {signed(d.step_to_sec)} s")
     ax.set_xlim(x0, x1)
     ax.set_ylim(y_edges[0], y_edges[-1])
     ax.yaxis.set_major_locator(MultipleLocator(2 * step))

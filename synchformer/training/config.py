@@ -87,7 +87,7 @@ class TrainConfig:
     # subtracts each clip's mean segment too, so that what a clip shows throughout cannot carry the loss
     center_embeddings: bool | str = False
     # stages II/III: the reference freezes them; False fine-tunes them too; "visual" fine-tunes the audio encoder
-    # only, so that a model can reuse another's visual features (a fine-offset model: inference/refine.py)
+    # only, so that a model can reuse another's visual features (a fine-offset model: inference/fine.py)
     freeze_encoders: bool | str = True
     sync_start: str = "reference"  # stage II's fresh sync transformer: "reference" (std 0.02) or "sharp" (see loop)
     # stages II/III: the sync transformer sees each window's features less their mean segment (ModelConfig.

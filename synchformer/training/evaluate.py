@@ -20,7 +20,7 @@ from synchformer.features.segments import LEAD_FRAMES, LEAD_SAMPLES, decode_size
 
 from .config import DataConfig
 from .data import Clip, SyncDataset, model_inputs, prepare, read_clip_list, required_sec
-from .metrics import confusion_matrix, offset_metrics, plot_confusion, plot_roc, sync_metrics
+from .metrics import confusion_matrix, offset_metrics, roc_auc, roc_curve, sync_metrics
 
 
 def eval_dataset(source, cfg, *, seed: int = 0, cache_dir=None, workers: int = 1, progress: bool = False,
@@ -106,7 +106,7 @@ def evaluate_in_file(model, truth: dict[str, float], hop_sec: float = 0.64, timi
     and of the refined offset, the class accuracy (nearest class), how often the truth lies in the refined
     offset's 90 % interval, and the fraction of files that one ``fix`` leaves inside ITU-R BT.1359's window
     (it moves the audio by the refined offset, unless its 90 % interval is inside the window already).
-    ``fine_model``: the refined offset is a fine-offset model's (``inference.refine``), and ``coarse`` is the one
+    ``fine_model``: the refined offset is a fine-offset model's (``inference.fine``), and ``coarse`` is the one
     without it."""
     from tqdm import tqdm
 
@@ -175,8 +175,11 @@ def metrics_of(logits, targets, head: str) -> dict:
 
 def plot(logits, targets, cfg, path: Path, title: str) -> None:
     """Confusion matrix (offset head) or ROC curve (synchronizability)."""
+    from synchformer.plots.training import plot_confusion, plot_roc  # (matplotlib only when a figure is drawn)
+
     if cfg.head == "offset":
         names = [f"{o:+.1f}" for o in cfg.offset_grid().tolist()]
         plot_confusion(confusion_matrix(logits.argmax(1), targets, cfg.n_classes), names, path, title)
     else:
-        plot_roc(logits.softmax(1)[:, 1], targets, path)
+        scores = logits.softmax(1)[:, 1]
+        plot_roc(*roc_curve(scores, targets), roc_auc(scores, targets), path)

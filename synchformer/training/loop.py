@@ -222,7 +222,7 @@ def sharp_start(transformer: nn.Module, mcfg) -> None:
     """Re-initialise a fresh sync transformer so that it can leave the plateau it otherwise sits on when
     trained from scratch (the loss stays at ln 21: the reference's issues #5 and #19).
 
-    Two changes, found with benchmarks/probe_sync_head.py: query and key weights drawn with std 2/sqrt(width)
+    Two changes, found with benchmarks/probes/probe_sync_head.py: query and key weights drawn with std 2/sqrt(width)
     instead of 0.02 (the reference's std gives near-uniform attention at small widths, so no token can pick
     out its partner), and positions that are sines and cosines of each token's time in the window (periods
     0.05 to 20 s), so that tokens at the same time in the two streams start out alike.
@@ -389,7 +389,7 @@ def _autocast(cfg: TrainConfig, device: str):
 
 
 def start_of_run(stage: str, config, overrides: list[str]) -> tuple[TrainConfig, Synchformer, dict]:
-    """For read-out scripts (benchmarks/probe_*.py): the config, the model ``synchformer train`` would start
+    """For read-out scripts (benchmarks/probes/probe_*.py): the config, the model ``synchformer train`` would start
     from (same seed, ``init`` loaded; in eval mode) and its datasets, decoded in this one process."""
     cfg = load_config(stage, config, ["data.decode_workers=1", *overrides])
     torch.manual_seed(cfg.seed % (1 << 64))

@@ -1,7 +1,7 @@
-"""Evaluation metrics for offset classification (stages II/III) and binary in-sync detection, and their plots.
+"""Evaluation metrics for offset classification (stages II/III) and binary in-sync detection.
 
 Everything takes logits and targets as tensors on any device and returns plain Python numbers, so results can
-go straight into JSON logs. The plots need matplotlib (the ``plot`` extra), imported only when a plot is drawn.
+go straight into JSON logs. Their figures (confusion matrix, ROC) are drawn by ``synchformer.plots.training``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import math
 import torch
 from torch import Tensor
 
-from synchformer import plots
 
 
 def offset_metrics(logits: Tensor, targets: Tensor) -> dict:
@@ -75,28 +74,8 @@ def sync_metrics(logits: Tensor, targets: Tensor) -> dict:
     return out
 
 
-def plot_confusion(matrix: Tensor, class_names: list[str], path, title: str = "") -> None:
-    """Save a confusion matrix as an image: colour = row-normalised rate, text = count."""
-    counts = torch.as_tensor(matrix).cpu().long()
-    rates = counts.double() / counts.sum(dim=1, keepdim=True).clamp(min=1)  # empty rows stay 0, not NaN
-    fig = _figure(figsize=(1 + 0.45 * len(class_names),) * 2)
-    ax = fig.add_subplot()
-    image = ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    ticks = range(len(class_names))
-    ax.set_xticks(ticks, class_names, rotation=90)
-    ax.set_yticks(ticks, class_names)
-    ax.set_xlabel("predicted offset (s)")
-    ax.set_ylabel("true offset (s)")
-    for i, j in counts.nonzero().tolist():
-        ax.text(j, i, str(counts[i, j].item()), ha="center", va="center", fontsize=7,
-                color="white" if rates[i, j] > 0.5 else "black")
-    ax.set_title(title)
-    _save(fig, path)
-
-
-def plot_roc(scores: Tensor, labels: Tensor, path) -> None:
-    """Save the ROC curve of binary scores, with its area in the title."""
+def roc_curve(scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """(false positive rates, true positive rates) of binary scores, one point per distinct threshold, from (0, 0)."""
     scores = scores.detach().double().cpu().flatten()
     labels = labels.detach().cpu().flatten().bool()
     order = scores.argsort(descending=True)
@@ -107,23 +86,8 @@ def plot_roc(scores: Tensor, labels: Tensor, path) -> None:
     keep[:-1] = scores[order][1:] != scores[order][:-1]
     tpr = torch.cat([torch.zeros(1, dtype=torch.double), tp[keep] / max(tp[-1].item(), 1)])
     fpr = torch.cat([torch.zeros(1, dtype=torch.double), fp[keep] / max(fp[-1].item(), 1)])
-    fig = _figure(figsize=(4, 4))
-    ax = fig.add_subplot()
-    ax.plot(fpr.numpy(), tpr.numpy())
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.set_title(f"ROC (AUC = {roc_auc(scores, labels):.3f})")
-    _save(fig, path)
+    return fpr, tpr
 
 
 def _mean(mask: Tensor) -> float:
     return mask.float().mean().item() if mask.numel() else math.nan
-
-
-def _figure(figsize):
-    return plots.new_figure("the training plots", figsize=figsize, layout="constrained")
-
-
-def _save(fig, path) -> None:
-    plots.write_figure(fig, path, dpi=120)  # the format from the suffix, which the temporary file keeps

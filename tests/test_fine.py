@@ -1,4 +1,4 @@
-"""Frame-accurate offsets: the fine pass (inference.refine) reads what the coarse offset leaves, on the file read
+"""Frame-accurate offsets: the fine pass (inference.fine) reads what the coarse offset leaves, on the file read
 again with its sound delayed, reusing the coarse pass's visual features."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import torch
 
 from synchformer.cli import main
 from synchformer.inference.analyze import analyze
-from synchformer.inference.refine import is_fine_model, refine, shares_visual_encoder
+from synchformer.inference.fine import fine_pass, is_fine_model
 from synchformer.inference.stream import read_segments
-from synchformer.model import Synchformer
+from synchformer.model import Synchformer, same_encoders
 from synchformer.model.bundled import SYNTHETIC_TINY, synthetic_tiny
 from synchformer.training import synth
 
@@ -56,24 +56,24 @@ def test_a_delayed_external_track_is_the_track_shifted(clip):
 def test_the_fine_pass_reuses_the_visual_features_and_equals_recomputing_them(clip):
     coarse = synthetic_tiny()
     fine = fine_of(coarse)
-    assert is_fine_model(fine) and not is_fine_model(coarse) and shares_visual_encoder(coarse, fine)
+    assert is_fine_model(fine) and not is_fine_model(coarse) and same_encoders(coarse, fine, ("vfeat_extractor.",))
     kept = analyze(coarse, clip, hop_sec=0.64, keep_visual=True)
     plain = analyze(coarse, clip, hop_sec=0.64)
     assert kept.visual_features and plain.visual_features is None
     np.testing.assert_allclose(kept.logits, plain.logits, atol=1e-6)  # keeping them changes nothing
     used = np.ones(len(kept.window_starts), dtype=bool)
     used[1] = False  # a window the summary left out is not scored again
-    a = refine(fine, kept, used, 0.5)
-    b = refine(fine, plain, used, 0.5)
+    a = fine_pass(fine, kept.fine_source(), used, 0.5)
+    b = fine_pass(fine, plain.fine_source(), used, 0.5)
     np.testing.assert_allclose(a.distribution, b.distribution, atol=1e-5)
     assert a.windows == b.windows == used.sum()
     assert b.segments_encoded == 2 * a.segments_encoded  # visual and audio, against audio only
     assert a.offset_sec == pytest.approx(0.5 + a.residual_sec)
     assert abs(a.residual_sec) <= 0.2 and a.interval_sec[0] <= a.offset_sec <= a.interval_sec[1]
-    other = refine(fine, kept, used, 0.3)  # another delay: other audio, another distribution
+    other = fine_pass(fine, kept.fine_source(), used, 0.3)  # another delay: other audio, another distribution
     assert np.abs(other.distribution - a.distribution).max() > 1e-3
     with pytest.raises(ValueError, match="fine-offset model"):
-        refine(coarse, kept, used, 0.5)
+        fine_pass(coarse, kept.fine_source(), used, 0.5)
 
 
 def test_summarize_with_a_fine_model_reports_its_offset_as_the_refined_one(clip):
@@ -105,7 +105,7 @@ def test_a_sampled_analysis_is_refined_on_the_same_windows(tmp_path):
     fine = fine_of(coarse)
     a = analyze(coarse, path, hop_sec=0.64, max_windows=3, keep_visual=True)
     assert a.sampled and len(a.window_starts) == 3
-    f = refine(fine, a, np.ones(3, dtype=bool), -0.3)
+    f = fine_pass(fine, a.fine_source(), np.ones(3, dtype=bool), -0.3)
     assert f.windows == 3 and f.segments_encoded == 3 * 14  # the audio of the sampled windows only
 
 
@@ -155,9 +155,9 @@ def test_visual_features_of_another_encoder_are_not_reused(clip):
     fine = fine_of(coarse)
     with torch.no_grad():
         next(p for n, p in fine.named_parameters() if n.startswith("vfeat_extractor.")).add_(0.5)
-    assert not shares_visual_encoder(coarse, fine)
+    assert not same_encoders(coarse, fine, ("vfeat_extractor.",))
     kept = analyze(coarse, clip, hop_sec=0.64, keep_visual=True)
     used = np.ones(len(kept.window_starts), dtype=bool)
-    shared = refine(fine_of(coarse), kept, used, 0.5)
-    f = refine(fine, kept, used, 0.5)
+    shared = fine_pass(fine_of(coarse), kept.fine_source(), used, 0.5)
+    f = fine_pass(fine, kept.fine_source(), used, 0.5)
     assert f.segments_encoded == 2 * shared.segments_encoded  # its own visual encoder ran, on the audio's segments
