@@ -21,8 +21,9 @@ LAYERS = [
     {"cli", "__main__"},
 ]
 # within inference, bottom up (a module may import the ones before it)
-INFERENCE = ["batch_io", "checks", "distributions", "drift", "verdict", "pooling", "stream", "window", "fine",
-             "analysis", "analyze", "explain", "embed", "baseline", "workers", "batching", "score", "predict"]
+INFERENCE = ["batch_io", "checks", "distributions", "tolerance", "drift", "verdict", "pooling", "stream", "window",
+             "fine", "analysis", "search", "analyze", "explain", "embed", "baseline", "workers", "batching", "score",
+             "predict"]
 
 
 def _modules() -> dict[str, Path]:

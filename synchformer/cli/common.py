@@ -124,6 +124,41 @@ def add_max_windows(p, what: str = ""):
                         "at a cost that grows with the length")
 
 
+def add_max_offset(p, what: str = ""):
+    """``--max-offset SEC``: the half-width of the offset search (inference.search)."""
+    from synchformer.constants import DEFAULT_MAX_OFFSET_SEC
+
+    p.add_argument("--max-offset", type=positive_float, default=DEFAULT_MAX_OFFSET_SEC, metavar="SEC",
+                   help=f"search offsets up to SEC either way{what} (default {DEFAULT_MAX_OFFSET_SEC:g}). The model "
+                        "itself reads +-2 s. Where that gives no reliable reading away from its edges, the windows "
+                        "are read again with their sound shifted in steps of 1.92 s (the pictures' features reused: "
+                        "each step costs the audio encoder on a few segments and the small sync transformer: "
+                        "measured, 1.1x the time of +-2 s with the full-size model), and the shift whose windows "
+                        "agree best wins; a file with a reliable reading inside +-2 s costs nothing more. Two shifts that explain the evidence about equally make the answer "
+                        "\"ambiguous\", not reliable. A file reaches as far as its length allows (the JSON's "
+                        "search.reach_sec). 2: the model's own range alone")
+
+
+def add_tolerance(p, what: str):
+    """``--tolerance NAME|LEAD,LAG``, read as a Tolerance (a bad one: argparse's one-line error, exit code 2)."""
+    import argparse
+
+    from synchformer.inference.tolerance import DEFAULT, STANDARDS, Tolerance
+
+    def tolerance(text: str):
+        try:
+            return Tolerance.parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    named = ", ".join(f"{k} +{lead}/-{lag}" for k, (_, lead, lag) in STANDARDS.items())
+    p.add_argument("--tolerance", type=tolerance, default=Tolerance.parse(DEFAULT), metavar="NAME|LEAD,LAG",
+                   help=f"how far sound may be ahead of (+) or behind (-) the pictures and still count as in sync: "
+                        f"{what}. A standard's window in ms ({named}: ITU-R BT.1359's detectable and acceptable "
+                        f"limits, EBU R37, ATSC IS-191) or your own LEAD,LAG in ms (40,60: sound up to 40 ms early "
+                        f"or 60 ms late). Default: {DEFAULT}")
+
+
 def load_syncability(choice: str | None, offset_model, device_name: str):
     """The synchronizability model that ``--syncability-weights`` names (None: none)."""
     from synchformer.inference.predict import load_companion

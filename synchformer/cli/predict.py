@@ -10,6 +10,7 @@ from synchformer.cli.common import (OPTIONS, add_audio_track, add_device, add_fi
                                     add_syncability, add_timing, add_weights, check_device, check_workers,
                                     gpu_decode_workers, non_negative_float, non_negative_int, positive_float,
                                     positive_int)
+from synchformer.cli.common import add_max_offset, add_tolerance
 from synchformer.io.decode import audio_tracks, check_media
 from synchformer.io.outputs import protect_inputs
 from synchformer.errors import SynchformerError
@@ -17,6 +18,7 @@ from synchformer.inference.distributions import describe_offset, two_decimals
 from synchformer.inference.pooling import SCHEMA
 
 MAX_TABLE_ROWS = 30  # longer timelines are printed as runs of windows with the same offset
+OUTSIDE, NOT_RELIABLE = 3, 4  # --check's exit codes (0: all in tolerance; 2: an input failed)
 
 
 def add_parser(sub):
@@ -24,7 +26,8 @@ def add_parser(sub):
                        description="Measure how far each video's sound is ahead of (+) or behind (-) its pictures: "
                        "the whole file is read in windows of 4.8 s, each window's offset is estimated, and they are "
                        "pooled into one offset with a verdict (reliable or not, with the reasons). Exit code 0 when "
-                       "every input was measured, 2 when any failed (each failure is one line on stderr).")
+                       "every input was measured, 2 when any failed (each failure is one line on stderr); with "
+                       "--check also 3 and 4.")
     p.add_argument("videos", nargs="+", metavar="VIDEO",
                    help="video files (any container and codec ffmpeg reads), or http(s)/rtmp/srt stream URLs")
     add_weights(p)
@@ -37,6 +40,14 @@ def add_parser(sub):
                         "their segments (default 0.64: more windows are more evidence for the offset and its "
                         "verdict, at little cost: only the sync transformer runs per window)")
     add_max_windows(p)
+    add_max_offset(p)
+    p.add_argument("--audio", metavar="FILE", default=None,
+                   help="measure a separately recorded sound file (any format ffmpeg reads; its track by "
+                        "--audio-track) against the one VIDEO's pictures instead of the video's own sound: the sound "
+                        "is placed at the video's first frame and searched for up to --max-offset either way (give "
+                        "a rough range, e.g. --max-offset 60 for a recorder started within a minute of the camera). "
+                        "The result says where the sound starts on the video's timeline (audio_file.starts_at_sec). "
+                        "Default: the video's own sound")
     p.add_argument("--start", type=non_negative_float, default=None, metavar="SEC",
                    help="analyse only the 4.8 s window [SEC, SEC+4.8] (default: the whole file): the window that "
                         "starts at SEC in a whole-file run's table and in explain --start, with its own verdict. "
@@ -48,6 +59,13 @@ def add_parser(sub):
                         f"(schema {SCHEMA}; every key is described in synchformer/inference/pooling.py). An input "
                         "that fails gets {\"file\", \"status\": \"error\", \"error\"} (the others have "
                         "\"status\": \"ok\")")
+    add_tolerance(p, "each result says whether its refined offset is inside it (in_tolerance)")
+    p.add_argument("--check", action="store_true",
+                   help="quality control: the exit code says whether every input is in sync: 0 when every result "
+                        "is reliable and inside --tolerance, 3 when a reliable result is outside it, 4 when a "
+                        "result is not reliable (no verdict either way). Several inputs: the worst, 2 (an input "
+                        "failed) over 3 (out of sync) over 4 (not reliable). The output is "
+                        "the same as without it")
     p.add_argument("--plot", metavar="PNG", help="also write a heat map of the windows' offset probabilities over "
                    "time to PNG (needs matplotlib); with several videos each gets PNG's name with _<video name> "
                    "appended, with --audio-track all also _track<N>. Default: no heat map")
@@ -123,6 +141,8 @@ def run(args) -> int:
     check_device(args.device)  # the arguments first, then the inputs, then the weights
     check_workers(args)
     _check_plot(args)
+    if args.audio is not None:
+        _check_separate_sound(args)
     jobs = []  # (video, audio track: a number, a language, or None for the default)
     failures = _Failures(args)
     for video in args.videos:  # before seconds of model loading: a bad file says so now and is skipped
@@ -134,7 +154,7 @@ def run(args) -> int:
                     protect_inputs(plot_path(args, video, track), args.videos)
                 jobs += tracks
             else:
-                check_media(video, audio_track=args.audio_track)
+                check_media(video, audio=args.audio is None, audio_track=args.audio_track)
                 jobs.append((video, args.audio_track))
         except SynchformerError as e:
             failures.add(video, e, before=len(jobs), track=args.audio_track)
@@ -148,15 +168,23 @@ def run(args) -> int:
                          any_head=args.start is not None)
     if args.weights is None and models.warnings:  # the bundled model stood in: said now, and with every result
         print(f"synchformer: warning: {models.warnings[0]}", file=sys.stderr)
+    if args.check and models.offset.cfg.head != "offset":
+        raise SynchformerError(args.weights, "--check needs an offset model; a synchronizability model alone "
+                                             "measures no offset")
     if models.offset.cfg.head != "offset":  # --start with a synchronizability model alone: P(sync)
         return _single_window(models, args, jobs, failures)
     workers = args.workers
     if workers is None:
         workers = gpu_decode_workers() if models.offset.device.type == "cuda" and len(jobs) > 1 else 0
-    results = predict_files(jobs, models, hop_sec=args.hop, max_windows=args.max_windows, start_sec=args.start,
-                            min_sync_prob=args.min_sync_prob, timing=args.timing, workers=workers,
-                            batch_size=args.batch_size,
-                            progress=not args.json and sys.stderr.isatty())  # a film must not look hung
+    if args.audio is not None:
+        results = _with_separate_sound(models, args, jobs)
+    else:
+        results = predict_files(jobs, models, hop_sec=args.hop, max_windows=args.max_windows, start_sec=args.start,
+                                min_sync_prob=args.min_sync_prob, timing=args.timing, workers=workers,
+                                batch_size=args.batch_size, tolerance=args.tolerance,
+                                progress=not args.json and sys.stderr.isatty(),  # a film must not look hung
+                                max_offset_sec=args.max_offset)
+    reports = []  # for --check
     for k, (result, (video, track)) in enumerate(zip(results, jobs)):
         failures.flush(k)
         try:
@@ -169,8 +197,46 @@ def run(args) -> int:
             failures.add(video, e, track=track)
             continue
         print(json.dumps(report) if args.json else format_report(report), flush=True)
+        reports.append(report)
     failures.flush()
-    return 2 if failures.count else 0
+    if failures.count:
+        return 2
+    return check_code(reports) if args.check else 0
+
+
+def _check_separate_sound(args) -> None:
+    """``--audio FILE``: one video, no window alone, a file with sound; said before any model loads."""
+    if len(args.videos) != 1:
+        raise SynchformerError(args.audio, "--audio measures one sound file against one VIDEO; "
+                                           f"{len(args.videos)} were given")
+    if args.start is not None or args.audio_track == "all":
+        raise SynchformerError(args.audio, "--audio cannot be combined with --start or --audio-track all")
+    if not audio_tracks(args.audio):  # no sound in it: one line now
+        raise SynchformerError(args.audio, "has no audio stream")
+
+
+def _with_separate_sound(models, args, jobs):
+    """predict's results (one) for the video against the separate sound file."""
+    from synchformer.inference.predict import predict
+
+    (video, _), = jobs
+    try:
+        yield predict(video, models=models, audio=args.audio, audio_track=args.audio_track, hop_sec=args.hop,
+                      max_windows=args.max_windows, min_sync_prob=args.min_sync_prob, timing=args.timing,
+                      tolerance=args.tolerance, max_offset_sec=args.max_offset,
+                      progress=not args.json and sys.stderr.isatty())
+    except SynchformerError as e:
+        yield e
+
+
+def check_code(reports: list[dict]) -> int:
+    """``--check``'s exit code for these results: a reliable reading out of tolerance is a known fault, so it
+    outranks one that could not be read (which needs a person to look)."""
+    if any(r["reliable"] and r["in_tolerance"] is False for r in reports):
+        return OUTSIDE
+    if any(not r["reliable"] or r["in_tolerance"] is None for r in reports):
+        return NOT_RELIABLE
+    return 0
 
 
 def _plot(prediction, args, video: str, track, load_warnings) -> str:
@@ -207,7 +273,26 @@ def format_report(r: dict) -> str:
         lo, hi = r["refined_interval_sec"]
         lines.append(f"  refined {r['refined_offset_sec'] * 1000:+.0f} ms (90% interval {lo * 1000:+.0f} to "
                      f"{hi * 1000:+.0f} ms{', fine model' if r.get('fine') else ''})")
+    search = r.get("search")
+    if search and search["ran"] and r["offset_sec"] is not None:
+        lo, hi = search["reach_sec"]
+        reach = (f"searched {lo:+.1f}..{hi:+.1f} s of the +-{search['max_offset_sec']:g} s asked: a longer file reaches "
+                 "further" if lo > -search["max_offset_sec"] or hi < search["max_offset_sec"]
+                 else f"searched +-{search['max_offset_sec']:g} s")
+        shifted = search["chosen_shift_sec"]
+        lines.append(f"  beyond the model's +-2 s: found with the sound shifted by {shifted:+.2f} s ({reach})"
+                     if shifted else f"  {reach}")
+    if r.get("audio_file"):
+        f = r["audio_file"]
+        at = "" if f["starts_at_sec"] is None else f", starts at {f['starts_at_sec']:+.2f} s of the video"
+        lines.append(f"  sound file: {f['path']} ({f['duration_sec']:.1f} s){at}")
     lines.append("  reliable" if r["reliable"] else f"  NOT RELIABLE: {'; '.join(r['reasons'])}")
+    if r.get("in_tolerance") is not None:
+        from synchformer.inference.tolerance import Tolerance
+
+        within = Tolerance(**r["tolerance"]).describe()
+        lines.append(f"  in tolerance: refined offset inside {within}" if r["in_tolerance"]
+                     else f"  OUT OF TOLERANCE: refined offset outside {within}")
     if r["left_out"]["count"]:
         lines.append(f"  {r['left_out']['count']} window(s) left out: {r['left_out']['why']}")
     drift = r.get("drift")

@@ -29,6 +29,7 @@ from pathlib import Path
 from synchformer.cli.common import (add_audio_track, add_device, add_fine, add_max_windows, add_precision,
                                     add_timing, add_weights, check_workers, device, gpu_decode_workers, load,
                                     load_fine)
+from synchformer.cli.common import add_max_offset, add_tolerance
 from synchformer.io.outputs import check_output, write_atomic
 from synchformer.errors import SynchformerError
 
@@ -64,7 +65,11 @@ def add_parser(sub):
     p.add_argument("--hop", type=positive_float, default=2.4, metavar="SEC", help="offset metric: seconds between "
                    "windows (rounded to 0.32 s; default 2.4: faster than predict's 0.64, fewer windows of evidence)")
     add_fine(p)
+    add_tolerance(p, "--metric offset: each row says whether its refined offset is inside it (in_tolerance) and "
+                     "which tolerance (tolerance)")
     add_max_windows(p, " of the offset metric (not with --duration: a cut is read whole)")
+    add_max_offset(p, " (--metric offset; above 2 the files are decoded in the model's process, which keeps their "
+                      "sound for the search)")
     p.add_argument("--workers", type=non_negative_int, default=None, metavar="N",
                    help="decoding processes per model process (0: decode in the model's process; default: up to "
                         "8 on GPU, 1 on CPU)")
@@ -275,7 +280,8 @@ def _known_settings(args) -> dict:
     s = {"timing": args.timing or "true"} if args.timing or args.metric == "desync" else {}
     s.update(cut_sec=None if args.duration is None else float(args.duration), audio_track=args.audio_track)
     if args.metric == "offset":
-        s.update(hop_sec=float(args.hop), max_windows=args.max_windows if args.duration is None else 0)
+        s.update(hop_sec=float(args.hop), max_windows=args.max_windows if args.duration is None else 0,
+                 tolerance=args.tolerance.name, max_offset_sec=float(args.max_offset))
     return s
 
 
@@ -294,7 +300,7 @@ def _option(col: str, s: dict) -> str:
     if not v:
         return {"cut_sec": "no --duration", "audio_track": "the default audio track"}.get(col, f"no {col}")
     return {"cut_sec": f"--duration {v}", "audio_track": f"--audio-track {v}", "hop_sec": f"--hop {v}",
-            "max_windows": f"--max-windows {v}"}.get(col, f"--{col} {v}")
+            "max_windows": f"--max-windows {v}", "max_offset_sec": f"--max-offset {v}"}.get(col, f"--{col} {v}")
 
 
 def _check_settings(out: Path, rows: list[dict], settings: dict) -> None:
@@ -365,7 +371,7 @@ def _score(model, fine, items, todo, args, fmt: RowFile, path: Path, truncate: b
         stream = score_files(model, [items[i] for i in todo], metric=args.metric, hop_sec=args.hop,
                              duration=args.duration, max_windows=args.max_windows, workers=workers,
                              batch_size=args.batch_size, timing=args.timing, audio_track=args.audio_track,
-                             fine_model=fine)
+                             fine_model=fine, tolerance=args.tolerance, max_offset_sec=args.max_offset)
         with tqdm(total=len(todo), unit="clip", file=sys.stderr, disable=not show, dynamic_ncols=True) as bar:
             try:
                 for row in stream:
@@ -404,7 +410,8 @@ def _settings(args, model, fine) -> dict:
     from synchformer.inference.score import run_settings
 
     return run_settings(model, args.metric, hop_sec=args.hop, duration=args.duration, max_windows=args.max_windows,
-                        timing=args.timing, fine_model=fine, audio_track=args.audio_track)
+                        timing=args.timing, fine_model=fine, audio_track=args.audio_track, tolerance=args.tolerance,
+                        max_offset_sec=args.max_offset)
 
 
 def run(args) -> int:

@@ -50,6 +50,10 @@ class Analysis:
     # first video frame)
     audio_events: list[AudioEvent] = field(default_factory=list)
     kept_audio: object | None = field(default=None, repr=False)
+    audio_shift_sec: float = 0.0  # a wide search (inference.search): the windows' sound taken this much later
+    # with keep_visual: per segment, the model-free checks' four numbers (checks.segment_signals), so that a
+    # search can judge its windows' shifted sound
+    segment_signals: dict | None = field(default=None, repr=False)
 
     @property
     def seen(self) -> list[tuple[float, float]]:
@@ -62,11 +66,13 @@ class Analysis:
                 spans.append([float(s), float(s) + WINDOW_SEC])
         return [(round(float(a), 3), round(float(b), 3)) for a, b in spans]
 
-    def summarize(self, min_sync_prob: float = 0.5, fine_model: Synchformer | None = None) -> Summary:
+    def summarize(self, min_sync_prob: float = 0.5, fine_model: Synchformer | None = None,
+                  search_reasons: tuple[str, ...] = ()) -> Summary:
         """The whole file's offset, its windows and its verdict, built once: the windows pooled
         (``pooling.pool_windows``), then where ``fine_model`` is given a fine pass below the class grid over the
         pooled windows (``inference.fine``: it reuses the visual features and the sound of an
-        ``analyze(keep_visual=True)``, or reads the file again), then the verdict on the final numbers."""
+        ``analyze(keep_visual=True)``, or reads the file again), then the verdict on the final numbers.
+        ``search_reasons``: why a wide search's choice cannot be trusted (``inference.search``)."""
         pooled = pool_windows(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
                               min_sync_prob=min_sync_prob, problems=self.problems or None,
                               audio_events=self.window_audio_events())
@@ -74,7 +80,7 @@ class Analysis:
         if fine_model is not None and pooled.coarse_offset_sec is not None:
             fine = fine_pass(fine_model, self.fine_source(), pooled.used, pooled.coarse_offset_sec,
                              timing=self.timing)
-        return conclude(pooled, fine=fine, model_caveat=self.model_caveat)
+        return conclude(pooled, fine=fine, model_caveat=self.model_caveat, search_reasons=search_reasons)
 
     def fine_source(self) -> FineSource:
         """What a fine pass needs of this analysis to read its windows again."""

@@ -77,7 +77,8 @@ class _FeatureCache:
 def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0, size: int | None = None,
             audio: np.ndarray | None = None, timing: str | None = None, progress: bool = False,
             max_windows: int = MAX_WINDOWS, precision: str | None = None, audio_track: int | str | None = None,
-            start_sec: float | None = None, **kw) -> Analysis:
+            start_sec: float | None = None, keep_margin_sec: float | None = None, pad_audio: bool = False,
+            **kw) -> Analysis:
     """Offset logits of every window of ``path`` (and P(synchronizable) with a stage III ``sync_model``).
 
     ``audio``: a 16 kHz mono waveform used instead of the file's sound (e.g. a generated track). ``size``:
@@ -93,7 +94,10 @@ def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0
     audio tracks is measured (a number from 1, or a language code; default: the one a player picks; see
     ``io.decode.pick_audio_track``). Window times count from the file's first video frame. ``start_sec``: only
     the one window that starts there (at the first frame at or after it; ``predict --start``), read, judged and
-    reported as any window of the file is. Other keywords: see :func:`analyze_segments`.
+    reported as any window of the file is. ``keep_margin_sec``: with ``keep_visual``, the sound kept around
+    the windows (default 2.5 s; a wide search, inference.search, keeps more). ``pad_audio``: an ``audio`` track
+    shorter than the picture is followed by silence rather than ending the analysis. Other keywords: see
+    :func:`analyze_segments`.
     """
     crop = model.cfg.image_size
     size = size or decode_size(crop)
@@ -109,7 +113,8 @@ def analyze(model: Synchformer, path: str | os.PathLike, *, first_frame: int = 0
                                  timing=timing or model.cfg.timing, max_windows=max_windows,
                                  window_segments=model.cfg.n_segments, audio_track=audio_track,
                                  keep_audio=bool(kw.get("keep_visual")),  # a fine pass takes its sound from memory
-                                 **chunk)
+                                 pad_audio=pad_audio, **chunk,
+                                 **({"keep_margin_sec": keep_margin_sec} if keep_margin_sec is not None else {}))
     if progress:
         total = len(grid.windows) * model.cfg.n_segments if grid.windows is not None else None
         chunks = _with_progress(chunks, grid.path, total)
@@ -270,4 +275,5 @@ def _analysis(model, grid: SegmentGrid, starts: list[int], logits, sync_logits, 
                     audio_lead_sec=grid.audio_lead_sec, first_segments=np.asarray(starts, dtype=np.int64),
                     visual_features=kept, visual_model=None if kept is None else model, origin_sec=grid.origin_sec,
                     audio_track=grid.audio_track, audio_events=list(grid.audio_events),
-                    kept_audio=None if kept is None else getattr(grid, "kept_audio", None), **kw)
+                    kept_audio=None if kept is None else getattr(grid, "kept_audio", None),
+                    segment_signals=None if kept is None else signals, **kw)

@@ -29,8 +29,9 @@ METRIC_COLUMNS = {
                "last_start_sec", "last_offset_sec", "last_probability"),
     # whole-video analysis pooled into one offset (synchformer.inference.pooling)
     # sampled: the file was longer than the analysis budget, so windows spread over it were read (max_windows)
+    # in_tolerance: the refined offset inside the row's tolerance (inference.tolerance); empty: no offset
     "offset": ("offset_sec", "abs_offset_sec", "confidence", "refined_offset_sec", "agreement",
-               "drift_detected", "drift_ms_per_min", "sampled"),
+               "drift_detected", "drift_ms_per_min", "sampled", "in_tolerance"),
 }
 
 
@@ -38,7 +39,8 @@ METRIC_COLUMNS = {
 # that a resume refuses them (metric and timing above are two more). weights: as loaded (a name or a file);
 # weights_sha256: its identity; frame_size: short side decoded at, px; cut_sec: --duration; hop_sec as given.
 SETTINGS = ("weights", "weights_sha256", "precision", "frame_size", "cut_sec", "audio_track")
-METRIC_SETTINGS = {"desync": (), "offset": ("hop_sec", "max_windows", "fine_weights", "fine_sha256")}
+METRIC_SETTINGS = {"desync": (), "offset": ("hop_sec", "max_windows", "fine_weights", "fine_sha256", "tolerance",
+                                            "max_offset_sec")}
 
 
 def columns(metric: str) -> tuple[str, ...]:

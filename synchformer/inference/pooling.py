@@ -401,13 +401,14 @@ def pool_windows(starts, probs, grid, sync_probs=None, window_sec: float = WINDO
                   mean_pool=mean_pool, log_pool=log_pool, agreement=agreement, drift=drift, has_sync=sp is not None)
 
 
-def conclude(pooled: Pooled, fine: FineOffset | None = None, model_caveat: str | None = None) -> Summary:
+def conclude(pooled: Pooled, fine: FineOffset | None = None, model_caveat: str | None = None,
+             search_reasons: tuple[str, ...] = ()) -> Summary:
     """The Summary of ``pooled``, built once: the drift kept only where most windows are reliable, the verdict on
     the final numbers (``fine``: a fine pass's result, whose offset is then the refined one), then the message.
     ``model_caveat``: a reason added to an unreliable verdict about the model itself (e.g. the bundled model:
-    "model trained on synthetic clips only")."""
+    "model trained on synthetic clips only"). ``search_reasons``: a wide search's (inference.search)."""
     drift = credible_drift(pooled.drift, [r.reliable for r in pooled.windows if r.used])
-    reasons = file_reasons(pooled, drift, fine, model_caveat)
+    reasons = file_reasons(pooled, drift, fine, model_caveat, search_reasons)
     return Summary(grid=pooled.grid, window_sec=pooled.window_sec, min_sync_prob=pooled.min_sync_prob,
                    windows=pooled.windows, n_used=pooled.n_used, n_invalid=pooled.n_invalid,
                    left_out=pooled.left_out, effective_windows=pooled.effective_windows,

@@ -21,10 +21,12 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from synchformer.constants import BT1359_SEC, MAX_WINDOWS, SEGMENT_STRIDE_SEC
+from synchformer.constants import MAX_WINDOWS, SEGMENT_STRIDE_SEC
 from synchformer.errors import SynchformerError
 from synchformer.inference.analysis import Analysis
 from synchformer.inference.pooling import Summary
+from synchformer.inference.search import DEFAULT_MAX_OFFSET_SEC, Search, keep_margin_sec, search, shift_segments
+from synchformer.inference.tolerance import Tolerance, tolerance_of
 from synchformer.model import Synchformer
 
 DEFAULT_WEIGHTS = "audioset"  # the released model used where no weights are named (downloaded once)
@@ -216,6 +218,10 @@ class Prediction:
     fine_weights: str | None
     precision: str
     warnings: tuple[str, ...] = ()
+    tolerance: Tolerance = field(default_factory=lambda: tolerance_of(None))  # what in_tolerance is judged by
+    max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC  # the half-width searched
+    search: Search | None = field(default=None, repr=False)  # where a wide search looked (None: the model's grid)
+    audio_file: dict | None = None  # a separate sound file measured against the picture: its path and duration
 
     @property
     def offset_sec(self) -> float | None:
@@ -241,11 +247,19 @@ class Prediction:
     def reasons(self) -> list[str]:
         return self.summary.reasons
 
+    @property
+    def in_tolerance(self) -> bool | None:
+        """Whether the refined offset (the number ``fix`` would move the audio by) is inside ``tolerance``; None:
+        no offset. Not whether it is reliable: a QC check wants both (``predict --check``)."""
+        r = self.refined_offset_sec
+        return None if r is None else self.tolerance.contains(r)
+
     def to_dict(self) -> dict:
         """The JSON object ``synchformer predict --json`` prints: the Summary's keys (``pooling.py``'s schema) and the
         file, ``status`` ("ok"), the models, ``timing``, ``audio_track`` (``AudioTrack.to_dict``) and
         ``audio_timeline`` ({"events": [AudioEvent.to_dict], "checked": "the whole file" | "the sampled windows
-        only", "meaning": what a gap or an overlap means, or null})."""
+        only", "meaning": what a gap or an overlap means, or null}), ``tolerance`` (``Tolerance.to_dict``) and
+        ``in_tolerance`` (of the refined offset; null: no offset)."""
         a = self.analysis
         segments = a.file_segments if a.sampled else a.segments_total
         return {"file": self.path, "status": "ok", "weights": self.weights,
@@ -255,47 +269,87 @@ class Prediction:
                 "analysed_sec": round(segments * SEGMENT_STRIDE_SEC + SEGMENT_STRIDE_SEC, 3),
                 "sampled": _sampled(a), "warnings": list(self.warnings),
                 "audio_track": a.audio_track.to_dict() if a.audio_track else None,
-                "audio_timeline": _timeline(a), **self.summary.to_dict()}
+                "audio_timeline": _timeline(a), "max_offset_sec": self.max_offset_sec,
+                "search": self.search.to_dict() if self.search is not None else None,
+                **({"audio_file": self._audio_file()} if self.audio_file is not None else {}),
+                **self.summary.to_dict(),
+                "tolerance": self.tolerance.to_dict(), "in_tolerance": self.in_tolerance}
+
+    def _audio_file(self) -> dict:
+        """The separate sound file, and where it lies on the picture's timeline: placed at the first frame and
+        found ``refined_offset_sec`` ahead of its picture, its first sample belongs at that time of the video."""
+        at = self.summary.refined_offset_sec
+        return {**self.audio_file, "starts_at_sec": None if at is None else round(float(at), 3)}
 
 
 def predict(path: str | os.PathLike, weights: str | os.PathLike | None = None, *, models: Models | None = None,
             audio_track: int | str | None = None, hop_sec: float = DEFAULT_HOP_SEC, max_windows: int = MAX_WINDOWS,
             start_sec: float | None = None, syncability: str | None = "auto", fine: str | None = "auto",
             min_sync_prob: float = 0.5, timing: str | None = None, precision: str = "auto", device: str = "cpu",
-            progress: bool = False) -> Prediction:
+            progress: bool = False, tolerance: Tolerance | str | None = None,
+            max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC, audio: str | os.PathLike | None = None) -> Prediction:
     """The offset of ``path`` as ``synchformer predict`` measures it, with the same defaults: every window of
     4.8 s one ``hop_sec`` apart (a file longer than ``max_windows`` windows: that many spread over it), pooled,
     the synchronizability gate and the fine pass of ``load_models(weights, syncability=, fine=)`` (or the loaded
     ``models``), the verdict. ``audio_track``: a number from 1 or a language code (default: the player's
-    choice); ``start_sec``: only the window that starts there; ``timing``: of the audio (default: the weights').
-    ``to_dict()`` of the result is what ``predict --json`` prints."""
+    choice); ``start_sec``: only the window that starts there; ``timing``: of the audio (default: the weights');
+    ``tolerance``: what ``in_tolerance`` is judged by (a ``Tolerance``, a standard's name or "LEAD,LAG" in ms;
+    default: BT.1359). ``max_offset_sec``: the half-width of the search; beyond the model's own +-2 s the windows
+    are read again with their sound at coarse shifts (``inference.search``); 2: the model's grid alone.
+    ``audio``: a separate sound file (its track ``audio_track``) measured against the picture instead of the
+    file's own sound, placed at the first frame before the search. ``to_dict()`` of the result is what
+    ``predict --json`` prints."""
+    tolerance = tolerance_of(tolerance)  # a bad one is refused before the models load
+    check_max_offset(max_offset_sec)
     models = models or load_models(weights, syncability=syncability, fine=fine, device=device, precision=precision)
-    analysis = _analyze(models, os.fspath(path), audio_track, hop_sec, max_windows, start_sec, timing, progress)
-    return _prediction(models, os.fspath(path), analysis, min_sync_prob)
+    path = os.fspath(path)
+    sound = separate_sound(audio, audio_track) if audio is not None else None
+    analysis = _analyze(models, path, None if sound else audio_track, hop_sec, max_windows, start_sec, timing,
+                        progress, max_offset_sec, sound)
+    return _prediction(models, path, analysis, min_sync_prob, tolerance, max_offset_sec, sound)
+
+
+def check_max_offset(max_offset_sec: float) -> None:
+    if not (max_offset_sec > 0 and math.isfinite(max_offset_sec)):
+        raise ValueError(f"max_offset_sec must be positive and finite, got {max_offset_sec}")
+
+
+def separate_sound(audio: str | os.PathLike, track: int | str | None = None) -> dict:
+    """A separate sound file as predict measures it: {"path", "duration_sec", "samples" (16 kHz mono)}."""
+    from synchformer.io.decode import load_audio
+
+    samples = load_audio(audio, track)
+    if not len(samples):
+        raise SynchformerError(audio, "holds no sound")
+    return {"path": os.fspath(audio), "duration_sec": round(len(samples) / 16000, 3), "samples": samples}
 
 
 def predict_files(jobs: Iterable, models: Models, *, hop_sec: float = DEFAULT_HOP_SEC,
                   max_windows: int = MAX_WINDOWS, start_sec: float | None = None, min_sync_prob: float = 0.5,
                   timing: str | None = None, workers: int = 0, batch_size: int | None = None,
-                  progress: bool = False) -> Iterator[Prediction | SynchformerError]:
+                  progress: bool = False, tolerance: Tolerance | str | None = None,
+                  max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC) -> Iterator[Prediction | SynchformerError]:
     """``predict`` of many files, in the order given: a Prediction, or the SynchformerError of a file that cannot
     be measured (the others go on). ``jobs``: paths, or (path, audio track) pairs. ``workers`` > 0 (several files,
     one track choice, no ``start_sec``): decoding processes read ahead and, on a GPU, the segments of several files
     share encoder calls of ``batch_size`` (``inference.batching``); each result equals ``predict``'s."""
     jobs = [(os.fspath(j), None) if isinstance(j, (str, os.PathLike)) else (os.fspath(j[0]), j[1]) for j in jobs]
     tracks = {t for _, t in jobs}
-    if workers > 0 and len(jobs) > 1 and len(tracks) == 1 and start_sec is None:
+    wide = _wide(models, max_offset_sec)  # (the decoding processes keep no sound to search with)
+    if workers > 0 and len(jobs) > 1 and len(tracks) == 1 and start_sec is None and not wide:
         from synchformer.inference.batching import analyze_files
 
         kw = {"hop_sec": hop_sec, "sync_model": models.syncability, "timing": timing, "max_windows": max_windows,
               "workers": workers, "batch_size": batch_size, "keep_visual": models.fine is not None,
               "audio_track": tracks.pop()}
         for (path, _), (_, result) in zip(jobs, analyze_files(models.offset, [p for p, _ in jobs], **kw)):
-            yield _or_error(lambda: _prediction(models, path, result, min_sync_prob), result)
+            yield _or_error(lambda: _prediction(models, path, result, min_sync_prob, tolerance, max_offset_sec),
+                            result)
         return
     for path, track in jobs:
         yield _or_error(lambda: _prediction(models, path, _analyze(models, path, track, hop_sec, max_windows,
-                                                                   start_sec, timing, progress), min_sync_prob))
+                                                                   start_sec, timing, progress, max_offset_sec),
+                                            min_sync_prob, tolerance, max_offset_sec))
 
 
 def _or_error(make, result=None):
@@ -307,20 +361,37 @@ def _or_error(make, result=None):
         return e
 
 
-def _analyze(models: Models, path: str, audio_track, hop_sec, max_windows, start_sec, timing, progress) -> Analysis:
+def _wide(models: Models, max_offset_sec: float) -> bool:
+    return shift_segments(max_offset_sec, models.offset.cfg.max_offset_sec) != [0]
+
+
+def _analyze(models: Models, path: str, audio_track, hop_sec, max_windows, start_sec, timing, progress,
+             max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC, sound: dict | None = None) -> Analysis:
     from synchformer.inference.analyze import analyze
 
+    wide = _wide(models, max_offset_sec) and start_sec is None  # one window alone is not searched
+    margin = keep_margin_sec(max_offset_sec, models.offset.cfg.max_offset_sec) if wide else None
     return analyze(models.offset, path, hop_sec=hop_sec, sync_model=models.syncability, timing=timing,
-                   max_windows=max_windows, keep_visual=models.fine is not None, audio_track=audio_track,
-                   start_sec=start_sec, progress=progress)
+                   max_windows=max_windows, keep_visual=models.fine is not None or wide, audio_track=audio_track,
+                   start_sec=start_sec, progress=progress, keep_margin_sec=margin,
+                   audio=None if sound is None else sound["samples"], pad_audio=sound is not None)
 
 
-def _prediction(models: Models, path: str, analysis: Analysis, min_sync_prob: float) -> Prediction:
-    summary = analysis.summarize(min_sync_prob=min_sync_prob, fine_model=models.fine)
+def _prediction(models: Models, path: str, analysis: Analysis, min_sync_prob: float,
+                tolerance: Tolerance | str | None = None, max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC,
+                sound: dict | None = None) -> Prediction:
+    found = None
+    if _wide(models, max_offset_sec) and analysis.first_segments is not None and analysis.visual_features:
+        found = search(models.offset, analysis, max_offset_sec, models.syncability, min_sync_prob=min_sync_prob)
+        analysis = found.analysis(analysis)
+    summary = analysis.summarize(min_sync_prob=min_sync_prob, fine_model=models.fine,
+                                 search_reasons=tuple(found.reasons()) if found else ())
     return Prediction(path=path, analysis=analysis, summary=summary, weights=models.weights,
                       syncability_weights=models.syncability_weights, fine_weights=models.fine_weights,
                       precision=getattr(models.offset, "precision", "fp32"),
-                      warnings=tuple(models.warnings) + tuple(analysis.warnings))
+                      warnings=tuple(models.warnings) + tuple(analysis.warnings), tolerance=tolerance_of(tolerance),
+                      max_offset_sec=max_offset_sec, search=found,
+                      audio_file=None if sound is None else {k: v for k, v in sound.items() if k != "samples"})
 
 
 def _timeline(analysis: Analysis) -> dict:
@@ -345,8 +416,9 @@ def _sampled(analysis: Analysis) -> dict | None:
 @dataclass(frozen=True)
 class FixDecision:
     """What ``fix`` does with a prediction: ``action`` "shift" (move the audio by ``offset_sec``, positive: delay
-    it), "leave" (in sync: ITU-R BT.1359 would not notice), or "refuse" (``why``); ``warnings``: what one shift
-    cannot mend (a drift, a gap in the audio's timestamps). ``audio_stream``: the container stream to move."""
+    it), "leave" (in sync: inside the tolerance, by default ITU-R BT.1359's: nobody would notice), or "refuse"
+    (``why``); ``warnings``: what one shift cannot mend (a drift, a gap in the audio's timestamps).
+    ``audio_stream``: the container stream to move."""
 
     action: str
     offset_sec: float | None
@@ -356,13 +428,15 @@ class FixDecision:
     interval_sec: tuple[float, float] | None = None
 
 
-def decide_fix(prediction: Prediction, *, force: bool = False, min_confidence: float = 0.0) -> FixDecision:
+def decide_fix(prediction: Prediction, *, force: bool = False, min_confidence: float = 0.0,
+               tolerance: Tolerance | str | None = None) -> FixDecision:
     """Whether and by how much to move ``prediction``'s audio: by the refined offset, to the ms (a fix that leaves
     100 ms is a failed fix); refused when the offset is not reliable (unless ``force``) or its confidence is below
-    ``min_confidence``; left alone when its whole 90 % interval is inside BT.1359's -125..+45 ms (unless
-    ``force``)."""
+    ``min_confidence``; left alone when its whole 90 % interval is inside ``tolerance`` (a ``Tolerance``, a
+    standard's name or "LEAD,LAG" in ms; default: BT.1359's -125..+45 ms) (unless ``force``)."""
     from synchformer.inference.distributions import two_decimals
 
+    tolerance = tolerance_of(tolerance)
     s = prediction.summary
     track = prediction.analysis.audio_track
     stream = None if track is None else track.stream_index
@@ -387,9 +461,9 @@ def decide_fix(prediction: Prediction, *, force: bool = False, min_confidence: f
                            tuple(warnings), stream, (lo, hi))
     # left alone only when the whole 90 % interval is inside the window: a -100 ms reading whose truth may be
     # -140 ms is not "in sync"
-    if BT1359_SEC[0] <= lo and hi <= BT1359_SEC[1] and not force:
+    if tolerance.contains_interval(lo, hi) and not force:
         return FixDecision("leave", offset, f"in sync (measured {offset * 1000:+.0f} ms, 90% interval "
-                                            f"{lo * 1000:+.0f} to {hi * 1000:+.0f} ms, inside BT.1359's -125..+45 ms; "
+                                            f"{lo * 1000:+.0f} to {hi * 1000:+.0f} ms, inside {tolerance.describe()}; "
                                             f"confidence {two_decimals(s.confidence)})", tuple(warnings), stream,
                            (lo, hi))
     return FixDecision("shift", offset, f"offset {offset:+.3f} s", tuple(warnings), stream, (lo, hi))

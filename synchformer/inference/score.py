@@ -25,6 +25,8 @@ from synchformer.inference.batch_io import (AUDIO_EXTENSIONS, COMMON, METRIC_COL
                                            assign_ids, columns, read_inputs, row_key)
 from synchformer.inference.batching import analyze_files, note_read_args, schedule
 from synchformer.inference.distributions import json_num
+from synchformer.inference.search import DEFAULT_MAX_OFFSET_SEC, keep_margin_sec, search, shift_segments
+from synchformer.inference.tolerance import tolerance_of
 from synchformer.inference.workers import open_item
 from synchformer.io.decode import load_audio
 from synchformer.model.precision import using
@@ -60,10 +62,12 @@ def offset_of(analysis: Analysis, summary=None) -> dict:
 
 def run_settings(model, metric: str = "desync", *, hop_sec: float = 2.4, duration: float | None = None,
                  max_windows: int = MAX_WINDOWS, timing: str | None = None, size: int | None = None,
-                 precision: str | None = None, fine_model=None, audio_track: int | str | None = None) -> dict:
+                 precision: str | None = None, fine_model=None, audio_track: int | str | None = None,
+                 tolerance=None, max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC) -> dict:
     """What ``score_files`` with these arguments records in each row besides the file (batch_io.SETTINGS and
     METRIC_SETTINGS, with metric and timing): the model's identity (``weights_identity``), its precision, the
-    frame size, the options that change the numbers, and the fine model's identity where one runs."""
+    frame size, the options that change the numbers, and the fine model's identity where one runs; for the offset
+    metric the tolerance ``in_tolerance`` is judged by (its name, or "LEAD,LAG" in ms; default: bt1359)."""
     from synchformer.model.load import weights_identity
     from synchformer.model.precision import resolve
 
@@ -78,7 +82,8 @@ def run_settings(model, metric: str = "desync", *, hop_sec: float = 2.4, duratio
         fine = weights_identity(fine_model) if fine_model is not None else {}
         # a cut is read whole: the budget does not apply
         out.update(hop_sec=float(hop_sec), max_windows=int(max_windows) if duration is None else 0,
-                   fine_weights=fine.get("weights"), fine_sha256=fine.get("sha256"))
+                   fine_weights=fine.get("weights"), fine_sha256=fine.get("sha256"),
+                   tolerance=tolerance_of(tolerance).name, max_offset_sec=float(max_offset_sec))
     return out
 
 
@@ -89,7 +94,7 @@ def _row(item: Item, metric: str, settings: dict | None = None) -> dict:
     return row
 
 
-def _fill(row: dict, analysis: Analysis, metric: str, fine_model=None) -> dict:
+def _fill(row: dict, analysis: Analysis, metric: str, fine_model=None, model=None) -> dict:
     s = analysis.file_segments if analysis.sampled else analysis.segments_total
     row["timing"] = analysis.timing  # "true" for a separate audio track, taken as it is
     # the audio's gaps and overlaps in its timestamps (placed as players that honour them play them) are news for
@@ -97,11 +102,18 @@ def _fill(row: dict, analysis: Analysis, metric: str, fine_model=None) -> dict:
     jumps = [f"audio {e.describe()}" for e in analysis.audio_events if e.kind in ("gap", "overlap")]
     row.update(duration_sec=json_num(span_frames(s) / VIDEO_FPS, 3), n_segments=s,
                n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings + jumps) or None)
-    summary = analysis.summarize(fine_model=fine_model if metric == "offset" else None)
+    found = None
+    if metric == "offset" and model is not None and _wide(model, row["max_offset_sec"]) and analysis.visual_features:
+        found = search(model, analysis, row["max_offset_sec"])  # beyond the model's +-2 s
+        analysis = found.analysis(analysis)
+    summary = analysis.summarize(fine_model=fine_model if metric == "offset" else None,
+                                 search_reasons=tuple(found.reasons()) if found else ())
     row.update(reliable=bool(summary.reliable), reasons="; ".join(summary.reasons) or None)
     row.update(desync_of(analysis) if metric == "desync" else offset_of(analysis, summary))
     if metric == "offset":
         row["sampled"] = analysis.sampled
+        refined = row["refined_offset_sec"]  # as predict judges it (settings put the tolerance in the row)
+        row["in_tolerance"] = None if refined is None else tolerance_of(row["tolerance"]).contains(refined)
     return row
 
 
@@ -109,7 +121,8 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
                 duration: float | None = None, workers: int = 0, batch_size: int | None = None,
                 size: int | None = None, timing: str | None = None, max_windows: int = MAX_WINDOWS,
                 precision: str | None = None, files_in_flight: int | None = None,
-                fine_model=None, audio_track: int | str | None = None) -> Iterator[dict]:
+                fine_model=None, audio_track: int | str | None = None, tolerance=None,
+                max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC) -> Iterator[dict]:
     """One row (a dict with the keys of :func:`columns`) per item, in the order given, as each is done. Each row
     names the model and the settings that made it (:func:`run_settings`); ids are unique (``assign_ids``).
 
@@ -126,6 +139,9 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
     fp16 or auto (default: ``model.precision``). ``fine_model``: offset metric, a fine-offset model for
     ``refined_offset_sec`` (``inference.fine``). ``audio_track``: which audio track of each file (or of its
     separate audio file) is measured: a number from 1 or a language code (default: the one a player picks).
+    ``tolerance``: offset metric, what each row's ``in_tolerance`` is judged by (a ``Tolerance``, a standard's name
+    or "LEAD,LAG" in ms; default: BT.1359). ``max_offset_sec``: offset metric, the half-width of the search
+    (``inference.search``; beyond the model's +-2 s the files are decoded in this process, which keeps their sound).
     Items: :class:`Item`, video paths, (video, audio) pairs or dicts (see :func:`as_item`).
     """
     if metric not in METRICS:
@@ -133,11 +149,12 @@ def score_files(model, items: Iterable, *, metric: str = "desync", hop_sec: floa
     with using(precision, model, fine_model):
         yield from _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing,
                                 max_windows, files_in_flight, fine_model if metric == "offset" else None,
-                                audio_track)
+                                audio_track, tolerance, max_offset_sec)
 
 
 def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, size, timing, max_windows,
-                 files_in_flight, fine_model=None, audio_track=None):
+                 files_in_flight, fine_model=None, audio_track=None, tolerance=None,
+                 max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC):
     items = [as_item(x) for x in items]
     if any(it.id is None for it in items):
         items = assign_ids(items)
@@ -146,23 +163,32 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
     crop = int(model.cfg.image_size)
     # under using(): model.precision is the one this run computes in
     settings = run_settings(model, metric, hop_sec=hop_sec, duration=duration, max_windows=max_windows,
-                            timing=timing, size=size, fine_model=fine_model, audio_track=audio_track)
+                            timing=timing, size=size, fine_model=fine_model, audio_track=audio_track,
+                            tolerance=tolerance, max_offset_sec=max_offset_sec)
     timing = settings["timing"]
     opts = {"size": settings["frame_size"], "duration": duration, "crop": crop,
             "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
             "window_segments": model.cfg.n_segments, "audio_track": audio_track}
-    kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "keep_visual": fine_model is not None}
+    wide = metric == "offset" and _wide(model, max_offset_sec)
+    kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "keep_visual": fine_model is not None or wide}
+    if wide:  # the search takes the sound the pass kept, so the files are read here, not in decoding processes
+        opts["keep_margin_sec"] = keep_margin_sec(max_offset_sec, model.cfg.max_offset_sec)
+        workers = 0
     for i, analysis, error in schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
         row = _row(items[i], metric, settings)
         try:
             if error is None:
                 note_read_args(analysis, items[i], opts)
-                _fill(row, analysis, metric, fine_model)
+                _fill(row, analysis, metric, fine_model, model)
         except SynchformerError as e:
             error = str(e)
         if error is not None:
             row.update(status="error", error=error)
         yield row
+
+
+def _wide(model, max_offset_sec: float) -> bool:
+    return shift_segments(max_offset_sec, model.cfg.max_offset_sec) != [0]
 
 
 def summarize_rows(rows: Iterable[dict], metric: str = "desync") -> dict:

@@ -36,7 +36,7 @@ from synchformer.constants import (
 from synchformer.errors import SynchformerError
 from synchformer.features import audio_to_model, frames_to_model, segment_audio, segment_video
 from synchformer.io.decode import AudioEvent, AudioTrack, declared_duration
-from synchformer.io.reader import KeptAudio, MediaReader
+from synchformer.io.reader import KEEP_MARGIN_SEC, KeptAudio, MediaReader
 
 
 @dataclass
@@ -111,7 +111,8 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
                   with_audio: bool = True, timing: str = "true", max_windows: int = 0,
                   window_segments: int = N_SEGMENTS, audio_delay_sec: float = 0.0,
                   audio_track: int | str | None = None,
-                  keep_audio: bool = False) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
+                  keep_audio: bool = False, keep_margin_sec: float = KEEP_MARGIN_SEC,
+                  pad_audio: bool = False) -> tuple[SegmentGrid, Iterator[SegmentChunk]]:
     """Cut ``path`` into 16-frame segments at stride 8 starting at frame ``first_frame`` of its 25 fps grid
     (frame 0: the file's first video frame).
 
@@ -126,8 +127,10 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     segment's sound is taken that much later than its frames (``load_av``; an external track likewise, silence
     before its start). ``audio_track``: which of the file's audio tracks (``io.decode.pick_audio_track``).
     ``keep_audio``: keep the sound read (``grid.kept_audio``, filled in as the chunks are read: every segment's,
-    or each sampled window's, with 2.5 s on both sides), so that ``grid.kept_audio.segments(ks, delay)`` gives
-    what a read with ``audio_delay_sec=delay`` would, without one.
+    or each sampled window's, with ``keep_margin_sec`` on both sides), so that ``grid.kept_audio.segments(ks,
+    delay)`` gives what a read with ``audio_delay_sec=delay`` would, without one. ``pad_audio``: an external track
+    shorter than the picture is followed by silence to the picture's end (a separate recording searched for its
+    place, inference.search) instead of ending the file.
     Returns the grid (known once
     the first chunk is decoded, so this call decodes it) and an iterator over chunks of whole segments, decoded
     one chunk ahead. The file is opened once, here, and closed when the iterator is done with (or dropped).
@@ -147,10 +150,15 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
     own_audio = with_audio and audio is None
 
     reader = MediaReader(path, size=size, crop=crop, with_audio=own_audio, timing=timing, audio_track=audio_track,
-                         audio_delay_sec=audio_delay_sec, keep_audio=keep_audio and own_audio)
+                         audio_delay_sec=audio_delay_sec, keep_audio=keep_audio and own_audio,
+                         keep_margin_sec=keep_margin_sec)
     try:
         n_file = _header_segments(reader.header, first_frame)
-        if audio is not None and n_file is not None:  # an external track shorter than the picture ends the file
+        if audio is not None and n_file is not None and pad_audio:  # silence to the picture's end
+            need = (first_frame * SAMPLES_PER_FRAME + (n_file - 1) * SEGMENT_STRIDE_SAMPLES + SEGMENT_SAMPLES
+                    + round(keep_margin_sec * AUDIO_SR))
+            audio = torch.cat([audio, torch.zeros(max(0, need - len(audio)))])
+        elif audio is not None and n_file is not None:  # an external track shorter than the picture ends the file
             n_file = min(n_file, (len(audio) - SEGMENT_SAMPLES) // SEGMENT_STRIDE_SAMPLES + 1)
         windows = sample_windows(n_file, window_segments, max_windows) if n_file is not None else None
         if windows is not None:  # one chunk per window, starting at its first segment
@@ -168,7 +176,7 @@ def read_segments(path: str | os.PathLike, *, first_frame: int = 0, size: int = 
         kept = reader.kept
         kept.first_frame = first_frame
     elif keep_audio and external is not None and with_audio:
-        kept = KeptAudio.of_track(external, first_frame)
+        kept = KeptAudio.of_track(external, first_frame, keep_margin_sec)
     grid = SegmentGrid(path=path, start_sec=first_frame / VIDEO_FPS, warnings=list(first_clip.warnings),
                        timing=timing if own_audio else "true", audio_lead_sec=first_clip.audio_lead_sec,
                        windows=windows, file_segments=n_file if windows is not None else None,

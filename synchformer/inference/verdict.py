@@ -30,7 +30,13 @@ FINE_EDGE_FRACTION = 0.95
 
 
 def _at_edge(offset: float, grid: np.ndarray) -> bool:
-    return abs(offset) >= float(np.max(np.abs(grid))) - 1e-6
+    # a grid moved by a wide search (inference.search) is not centred on 0: its edges are its ends
+    return offset >= float(np.max(grid)) - 1e-6 or offset <= float(np.min(grid)) + 1e-6
+
+
+def _range(grid: np.ndarray) -> str:
+    lo, hi = float(np.min(grid)), float(np.max(grid))
+    return f"±{hi:.1f} s" if abs(lo + hi) < 1e-6 else f"{lo:+.1f}..{hi:+.1f} s"
 
 
 def window_reasons(used: bool, note: str | None, probability: float | None, offset_sec: float | None,
@@ -42,7 +48,7 @@ def window_reasons(used: bool, note: str | None, probability: float | None, offs
     if probability < MIN_WINDOW_PROBABILITY:
         out.append(f"probability {two_decimals(probability)} below {MIN_WINDOW_PROBABILITY:.2f}")
     if _at_edge(offset_sec, grid) and probability < EDGE_MIN_CONFIDENCE:
-        out.append(f"at the edge of the ±{np.max(np.abs(grid)):.1f} s range")
+        out.append(f"at the edge of the {_range(grid)} range")
     return out
 
 
@@ -60,10 +66,11 @@ def credible_drift(drift, reliable_windows: list[bool]):
                 f"{100 * MIN_RELIABLE_WINDOW_FRACTION:.0f}% to tell a drift or a jump from noise"))
 
 
-def file_reasons(pooled, drift, fine=None, model_caveat: str | None = None) -> list[str]:
+def file_reasons(pooled, drift, fine=None, model_caveat: str | None = None, search_reasons=()) -> list[str]:
     """Why the file's overall offset cannot be trusted (empty: it can): from the pooled windows (``pooling.Pooled``),
-    the drift as it stands (``credible_drift``) and the fine pass, if one ran (``pooling.FineOffset``)."""
-    out = _reasons(pooled, drift, fine)
+    the drift as it stands (``credible_drift``), the fine pass, if one ran (``pooling.FineOffset``), and a wide
+    search's own (an ambiguous choice of shift, ``inference.search``)."""
+    out = _reasons(pooled, drift, fine) + list(search_reasons)
     if out and model_caveat:
         out.append(model_caveat)
     return out
@@ -78,7 +85,7 @@ def _reasons(pooled, drift, fine) -> list[str]:
     if c < MIN_CONFIDENCE:
         out.append(f"confidence {two_decimals(c)} below {MIN_CONFIDENCE:.2f}")
     if _at_edge(pooled.mean_pool.offset_sec, grid) and c < EDGE_MIN_CONFIDENCE:
-        out.append(f"at the edge of the ±{np.max(np.abs(grid)):.1f} s range (the offset may be larger)")
+        out.append(f"at the edge of the {_range(grid)} range (the offset may be larger)")
     changes = drift is not None and (drift.detected or drift.step_at_sec is not None)
     if changes:
         out.append("the offset changes over the file (see drift): no single offset fits it")

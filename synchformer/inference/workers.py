@@ -23,13 +23,16 @@ _QUEUE_MESSAGES = 6  # per decoding worker: about one file (header, chunks, end)
 
 def open_item(item: Item, *, size: int, duration: float | None = None, crop: int = CROP_SIZE,
               timing: str = "true", max_windows: int = 0, window_segments: int = N_SEGMENTS,
-              audio_track: int | str | None = None):
+              audio_track: int | str | None = None, keep_margin_sec: float | None = None):
     """(SegmentGrid, iterator of SegmentChunk) of one item: segments from frame 0, the external audio (if any)
     from its sample 0 on the same timeline, both cut to ``duration`` seconds (av-benchmark's --audio_length).
     ``max_windows``: the analysis budget of ``read_segments`` (not with ``duration``: a cut is read whole).
-    ``audio_track``: which audio track of the file, or of the external audio file (``io.decode.pick_audio_track``)."""
+    ``audio_track``: which audio track of the file, or of the external audio file (``io.decode.pick_audio_track``).
+    ``keep_margin_sec``: keep the sound read, this far around the windows (``read_segments``' keep_audio), for a
+    wide search (inference.search); None: keep none."""
     try:
-        return _open_item(item, size, duration, crop, timing, max_windows, window_segments, audio_track)
+        return _open_item(item, size, duration, crop, timing, max_windows, window_segments, audio_track,
+                          keep_margin_sec)
     except SynchformerError:
         raise
     except Exception as e:  # noqa: BLE001 - see _guarded
@@ -37,7 +40,8 @@ def open_item(item: Item, *, size: int, duration: float | None = None, crop: int
 
 
 def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_SIZE, timing: str = "true",
-               max_windows: int = 0, window_segments: int = N_SEGMENTS, audio_track: int | str | None = None):
+               max_windows: int = 0, window_segments: int = N_SEGMENTS, audio_track: int | str | None = None,
+               keep_margin_sec: float | None = None):
     if item.error:
         raise SynchformerError(item.video, item.error)
     audio = load_audio(item.audio, audio_track) if item.audio else None
@@ -50,7 +54,9 @@ def _open_item(item: Item, size: int, duration: float | None, crop: int = CROP_S
     grid, chunks = read_segments(item.video, first_frame=0, size=size, crop=crop, audio=audio,
                                  chunk_segments=chunk_segments, timing=timing,
                                  max_windows=max_windows if cap is None else 0, window_segments=window_segments,
-                                 audio_track=None if audio is not None else audio_track)
+                                 audio_track=None if audio is not None else audio_track,
+                                 keep_audio=keep_margin_sec is not None,
+                                 **({"keep_margin_sec": keep_margin_sec} if keep_margin_sec is not None else {}))
     return grid, _guarded(item, chunks if cap is None else _capped(chunks, cap))
 
 

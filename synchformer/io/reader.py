@@ -176,6 +176,7 @@ class KeptAudio:
         self._starts: list[int] = []  # first sample of each kept piece (position on the pass's timeline:
         self._pieces: list[np.ndarray] = []  # sample 640 f is the sound of frame f), in order, not overlapping
         self.full = False  # the limit was reached: later pieces were not kept
+        self._sound: list[list[int]] = []  # [lo, hi) spans the stream itself wrote (the rest of a piece is padding)
         # the pass seeked (a sampled film): a read delayed by more than this decodes a run of its own (MediaReader)
         self.exact_within: int | None = None
 
@@ -184,16 +185,28 @@ class KeptAudio:
         self.exact_within = margin if self.exact_within is None else min(self.exact_within, margin)
 
     @classmethod
-    def of_track(cls, track: np.ndarray, first_frame: int = 0) -> KeptAudio:
+    def of_track(cls, track: np.ndarray, first_frame: int = 0, margin_sec: float = KEEP_MARGIN_SEC) -> KeptAudio:
         """An external track (read_segments' ``audio``: sample 0 with the first video frame), with silence for the
-        margin before its start, as a delayed read has it."""
-        margin = round(KEEP_MARGIN_SEC * AUDIO_SR)
-        kept = cls(0, first_frame, limit_samples=len(track) + margin)
-        kept.add(-margin, np.concatenate([np.zeros(margin, np.float32), np.asarray(track, np.float32)]))
+        margin before its start, as a delayed read has it, and after its end."""
+        margin = round(max(margin_sec, KEEP_MARGIN_SEC) * AUDIO_SR)
+        kept = cls(0, first_frame, limit_samples=len(track) + 2 * margin)
+        zeros = np.zeros(margin, np.float32)
+        kept.add(-margin, np.concatenate([zeros, np.asarray(track, np.float32), zeros]), sound=[(0, len(track))])
         return kept
 
-    def add(self, lo: int, samples: np.ndarray) -> None:
-        """Keep ``samples`` as positions [lo, lo + len); what is kept already (reads overlap) stays as it is."""
+    def add(self, lo: int, samples: np.ndarray, sound: Sequence[tuple[int, int]] | None = None) -> None:
+        """Keep ``samples`` as positions [lo, lo + len); what is kept already (reads overlap) stays as it is.
+        ``sound``: the spans of them the stream wrote (None: all of them), the rest being silence put in its
+        place."""
+        hi = lo + len(samples)
+        for a, b in ([(lo, hi)] if sound is None else sound):
+            a, b = max(a, lo), min(b, hi)
+            if a >= b:
+                continue
+            if self._sound and a <= self._sound[-1][1]:
+                self._sound[-1][1] = max(self._sound[-1][1], b)
+            else:
+                self._sound.append([a, b])
         if self._pieces:
             end = self._starts[-1] + len(self._pieces[-1])
             if lo < end:
@@ -220,6 +233,22 @@ class KeptAudio:
             at = s + len(piece)
             i += 1
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def sound_fraction(self, ks: Sequence[int], delay_sec: float) -> float:
+        """The share of the sound of segments ``ks`` taken ``delay_sec`` later (as :meth:`segments`) that the stream
+        itself holds: 0 where it is all silence put in for sound the stream does not have."""
+        shift = round(delay_sec * AUDIO_SR) - self.delay
+        total = held = 0
+        for k in ks:
+            lo = (self.first_frame + SEGMENT_STRIDE_FRAMES * int(k)) * SAMPLES_PER_FRAME - shift
+            hi = lo + SEGMENT_SAMPLES
+            total += SEGMENT_SAMPLES
+            i = max(0, bisect.bisect_right([a for a, _ in self._sound], lo) - 1)
+            for a, b in self._sound[i:]:
+                if a >= hi:
+                    break
+                held += max(0, min(b, hi) - max(a, lo))
+        return held / total if total else 0.0
 
     def segments(self, ks: Sequence[int], delay_sec: float):
         """``(len(ks), 10240)`` float32 tensor: the sound of segment k (of the pass's grid, ``SegmentChunk.first +
@@ -248,12 +277,14 @@ class MediaReader:
 
     Reads go on from where the last one stopped (the last ``keep_frames`` frames stay for a read that starts among
     them); a read far ahead seeks; one behind what is kept starts again. ``keep_audio``: keep the sound of every
-    read, with ``KEEP_MARGIN_SEC`` on both sides, in ``kept`` (KeptAudio). Not thread-safe: one read at a time.
+    read, with ``keep_margin_sec`` (default ``KEEP_MARGIN_SEC``) on both sides, in ``kept`` (KeptAudio); a wide
+    search (inference.search) keeps more. Not thread-safe: one read at a time.
     ``close()`` (or ``with``) closes the file."""
 
     def __init__(self, path: str | os.PathLike, size: int | None = RESIZE_SHORT_SIDE, crop: int | None = CROP_SIZE,
                  with_audio: bool = True, timing: str = "true", audio_track: int | str | None = None,
-                 audio_delay_sec: float = 0.0, keep_audio: bool = False, keep_frames: int = SEGMENT_FRAMES):
+                 audio_delay_sec: float = 0.0, keep_audio: bool = False, keep_frames: int = SEGMENT_FRAMES,
+                 keep_margin_sec: float = KEEP_MARGIN_SEC):
         self.path = path = os.fspath(path)
         if size is not None and size <= 0 or crop is not None and crop <= 0:
             raise SynchformerError(path, f"size and crop must be positive, got size={size}, crop={crop}")
@@ -262,13 +293,13 @@ class MediaReader:
         self.size, self.crop, self.keep_frames = size, crop, keep_frames
         self._container = self._demux = None
         try:
-            self._look(with_audio, timing, audio_track, audio_delay_sec, keep_audio)
+            self._look(with_audio, timing, audio_track, audio_delay_sec, keep_audio, keep_margin_sec)
         except BaseException:
             self.close()
             raise
 
     @_errors
-    def _look(self, with_audio, timing, audio_track, audio_delay_sec, keep_audio) -> None:
+    def _look(self, with_audio, timing, audio_track, audio_delay_sec, keep_audio, keep_margin_sec) -> None:
         """The first look, kept for every read: streams, track, start times, the first frame, the first sound."""
         path = self.path
         self._container = c = open_media(path)
@@ -313,13 +344,14 @@ class MediaReader:
         self.delay = Fraction(round(audio_delay_sec * AUDIO_SR), AUDIO_SR)
         # sample 640 k of the timeline is the sound of tick k (container time of tick k + lead - delay)
         self.audio_origin = self.t0 + self.lead - self.delay
-        self._keep_margin = round(KEEP_MARGIN_SEC * AUDIO_SR) if keep_audio and self._a is not None else 0
+        self._keep_margin = round(keep_margin_sec * AUDIO_SR) if keep_audio and self._a is not None else 0
         # The sound is decoded from this far before a seek's target and to this far past each read's end, whatever
         # the delay (up to it): a delayed read then decodes the very packets a read with no delay does, in the same
         # order, so its sound is the same run (the resampler's phase, and the decoder's state: AAC's noise
         # substitution draws from a generator that a seek does not reset), and KeptAudio equals it to the sample.
         self._margin = (max(Fraction(KEEP_MARGIN_SEC), abs(self.delay)) if not keep_audio
-                        else Fraction(KEEP_MARGIN_SEC) + abs(self.delay))
+                        else Fraction(max(keep_margin_sec, KEEP_MARGIN_SEC)).limit_denominator(AUDIO_SR)
+                        + abs(self.delay))
         self.kept = KeptAudio(round(self.delay * AUDIO_SR)) if self._keep_margin else None
         self._reformatter = VideoReformatter()
         self._reported_damaged = 0
@@ -648,7 +680,8 @@ class MediaReader:
                       e.at_sec + Fraction(e.duration_sec if e.kind == "gap" else 0) > clip_start]
             if self.kept is not None and images and not self.kept.full:
                 lo = a0 - self._keep_margin
-                self.kept.add(lo, np.clip(tl.slice(lo, a0 + n + self._keep_margin), -1.0, 1.0))
+                self.kept.add(lo, np.clip(tl.slice(lo, a0 + n + self._keep_margin), -1.0, 1.0),
+                              sound=[(a, b) for a, b in tl.spans])
         else:
             audio, pad_start, pad_end, src_rate, src_channels = np.zeros(n, np.float32), 0, 0, None, None
         damaged = len(self._damaged) - self._reported_damaged
