@@ -175,3 +175,17 @@ def test_score_searches_as_predict_does(clips, models):
     assert rows[0]["refined_offset_sec"] == pytest.approx(5.0, abs=0.2)
     narrow = list(score_files(models.offset, [str(clips[5.0])], metric="offset", hop_sec=0.64, max_offset_sec=2.0))
     assert abs(narrow[0]["offset_sec"] - 5.0) > 2.0
+
+
+def test_a_recorder_started_before_the_camera_is_placed_before_it(tmp_path, models):
+    video = tmp_path / "camera.mp4"
+    make_sparse_clip(video, 77, duration=30.0)
+    sound = load_audio(video)
+    lead = np.random.default_rng(0).normal(0, 0.01, 6 * 16000).astype(np.float32)  # 6 s of room tone first
+    wav = tmp_path / "recorder.wav"
+    wavfile.write(wav, 16000, (np.clip(np.concatenate([lead, sound]), -1, 1) * 32767).astype(np.int16))
+    p = synchformer.predict(video, models=models, audio=wav, max_offset_sec=10.0)
+    assert p.to_dict()["audio_file"]["starts_at_sec"] == pytest.approx(-6.0, abs=0.2) and p.reliable, p.reasons
+    out = tmp_path / "joined.mkv"
+    assert main(["fix", str(video), "--audio", str(wav), "-o", str(out), "-w", "bundled", "--max-offset", "10"]) == 0
+    assert abs(synchformer.predict(out, models=models, max_offset_sec=2.0).refined_offset_sec) < 0.1
