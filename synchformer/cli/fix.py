@@ -70,12 +70,9 @@ def run(args) -> int:
     if offset is None:
         check_device(args.device)  # the arguments first, then the input, then the weights
         check_media(args.video, audio_track=choice)
-        from synchformer.inference.predict import decide_fix, load_models, predict
+        from synchformer.inference.predict import decide_fix, predict
 
-        models = load_models(args.weights, syncability=args.syncability_weights, fine=args.fine_weights,
-                             device=args.device, precision=args.precision, options=OPTIONS)
-        if args.weights is None and models.warnings:  # the bundled model stood in
-            print(f"synchformer: warning: {models.warnings[0]}", file=sys.stderr)
+        models = _load_models(args)
         p = predict(args.video, models=models, audio_track=choice, hop_sec=args.hop, max_windows=args.max_windows,
                     min_sync_prob=args.min_sync_prob, timing=args.timing, max_offset_sec=args.max_offset)
         decision = decide_fix(p, force=args.force, min_confidence=args.min_confidence, tolerance=args.tolerance)
@@ -141,12 +138,9 @@ def _run_with_sound(args) -> int:
     measured, offset = None, args.offset
     if offset is None:
         check_device(args.device)
-        from synchformer.inference.predict import decide_fix, load_models, predict
+        from synchformer.inference.predict import decide_fix, predict
 
-        models = load_models(args.weights, syncability=args.syncability_weights, fine=args.fine_weights,
-                             device=args.device, precision=args.precision, options=OPTIONS)
-        if args.weights is None and models.warnings:
-            print(f"synchformer: warning: {models.warnings[0]}", file=sys.stderr)
+        models = _load_models(args)
         p = predict(args.video, models=models, audio=args.audio, audio_track=args.audio_track, hop_sec=args.hop,
                     max_windows=args.max_windows, min_sync_prob=args.min_sync_prob, timing=args.timing,
                     max_offset_sec=args.max_offset)
@@ -170,6 +164,18 @@ def _run_with_sound(args) -> int:
         print(f"{args.video}: {args.audio} placed to start at {offset:+.3f} s of the video "
               f"({'measured' if measured else 'given'}; {report['method']}) -> {args.output}")
     return 0
+
+
+def _load_models(args):
+    """The models that measure the offset, as --weights and its companions name them; the bundled model standing
+    in is said on stderr."""
+    from synchformer.inference.predict import load_models
+
+    models = load_models(args.weights, syncability=args.syncability_weights, fine=args.fine_weights,
+                         device=args.device, precision=args.precision, options=OPTIONS)
+    if args.weights is None and models.warnings:  # the bundled model stood in
+        print(f"synchformer: warning: {models.warnings[0]}", file=sys.stderr)
+    return models
 
 
 def _check_output(args, inputs=None) -> None:

@@ -10,7 +10,7 @@ import torch
 
 from synchformer.constants import WINDOW_SEC
 from synchformer.inference.fine import FineSource, fine_pass
-from synchformer.inference.pooling import Summary, conclude, pool_windows
+from synchformer.inference.pooling import Pooled, Summary, conclude, pool_windows
 from synchformer.io.decode import AudioEvent, AudioTrack
 from synchformer.model import Synchformer
 
@@ -66,16 +66,21 @@ class Analysis:
                 spans.append([float(s), float(s) + WINDOW_SEC])
         return [(round(float(a), 3), round(float(b), 3)) for a, b in spans]
 
+    def pool(self, min_sync_prob: float = 0.5) -> Pooled:
+        """The windows pooled (``pooling.pool_windows``), no verdict on the whole yet."""
+        return pool_windows(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
+                            min_sync_prob=min_sync_prob, problems=self.problems or None,
+                            audio_events=self.window_audio_events())
+
     def summarize(self, min_sync_prob: float = 0.5, fine_model: Synchformer | None = None,
-                  search_reasons: tuple[str, ...] = ()) -> Summary:
+                  search_reasons: tuple[str, ...] = (), pooled: Pooled | None = None) -> Summary:
         """The whole file's offset, its windows and its verdict, built once: the windows pooled
         (``pooling.pool_windows``), then where ``fine_model`` is given a fine pass below the class grid over the
         pooled windows (``inference.fine``: it reuses the visual features and the sound of an
         ``analyze(keep_visual=True)``, or reads the file again), then the verdict on the final numbers.
-        ``search_reasons``: why a wide search's choice cannot be trusted (``inference.search``)."""
-        pooled = pool_windows(self.window_starts, self.probs, self.grid, sync_probs=self.sync_probs,
-                              min_sync_prob=min_sync_prob, problems=self.problems or None,
-                              audio_events=self.window_audio_events())
+        ``search_reasons``: why a wide search's choice cannot be trusted (``inference.search``). ``pooled``: this
+        analysis's ``pool(min_sync_prob)`` where it is already made."""
+        pooled = pooled or self.pool(min_sync_prob)
         fine = None
         if fine_model is not None and pooled.coarse_offset_sec is not None:
             fine = fine_pass(fine_model, self.fine_source(), pooled.used, pooled.coarse_offset_sec,

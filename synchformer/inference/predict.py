@@ -25,7 +25,7 @@ from synchformer.constants import MAX_WINDOWS, SEGMENT_STRIDE_SEC
 from synchformer.errors import SynchformerError
 from synchformer.inference.analysis import Analysis
 from synchformer.inference.pooling import Summary
-from synchformer.inference.search import DEFAULT_MAX_OFFSET_SEC, Search, keep_margin_sec, search, shift_segments
+from synchformer.inference.search import DEFAULT_MAX_OFFSET_SEC, Search, keep_margin_sec, search, searches
 from synchformer.inference.tolerance import Tolerance, tolerance_of
 from synchformer.model import Synchformer
 
@@ -335,7 +335,7 @@ def predict_files(jobs: Iterable, models: Models, *, hop_sec: float = DEFAULT_HO
     share encoder calls of ``batch_size`` (``inference.batching``); each result equals ``predict``'s."""
     jobs = [(os.fspath(j), None) if isinstance(j, (str, os.PathLike)) else (os.fspath(j[0]), j[1]) for j in jobs]
     tracks = {t for _, t in jobs}
-    wide = _wide(models, max_offset_sec)  # (the decoding processes keep no sound to search with)
+    wide = searches(models.offset, max_offset_sec)  # (the decoding processes keep no sound to search with)
     if workers > 0 and len(jobs) > 1 and len(tracks) == 1 and start_sec is None and not wide:
         from synchformer.inference.batching import analyze_files
 
@@ -361,16 +361,12 @@ def _or_error(make, result=None):
         return e
 
 
-def _wide(models: Models, max_offset_sec: float) -> bool:
-    return shift_segments(max_offset_sec, models.offset.cfg.max_offset_sec) != [0]
-
-
 def _analyze(models: Models, path: str, audio_track, hop_sec, max_windows, start_sec, timing, progress,
              max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC, sound: dict | None = None) -> Analysis:
     from synchformer.inference.analyze import analyze
 
-    wide = _wide(models, max_offset_sec) and start_sec is None  # one window alone is not searched
-    margin = keep_margin_sec(max_offset_sec, models.offset.cfg.max_offset_sec) if wide else None
+    wide = searches(models.offset, max_offset_sec) and start_sec is None  # one window alone is not searched
+    margin = keep_margin_sec(models.offset, max_offset_sec) if wide else None
     return analyze(models.offset, path, hop_sec=hop_sec, sync_model=models.syncability, timing=timing,
                    max_windows=max_windows, keep_visual=models.fine is not None or wide, audio_track=audio_track,
                    start_sec=start_sec, progress=progress, keep_margin_sec=margin,
@@ -380,12 +376,14 @@ def _analyze(models: Models, path: str, audio_track, hop_sec, max_windows, start
 def _prediction(models: Models, path: str, analysis: Analysis, min_sync_prob: float,
                 tolerance: Tolerance | str | None = None, max_offset_sec: float = DEFAULT_MAX_OFFSET_SEC,
                 sound: dict | None = None) -> Prediction:
-    found = None
-    if _wide(models, max_offset_sec) and analysis.first_segments is not None and analysis.visual_features:
-        found = search(models.offset, analysis, max_offset_sec, models.syncability, min_sync_prob=min_sync_prob)
-        analysis = found.analysis(analysis)
+    found, pooled = None, analysis.pool(min_sync_prob)
+    if searches(models.offset, max_offset_sec) and analysis.first_segments is not None and analysis.visual_features:
+        found = search(models.offset, analysis, max_offset_sec, models.syncability, min_sync_prob=min_sync_prob,
+                       pooled=pooled)
+        if found.chosen.shift_sec != 0.0:  # other windows, other numbers: pooled again
+            analysis, pooled = found.analysis(analysis), None
     summary = analysis.summarize(min_sync_prob=min_sync_prob, fine_model=models.fine,
-                                 search_reasons=tuple(found.reasons()) if found else ())
+                                 search_reasons=tuple(found.reasons()) if found else (), pooled=pooled)
     return Prediction(path=path, analysis=analysis, summary=summary, weights=models.weights,
                       syncability_weights=models.syncability_weights, fine_weights=models.fine_weights,
                       precision=getattr(models.offset, "precision", "fp32"),

@@ -25,7 +25,7 @@ from synchformer.inference.batch_io import (AUDIO_EXTENSIONS, COMMON, METRIC_COL
                                            assign_ids, columns, read_inputs, row_key)
 from synchformer.inference.batching import analyze_files, note_read_args, schedule
 from synchformer.inference.distributions import json_num
-from synchformer.inference.search import DEFAULT_MAX_OFFSET_SEC, keep_margin_sec, search, shift_segments
+from synchformer.inference.search import DEFAULT_MAX_OFFSET_SEC, keep_margin_sec, search, searches
 from synchformer.inference.tolerance import tolerance_of
 from synchformer.inference.workers import open_item
 from synchformer.io.decode import load_audio
@@ -102,12 +102,14 @@ def _fill(row: dict, analysis: Analysis, metric: str, fine_model=None, model=Non
     jumps = [f"audio {e.describe()}" for e in analysis.audio_events if e.kind in ("gap", "overlap")]
     row.update(duration_sec=json_num(span_frames(s) / VIDEO_FPS, 3), n_segments=s,
                n_windows=len(analysis.window_starts), warnings="; ".join(analysis.warnings + jumps) or None)
-    found = None
-    if metric == "offset" and model is not None and _wide(model, row["max_offset_sec"]) and analysis.visual_features:
-        found = search(model, analysis, row["max_offset_sec"])  # beyond the model's +-2 s
-        analysis = found.analysis(analysis)
+    found, pooled = None, analysis.pool()
+    if (metric == "offset" and model is not None and searches(model, row["max_offset_sec"])
+            and analysis.visual_features):
+        found = search(model, analysis, row["max_offset_sec"], pooled=pooled)  # beyond the model's +-2 s
+        if found.chosen.shift_sec != 0.0:
+            analysis, pooled = found.analysis(analysis), None
     summary = analysis.summarize(fine_model=fine_model if metric == "offset" else None,
-                                 search_reasons=tuple(found.reasons()) if found else ())
+                                 search_reasons=tuple(found.reasons()) if found else (), pooled=pooled)
     row.update(reliable=bool(summary.reliable), reasons="; ".join(summary.reasons) or None)
     row.update(desync_of(analysis) if metric == "desync" else offset_of(analysis, summary))
     if metric == "offset":
@@ -169,10 +171,10 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
     opts = {"size": settings["frame_size"], "duration": duration, "crop": crop,
             "timing": timing, "max_windows": max_windows if metric == "offset" else 0,
             "window_segments": model.cfg.n_segments, "audio_track": audio_track}
-    wide = metric == "offset" and _wide(model, max_offset_sec)
+    wide = metric == "offset" and searches(model, max_offset_sec)
     kw = {"ends_only": metric == "desync", "hop_sec": hop_sec, "keep_visual": fine_model is not None or wide}
     if wide:  # the search takes the sound the pass kept, so the files are read here, not in decoding processes
-        opts["keep_margin_sec"] = keep_margin_sec(max_offset_sec, model.cfg.max_offset_sec)
+        opts["keep_margin_sec"] = keep_margin_sec(model, max_offset_sec)
         workers = 0
     for i, analysis, error in schedule(model, items, opts, kw, workers, batch_size, files_in_flight):
         row = _row(items[i], metric, settings)
@@ -185,10 +187,6 @@ def _score_files(model, items, metric, hop_sec, duration, workers, batch_size, s
         if error is not None:
             row.update(status="error", error=error)
         yield row
-
-
-def _wide(model, max_offset_sec: float) -> bool:
-    return shift_segments(max_offset_sec, model.cfg.max_offset_sec) != [0]
 
 
 def summarize_rows(rows: Iterable[dict], metric: str = "desync") -> dict:

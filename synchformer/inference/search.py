@@ -29,7 +29,7 @@ from synchformer.constants import DEFAULT_MAX_OFFSET_SEC, SEGMENT_STRIDE_SEC
 from synchformer.features import audio_to_model
 from synchformer.inference.analysis import Analysis
 from synchformer.inference.checks import window_problems
-from synchformer.inference.pooling import conclude, pool_windows
+from synchformer.inference.pooling import Pooled, conclude
 from synchformer.inference.distributions import PROB_FLOOR, normalise_rows, overlap_weights, signed
 from synchformer.model import Synchformer, same_encoders
 from synchformer.model.precision import using
@@ -64,10 +64,15 @@ def shift_segments(max_offset_sec: float, model_range_sec: float) -> list[int]:
     return [STEP_SEGMENTS * i for i in range(-m, m + 1)]
 
 
-def keep_margin_sec(max_offset_sec: float, model_range_sec: float) -> float:
+def searches(model: Synchformer, max_offset_sec: float) -> bool:
+    """Whether ``max_offset_sec`` reaches beyond ``model``'s own grid, so that a search may run."""
+    return shift_segments(max_offset_sec, model.cfg.max_offset_sec) != [0]
+
+
+def keep_margin_sec(model: Synchformer, max_offset_sec: float) -> float:
     """How much sound around each window a pass keeps for a search to ``max_offset_sec`` and its fine pass."""
-    shifts = shift_segments(max_offset_sec, model_range_sec)
-    return max(abs(s) for s in shifts) * SEGMENT_STRIDE_SEC + model_range_sec + 0.5
+    shifts = shift_segments(max_offset_sec, model.cfg.max_offset_sec)
+    return max(abs(s) for s in shifts) * SEGMENT_STRIDE_SEC + model.cfg.max_offset_sec + 0.5
 
 
 @dataclass(frozen=True)
@@ -202,14 +207,13 @@ def _shift(shift_sec, windows, logits, sync_probs, grid, starts, problems=None) 
                  problems)
 
 
-def settled(analysis: Analysis, min_sync_prob: float = 0.5) -> str | None:
-    """Why the model's own range answers for ``analysis``'s file (None: it does not, a search may): its pooled
-    reading is reliable and away from the grid's edges, or its offset drifts within the range."""
-    s = conclude(pool_windows(analysis.window_starts, analysis.probs, analysis.grid, sync_probs=analysis.sync_probs,
-                              min_sync_prob=min_sync_prob, problems=analysis.problems or None))
+def settled(pooled: Pooled) -> str | None:
+    """Why the model's own range answers for a file whose windows pooled so (``Analysis.pool``; None: it does not,
+    a search may): its reading is reliable and away from the grid's edges, or its offset drifts within the range."""
+    s = conclude(pooled)
     if s.drift is not None and s.drift.detected:
         return "the offset drifts inside the model's range (see drift)"
-    grid = np.asarray(analysis.grid, np.float64)
+    grid = np.asarray(pooled.grid, np.float64)
     step = float(np.diff(grid).mean()) if len(grid) > 1 else 0.0
     if s.reliable and s.offset_sec is not None and abs(s.offset_sec) < grid.max() - (EDGE_CLASSES - 0.5) * step:
         return "a reliable reading inside the model's range, away from its edges"
@@ -218,11 +222,12 @@ def settled(analysis: Analysis, min_sync_prob: float = 0.5) -> str | None:
 
 def search(model: Synchformer, analysis: Analysis, max_offset_sec: float, sync_model: Synchformer | None = None,
            *, evidence: str = "auto", precision: str | None = None, window_batch: int = 16,
-           encode_batch: int | None = None, min_sync_prob: float = 0.5) -> Search:
+           encode_batch: int | None = None, min_sync_prob: float = 0.5, pooled: Pooled | None = None) -> Search:
     """Score ``analysis``'s windows with their sound at every shift that covers +-``max_offset_sec`` and choose one
     (see the module docstring). ``analysis`` must come from ``analyze(keep_visual=True)`` with its sound kept far
     enough (``keep_margin_sec``). ``evidence``: how shifts are compared (EVIDENCE; :class:`Shift`), or "auto"
-    (llr+sync where a synchronizability model sharing the offset model's encoders is given, else llr)."""
+    (llr+sync where a synchronizability model sharing the offset model's encoders is given, else llr). ``pooled``:
+    ``analysis.pool(min_sync_prob)`` where it is already made (whether the file is ``settled`` reads it)."""
     if analysis.visual_features is None or analysis.first_segments is None:
         raise ValueError("a wide search needs the analysis's visual features: analyze(keep_visual=True)")
     if sync_model is not None and not same_encoders(model, sync_model):
@@ -236,7 +241,7 @@ def search(model: Synchformer, analysis: Analysis, max_offset_sec: float, sync_m
     starts = analysis.window_starts
     own = _shift(0.0, np.arange(len(firsts)), analysis.logits, analysis.sync_probs, grid, starts,
                  analysis.problems or None)
-    why = settled(analysis, min_sync_prob)
+    why = settled(pooled or analysis.pool(min_sync_prob))
     if why is not None:  # nothing to look for further: today's answer, at no cost
         return Search(max_offset_sec, (own,), 0, None, evidence, why)
     n = model.cfg.n_segments
@@ -333,5 +338,5 @@ def choose(shifts: tuple[Shift, ...], max_offset_sec: float, evidence: str = "ll
 
 
 __all__ = ["AMBIGUOUS_RATIO", "DEFAULT_MAX_OFFSET_SEC", "MIN_SOUND", "STEP_SEGMENTS", "Search", "Shift", "choose",
-           "keep_margin_sec", "search", "settled",
+           "keep_margin_sec", "search", "searches", "settled",
            "shift_segments"]
