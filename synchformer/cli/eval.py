@@ -32,6 +32,11 @@ def add_parser(sub):
     p.add_argument("--out", "-o", metavar="DIR",
                    help="also write eval.json, the logits and the confusion (or ROC) plots into DIR (created if "
                         "missing; the plots need matplotlib). Default: the results are only printed")
+    p.add_argument("--json", metavar="FILE", help="also write the report (eval.json's content) to FILE")
+    p.add_argument("--no-footage", action="store_true",
+                   help="for a folder: skip the \"does it work on my footage?\" pass (default: each clip is also "
+                        "written with its sound shifted by its offset and read as predict reads a file, with the "
+                        "companions; it costs about one predict per clip)")
     p.add_argument("--no-baseline", action="store_true", help="skip the cross-correlation baseline (default: "
                    "it runs beside the model, for comparison)")
     p.add_argument("--pool", action="store_true",
@@ -56,6 +61,10 @@ def run(args):
 
     if args.out:  # before the model loads and the clips decode
         check_output_folder(args.out)
+    if args.json:
+        from synchformer.io.outputs import check_output
+
+        check_output(args.json)
     if args.cache_dir:
         check_output_folder(args.cache_dir)
     from synchformer.inference.baseline import OnsetCorrelation
@@ -92,6 +101,8 @@ def run(args):
             out = make_folder(args.out)
             _write_json(out / "eval.json", report)
             print(f"wrote {out / 'eval.json'}")
+        if args.json:
+            _write_json(Path(args.json), report)
         return 0
     dataset, prep = eval_dataset(args.data, cfg, seed=args.seed, cache_dir=args.cache_dir, workers=args.workers,
                                  progress=True, timing=args.timing)
@@ -99,6 +110,7 @@ def run(args):
     for path, why in prep.problems[:20]:
         print(f"  skipped {path}: {why}")
     n_clips = len(dataset)
+    in_sync = dataset  # the clips and their drawn offsets, for the footage pass
     groups = starts = bound_windows = None
     if args.pool:
         if cfg.head != "offset":
@@ -146,10 +158,65 @@ def run(args):
         report["ceiling"] = bound
         print(f"ceiling (every event found exactly; synth's events.jsonl): accuracy_1 {bound['accuracy_1']:.4f}  "
               f"accuracy_1_tol1 {bound['accuracy_1_tol1']:.4f}")
+    if Path(args.data).is_dir() and not args.no_footage and cfg.head == "offset":
+        report["footage"] = _footage(args, model, in_sync, prep)
     if out:
         _write_json(out / "eval.json", report)
         print(f"wrote {out / 'eval.json'}")
+    if args.json:
+        _write_json(Path(args.json), report)
+        print(f"wrote {args.json}")
     return 0
+
+
+def _footage(args, model, dataset, prep) -> dict:
+    """"Does it work on my footage?": each clip shifted by its offset and read as predict reads a file."""
+    from synchformer.inference.baseline import OnsetCorrelation
+    from synchformer.inference.predict import Models
+    from synchformer.training.footage import WRONG_SEC, footage_report, verdict
+
+    sync_model = common.load_syncability(args.syncability_weights, model, args.device)
+    fine = common.load_fine(args.fine_weights, model, args.device)
+    models = Models(offset=model, syncability=sync_model, fine=fine, weights=getattr(model, "weights_label", ""),
+                    syncability_weights=common.syncability_label(args.syncability_weights, sync_model),
+                    fine_weights=common.fine_label(args.fine_weights, fine))
+    clips = []
+    for i, clip in enumerate(dataset.clips):
+        gen, _ = dataset.sample_key(i)
+        clips.append((clip.path, round(dataset.place(i, clip.frames, gen).offset_sec, 2)))
+    base = None if args.no_baseline else OnsetCorrelation(model.cfg.n_segments, model.cfg.image_size)
+    rep = footage_report(models, clips, baseline=base, progress=True)
+    rep["unusable"] = [{"path": p, "why": why} for p, why in prep.problems] + rep["unusable"]
+    works, line = verdict(rep)
+    rep["works"], rep["verdict"] = works, line
+    print(f"as predict reads them ({len(rep['clips'])} clips, each shifted by its offset; wrong: more than "
+          f"{WRONG_SEC:g} s off):")
+    print(f"  {'':9s}{'median |error|':>15s}{'p90 |error|':>13s}{'wrong':>7s}{'reliable':>10s}"
+          f"{'reliable & wrong':>18s}")
+    for name in ("model", "baseline"):
+        m = rep.get(name)
+        if not m:
+            continue
+        med = "-" if m["median_abs_error_sec"] is None else f"{1000 * m['median_abs_error_sec']:.0f} ms"
+        p90 = "-" if m["p90_abs_error_sec"] is None else f"{1000 * m['p90_abs_error_sec']:.0f} ms"
+        rel = f"{100 * m['reliable']:.0f}%" if "reliable" in m else "-"
+        rw = f"{m['reliable_and_wrong']}" if "reliable" in m else "-"
+        print(f"  {name:9s}{med:>15s}{p90:>13s}{100 * m['wrong']:>6.0f}%{rel:>10s}{rw:>18s}")
+    worst = sorted(rep["clips"], key=lambda r: -abs(r["error_sec"]) if r["error_sec"] is not None else -1e9)
+    shown = worst[:10]
+    print(f"  clips (the {len(shown)} furthest off{'' if len(shown) == len(worst) else f' of {len(worst)}'}):")
+    for r in shown:
+        got = "no answer" if r["refined_sec"] is None else f"{r['refined_sec']:+.3f} s"
+        err = "" if r["error_sec"] is None else f" (error {1000 * r['error_sec']:+.0f} ms)"
+        print(f"    {r['path']}: truth {r['offset_sec']:+.2f} s, found {got}{err}"
+              f"{', reliable' if r['reliable'] else ''}")
+    for u in rep["unusable"]:
+        print(f"  unusable {u['path']}: {u['why']}")
+    if not works:
+        line += f" (synchformer adapt {args.data} -w {args.weights or 'audioset'} -o site.safetensors)"
+        rep["verdict"] = line
+    print(f"verdict: {line}")
+    return rep
 
 
 def _write_json(path: Path, report: dict) -> None:

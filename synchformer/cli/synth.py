@@ -30,6 +30,12 @@ def add_parser(sub):
                         "crop at; continuous: each file is written out of sync by an offset drawn uniformly from "
                         "+-1.5 s, clips.csv (path,offset_sec,in_file) holds the truth, for predict and eval to be "
                         "measured in ms")
+    p.add_argument("--style", choices=("default", "workshop"), default="default",
+                   help="what the clips look and sound like: default (the benchmark: flashes, balls and bars on dark "
+                        "gradients, tones, bursts and clicks); workshop (another domain, to try `synchformer adapt` "
+                        "on: lamps that light with a ring, presses that thud onto an anvil, boxes that drop with a "
+                        "knock, on a striped grey floor, with silently swinging arms and a machine hum; each kind "
+                        "always makes its own sound)")
     easier = p.add_argument_group("difficulty (an easier set is a curriculum for training from scratch)")
     easier.add_argument("--events", type=_range(1), default=(1, 4), metavar="LO,HI",
                         help="events per 5 s stretch (default: 1,4)")
@@ -69,7 +75,8 @@ def run(args) -> int:
     from synchformer.training.synth import Cues, synth
 
     try:
-        cues = Cues(args.events, args.distractors, args.quiet_sounds, not args.no_noise, args.linked_sounds)
+        cues = Cues(args.events, args.distractors, args.quiet_sounds, not args.no_noise, args.linked_sounds,
+                    args.style)
     except ValueError as e:
         raise SynchformerError(args.out_dir, str(e)) from None
     csv_path = synth(args.out_dir, args.n, seed=args.seed, duration=args.duration, size=args.size,

@@ -173,6 +173,19 @@ def _undetermined_message(fields: list[str], path) -> str:
     return f"the weights do not tell the model's {'; '.join(reasons)}: {where}"
 
 
+def weights_file(source) -> str:
+    """The file that a weights option names: a released model's name ("audioset", ...: its cached download,
+    fetched once; ``released.DownloadError`` where it cannot be had), a bundled model's name ("bundled",
+    "synthetic_tiny", ...: the package's file, checked), or a path, as given."""
+    from synchformer.model import assets
+
+    if released.is_name(source):
+        return os.fspath(released.fetch(source))
+    if assets.is_name(source):
+        return os.fspath(assets.path_of(source))
+    return os.fspath(source)
+
+
 def load_model(source, device: str | torch.device = "cpu", config: ModelConfig | None = None,
                precision: str = "fp32") -> Synchformer:
     """A ``Synchformer`` in eval mode from a released model's name (``released.MODELS``: "audioset",

@@ -66,13 +66,18 @@ class TrainConfig:
     stage: str = "sync"
     out_dir: str = "runs/sync"  # defaults(stage): runs/<stage>, so that no stage resumes another's run
     model: dict = field(default_factory=dict)  # ModelConfig fields; "preset": "tiny" starts from ModelConfig.tiny()
-    init: str = ""  # weights to start from: stage I encoders for stage II, a stage II model for stage III
+    # weights to start from: stage I encoders for stage II, a stage II model for stage III; a file, or a released
+    # or bundled model's name (audioset, bundled, synthetic_tiny_syncability, ...)
+    init: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     epochs: int = 100
     max_steps: int = 0  # stop after this many optimiser steps (0: no limit)
     max_minutes: float = 0.0  # stop (validate, save) after this much training time (0: no limit)
-    patience: int = 20  # early stopping: epochs without a better validation metric
+    patience: int = 20  # early stopping: validations without a better validation metric
+    # which validation number keeps the best weights and stops early: "metric" (the stage's: Acc@1, higher is
+    # better) or "loss" (lower is better; smoother on a small validation set, what ``adapt`` uses)
+    select_on: str = "metric"
     valid_every: int = 1  # epochs
     save_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
     log_every: int = 20  # steps
@@ -104,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {self.stage!r}")
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"precision must be fp32, bf16 or fp16, not {self.precision!r}")
+        if self.select_on not in ("metric", "loss"):
+            raise ValueError(f"select_on must be metric or loss, not {self.select_on!r}")
         if self.sync_start not in ("reference", "sharp"):
             raise ValueError(f"sync_start must be reference or sharp, not {self.sync_start!r}")
         self.optim.betas = tuple(self.optim.betas)

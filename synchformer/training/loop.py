@@ -29,7 +29,7 @@ from synchformer.features.segments import decode_size, token_times
 from synchformer.io.outputs import write_atomic
 from synchformer.model import Synchformer
 from synchformer.model.checkpoint import read_checkpoint
-from synchformer.model.load import save_model
+from synchformer.model.load import save_model, weights_file
 
 from .augment import Augment
 from .config import TrainConfig, load_config, save_config
@@ -195,6 +195,8 @@ GRID_SETTINGS = {"n_offset_classes", "max_offset_sec"}
 
 def build_model(cfg: TrainConfig) -> Synchformer:
     """A fresh model of the configured size, with the ``init`` weights loaded where given."""
+    if cfg.init:  # a released or bundled model's name: its file
+        cfg = dataclasses.replace(cfg, init=weights_file(cfg.init))
     mcfg = cfg.model_config()
     grid_only = bool(cfg.model) and set(cfg.model) <= GRID_SETTINGS
     if cfg.init and (not cfg.model or grid_only):  # sizes from the init file, head (and 13 segments) from the stage
@@ -245,7 +247,8 @@ def sharp_start(transformer: nn.Module, mcfg) -> None:
 
 def init_from(model: Synchformer, path: str) -> None:
     """Load a stage I file (encoders) or a stage II model: all of it for another stage II run (training in
-    rounds), all but the head for stage III."""
+    rounds), all but the head for stage III. ``path``: a file, or a released or bundled model's name."""
+    path = weights_file(path)
     sd = read_checkpoint(path).state_dict
     own = model.state_dict()
     head_keys = {k for k in list(own) + list(sd) if k.startswith(("transformer.off_head.", "transformer.sync_head."))
@@ -553,17 +556,20 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
             if d.main:
                 msg = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items())
                 (bar.write if bar is not None else print)(f"epoch {prog['epoch']} step {prog['step']}: valid {msg}")
-            if prog["best"] is None or res[metric] > prog["best"]:
-                prog.update(best=res[metric], best_epoch=prog["epoch"], bad_epochs=0)
+            chosen = "loss" if cfg.select_on == "loss" else metric
+            score = -res["loss"] if chosen == "loss" else res[metric]  # higher is better
+            if prog["best"] is None or score > prog["best"]:
+                prog.update(best=score, best_epoch=prog["epoch"], bad_epochs=0)
                 if d.main:
-                    save_weights(model, out / "best.safetensors", {"step": prog["step"], metric: res[metric]},
+                    save_weights(model, out / "best.safetensors", {"step": prog["step"], chosen: res[chosen]},
                                  encoders_only=stage1)
             else:
                 prog["bad_epochs"] += 1
                 if prog["bad_epochs"] >= cfg.patience:
                     stop = True
                     if d.main:
-                        print(f"early stop: no better {metric} for {cfg.patience} epochs", flush=True)
+                        print(f"early stop: no better validation {chosen} for {cfg.patience} validations",
+                              flush=True)
         if d.main:
             save_checkpoint(out, stage, opt, sched, scaler, prog)
     if bar is not None:
@@ -575,7 +581,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     log.close()
     if d.world > 1:
         dist.barrier()
-    return {"steps": prog["step"], "epochs": prog["epoch"], "best": prog["best"], "best_epoch": prog["best_epoch"],
+    best = prog["best"] if prog["best"] is None or cfg.select_on == "metric" else -prog["best"]  # (a loss)
+    return {"steps": prog["step"], "epochs": prog["epoch"], "best": best, "best_epoch": prog["best_epoch"],
             "seconds": round(time.time() - t0, 1), "out_dir": str(out), "rank": d.rank}
 
 

@@ -33,6 +33,11 @@ STRETCH_SEC = 5.0  # events are counted per stretch of this length
 MIN_GAP_FRAMES = 10  # 0.4 s between events
 EDGE_FRAMES = 5  # 0.2 s: events keep 0.1 s from the clip ends, and half the gap from a stretch border
 KINDS = ("flash", "hit", "bounce")
+# "workshop": another domain for adapting a model to (synchformer adapt): a textured, brighter floor, lamps that
+# light up with a ring, presses that strike an anvil with a low thud, boxes that drop with a knock, silently
+# swinging arms, and a machine hum; its event kinds, shapes, colours and sounds are none of the default's
+STYLES = ("default", "workshop")
+WORKSHOP_KINDS = ("lamp", "press", "drop")
 
 
 @dataclass(eq=False)  # sprites are told apart by identity
@@ -62,8 +67,11 @@ class Cues:
     quiet_sounds: tuple[int, int] = (0, 3)
     noise: bool = True
     linked_sounds: bool = False  # each event kind makes its own kind of sound (the default: any kind)
+    style: str = "default"  # what the clips look and sound like (STYLES); "default": the benchmark's
 
     def __post_init__(self):
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}, not {self.style!r}")
         for name, lo_min in (("events", 1), ("distractors", 0), ("quiet_sounds", 0)):
             lo, hi = getattr(self, name)
             if not lo_min <= lo <= hi:
@@ -233,6 +241,8 @@ def _add(audio: np.ndarray, sound: np.ndarray, at_sec: float) -> None:
 def _plan(seed: int, duration: float, size: int, offset_sec: float, cues: Cues = Cues()) -> Plan:
     """The clip ``seed`` makes; cheap (no pixels drawn), so the events of a clip can be had without it.
     The default ``cues`` make the benchmark's clips (any other setting makes other clips from the seed)."""
+    if cues.style == "workshop":
+        return _plan_workshop(seed, duration, size, offset_sec, cues)
     rng = np.random.default_rng(_non_negative(seed))
     n_frames = round(duration * VIDEO_FPS)
     frames = _event_frames(rng, n_frames, cues.events)
@@ -259,6 +269,139 @@ def _plan(seed: int, duration: float, size: int, offset_sec: float, cues: Cues =
         count = rng.integers(cues.quiet_sounds[0], cues.quiet_sounds[1] + 1)
         for t in rng.uniform(start, min(start + STRETCH_SEC, duration), count):
             _add(audio, _sound(rng, rng.uniform(0.1, 0.25) * rng.uniform(0.5, 0.8)), t)
+    return Plan(events, kinds, actors, n_frames, background, sprites, audio.astype(np.float32))
+
+
+# ------------------------------------------------------------------------------------------- style "workshop"
+
+
+def _workshop_colour(rng, lo: int = 0, hi: int = 160) -> np.ndarray:
+    return rng.integers(lo, hi, 3).astype(np.float64)
+
+
+def _workshop_floor(rng, size: int) -> np.ndarray:
+    """A mid-grey floor with stripes (a texture the default's dark gradients never have)."""
+    base = rng.integers(90, 170) + rng.integers(-20, 21, 3)
+    period = rng.uniform(6, 20)
+    stripes = (np.sin(2 * np.pi * np.arange(size) / period) > 0).astype(np.float64)
+    img = base + rng.uniform(15, 35) * stripes[:, None, None] * np.ones((1, size, 3))
+    img = img if rng.random() < 0.5 else img.transpose(1, 0, 2)
+    return np.clip(img, 0, 255)
+
+
+def _lamp(rng, f: int, size: int, n_frames: int) -> list[Sprite]:
+    """A small dark lamp, there all along, that lights up for three frames from frame f."""
+    half = size * rng.uniform(0.08, 0.13)
+    x, y = rng.uniform(half * 1.2, size - half * 1.2, 2)
+    dark, lit = _workshop_colour(rng, 0, 60), np.array([255.0, rng.uniform(200, 255), rng.uniform(0, 90)])
+    return [Sprite("rect", dark, half, half, 0, n_frames - 1, _still(x, y)),
+            Sprite("circle", lit, half * 1.2, half * 1.2, f, f + 2, _still(x, y))]
+
+
+def _press(rng, f: int, size: int) -> list[Sprite]:
+    """A block that comes down onto an anvil (a bar) at frame f, rests, and goes back up."""
+    w = size * rng.uniform(0.08, 0.14)
+    anvil_y = size * rng.uniform(0.65, 0.9)
+    x = rng.uniform(w + 2, size - w - 2)
+    lead, rest = int(rng.integers(5, 10)), int(rng.integers(3, 8))
+    top, contact = size * rng.uniform(0.05, 0.25), anvil_y - 0.03 * size - w
+
+    def centre(k):
+        if k < f:
+            s = (k - (f - lead)) / lead
+            return x, top + (contact - top) * s * s
+        if k <= f + rest:
+            return x, contact
+        return x, contact - (contact - top) * min(1.0, (k - f - rest) / 12)
+
+    colour = _workshop_colour(rng, 100, 230)
+    return [Sprite("rect", _workshop_colour(rng, 20, 80), w * 1.6, 0.03 * size, f - lead, f + rest + 12,
+                   _still(x, anvil_y)),
+            Sprite("rect", colour, w, w, f - lead, f + rest + 12, centre)]
+
+
+def _drop(rng, f: int, size: int) -> list[Sprite]:
+    """A box that falls from the top and lands on the floor line at frame f, where it stays a while."""
+    h = size * rng.uniform(0.05, 0.1)
+    floor = size * rng.uniform(0.75, 0.95) - h
+    x = rng.uniform(h, size - h)
+    lead = int(rng.integers(6, 12))
+    start = rng.uniform(0, floor * 0.5)
+
+    def centre(k):
+        s = min(1.0, (k - (f - lead)) / lead)
+        return x, start + (floor - start) * s * s
+
+    return [Sprite("rect", _workshop_colour(rng, 60, 255), h, h * rng.uniform(0.6, 1.0), f - lead,
+                   f + int(rng.integers(8, 20)), centre)]
+
+
+def _arm(rng, n_frames: int, size: int) -> Sprite:
+    """A silent arm swinging back and forth the whole clip (a periodic motion with no sound)."""
+    half = size * rng.uniform(0.03, 0.06)
+    cx, cy = rng.uniform(0.2, 0.8, 2) * size
+    reach = size * rng.uniform(0.1, 0.25)
+    period = rng.uniform(0.8, 2.5) * VIDEO_FPS
+    phase = rng.uniform(0, 2 * np.pi)
+    horizontal = rng.random() < 0.5
+
+    def centre(k):
+        d = reach * math.sin(2 * math.pi * k / period + phase)
+        return (cx + d, cy) if horizontal else (cx, cy + d)
+
+    return Sprite("rect", _workshop_colour(rng, 0, 255), half, half * 2.5, 0, n_frames - 1, centre)
+
+
+def _workshop_sound(rng, kind: str, peak: float) -> np.ndarray:
+    """A ring (lamp: inharmonic partials, 0.15-0.3 s), a thud (press: 60-180 Hz, 0.1-0.2 s) or a knock (drop:
+    band-passed noise with a low body, 0.05-0.1 s)."""
+    if kind == "lamp":
+        n = int(rng.uniform(0.15, 0.3) * AUDIO_SR)
+        t = np.arange(n) / AUDIO_SR
+        f0 = rng.uniform(500, 1500)
+        x = sum(a * np.sin(2 * np.pi * f0 * r * t) for r, a in ((1.0, 1.0), (2.76, 0.5), (5.4, 0.25)))
+        x = x * np.exp(-t / (n / AUDIO_SR * 0.3))
+    elif kind == "press":
+        n = int(rng.uniform(0.1, 0.2) * AUDIO_SR)
+        t = np.arange(n) / AUDIO_SR
+        x = np.sin(2 * np.pi * rng.uniform(60, 180) * t) * np.exp(-t / (n / AUDIO_SR * 0.35))
+        x += 0.3 * rng.normal(0, 1, n) * np.exp(-t / 0.01)
+    else:
+        n = int(rng.uniform(0.05, 0.1) * AUDIO_SR)
+        t = np.arange(n) / AUDIO_SR
+        noise = np.diff(rng.normal(0, 1, n + 1))  # high-passed
+        x = (noise + 2 * np.sin(2 * np.pi * rng.uniform(200, 400) * t)) * np.exp(-t / (n / AUDIO_SR * 0.2))
+    x[-80:] *= np.linspace(1, 0, 80)
+    return x * (peak / np.abs(x).max())
+
+
+def _plan_workshop(seed: int, duration: float, size: int, offset_sec: float, cues: Cues) -> Plan:
+    """A clip of style "workshop" (``Cues.style``); ``cues.events`` and ``quiet_sounds`` as for the default, the
+    distractors are swinging arms, the noise a machine hum."""
+    rng = np.random.default_rng([_non_negative(seed), 3])
+    n_frames = round(duration * VIDEO_FPS)
+    frames = _event_frames(rng, n_frames, cues.events)
+    kinds = [WORKSHOP_KINDS[i] for i in rng.integers(len(WORKSHOP_KINDS), size=len(frames))]
+    background = _workshop_floor(rng, size)
+    sprites = [_arm(rng, n_frames, size) for _ in range(rng.integers(cues.distractors[0], cues.distractors[1] + 1))]
+    actors = []
+    for f, kind in zip(frames, kinds):
+        sprites += _lamp(rng, f, size, n_frames) if kind == "lamp" else _press(rng, f, size) if kind == "press" \
+            else _drop(rng, f, size)
+        actors.append(sprites[-1])
+    n = n_frames * SAMPLES_PER_FRAME
+    t = np.arange(n) / AUDIO_SR
+    hum_hz = rng.choice([50.0, 60.0])
+    hum = sum(np.sin(2 * np.pi * hum_hz * h * t + rng.uniform(0, 6.3)) / h for h in (1, 2, 3))
+    hum *= 1 + 0.5 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t)  # the machine's own slow rhythm
+    audio = hum * (rng.uniform(0.02, 0.06) / hum.std() * cues.noise) + rng.normal(0, 0.005 * cues.noise, n)
+    events = [f / VIDEO_FPS for f in frames]
+    for ev, kind in zip(events, kinds):
+        _add(audio, _workshop_sound(rng, kind, rng.uniform(0.4, 0.8)), ev - offset_sec)
+    for start in np.arange(0, duration, STRETCH_SEC):
+        count = rng.integers(cues.quiet_sounds[0], cues.quiet_sounds[1] + 1)
+        for q in rng.uniform(start, min(start + STRETCH_SEC, duration), count):
+            _add(audio, _workshop_sound(rng, WORKSHOP_KINDS[rng.integers(3)], rng.uniform(0.05, 0.15)), q)
     return Plan(events, kinds, actors, n_frames, background, sprites, audio.astype(np.float32))
 
 
