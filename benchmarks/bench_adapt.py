@@ -45,7 +45,7 @@ def cpu_kind() -> str:
 
 def load() -> str:
     try:
-        return Path("/proc/loadavg").read_text().split(" ")[0:3].__str__()
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])  # 1, 5, 15 minutes, as uptime says
     except OSError:
         return "unknown"
 
@@ -75,7 +75,7 @@ def run_domain(args) -> dict:
     from synchformer.model import load_model
     from synchformer.training.synth import Cues, synth
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-adapt-"))
     work.mkdir(parents=True, exist_ok=True)
     ws = Cues(style="workshop")
@@ -94,7 +94,7 @@ def run_domain(args) -> dict:
     load_before = load()
     t = time.time()
     proc = subprocess.run([sys.executable, "-m", "synchformer", "adapt", str(tune), "-w", "bundled", "-o", str(out),
-                           "--max-minutes", str(args.max_minutes), "--json", str(work / "adapt.json"), "--force"],
+                           "--max-minutes", str(args.max_minutes), "--threads", str(args.threads), "--json", str(work / "adapt.json"), "--force"],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     wall = time.time() - t
     load_after = load()
@@ -107,7 +107,7 @@ def run_domain(args) -> dict:
              "default": scores(tuned, str(test_default), work / "cache")}
     lift = after["workshop"]["accuracy_1"] - before["workshop"]["accuracy_1"]
     lift_pooled = after["workshop"]["pooled_accuracy_1"] - before["workshop"]["pooled_accuracy_1"]
-    return {"kind": "domain", "cpu": cpu_kind(), "cores": os.cpu_count(), "clips": args.clips,
+    return {"kind": "domain", "cpu": cpu_kind(), "cores": os.cpu_count(), "threads": args.threads, "clips": args.clips,
             "max_minutes": args.max_minutes, "adapt_wall_sec": round(wall, 1), "load_before": load_before,
             "load_after": load_after, "adapt_printed": printed, "adapt_held_out": {"before": report["before"],
                                                                                    "after": report["after"]},
@@ -128,13 +128,15 @@ def run_cost(args) -> dict:
     from synchformer.training.features import encode_clip
     from synchformer.training.synth import synth
 
+    from synchformer.model import ModelConfig
+
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = Synchformer().eval()
+    model = Synchformer(ModelConfig() if args.config == "full" else ModelConfig.tiny(image_size=32)).eval()
     model.precision = resolve("auto", model.device, model.cfg)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synth(tmp / "clips", args.clips, seed=3904, size=224, progress=False)
+        synth(tmp / "clips", args.clips, seed=3904, size=224 if args.config == "full" else 48, progress=False)
         prep = prepare(read_clip_list(tmp / "clips"), tmp / "cache", decode_size(model.cfg.image_size), 10.0,
                        required_sec("sync", model.cfg, 8))
         per_clip, feats = [], None
@@ -162,7 +164,7 @@ def run_cost(args) -> dict:
         opt.step()
         steps.append(time.perf_counter() - t)
     step = min(steps[1:])
-    return {"kind": "cost", "cpu": cpu_kind(), "cores": os.cpu_count(), "precision": model.precision,
+    return {"kind": "cost", "config": args.config, "cpu": cpu_kind(), "cores": os.cpu_count(), "precision": model.precision,
             "load": load(), "clips": len(per_clip), "encode_sec_per_clip": [round(s, 1) for s in per_clip],
             "encode_sec_per_clip_best": round(min(per_clip), 1), "step_sec_batch_32": round(step, 3),
             "epoch_sec_8_steps": round(8 * step, 2),
@@ -175,7 +177,12 @@ def main():
     ap.add_argument("--clips", type=int, default=None, help="domain: clips to adapt on (default 60); cost: clips "
                     "to time the feature caching on (default 3)")
     ap.add_argument("--max-minutes", type=float, default=14.0, help="domain: adapt's --max-minutes (default 14)")
+    ap.add_argument("--config", choices=["full", "tiny"], default="full", help="cost: the model's size (tiny: a "
+                    "smoke test)")
     ap.add_argument("--steps", type=int, default=5, help="cost: tuning steps timed (best of)")
+    ap.add_argument("--threads", type=int, default=1, help="domain: torch threads, here and adapt's --threads "
+                    "(default 1: on a 2-core machine shared with other work, 2 threads of the tiny model ran up to 50x "
+                    "slower than 1)")
     ap.add_argument("--work", help="domain: folder for the clips and outputs (default: a new temporary one)")
     ap.add_argument("--out", help="also write the result as JSON here")
     args = ap.parse_args()

@@ -50,6 +50,9 @@ def add_parser(sub):
                    "checkpoints) when the run ends (default: removed)")
     p.add_argument("--json", metavar="FILE", help="also write the report (split, left-out clips, before/after "
                    "numbers) as JSON to FILE")
+    p.add_argument("--threads", type=common.positive_int, metavar="N",
+                   help="CPU threads for the model (default: torch's, one per core). On a machine busy with other "
+                        "work, fewer threads than cores can be many times faster (measured: docs/benchmarks.md)")
     common.add_device(p)
     common.add_precision(p)
     return p
@@ -87,6 +90,10 @@ def run(args) -> int:
     common.check_device(args.device)
     settings = Settings(seed=args.seed, held_out=args.held_out, max_minutes=args.max_minutes, lr=args.lr,
                         max_clip_sec=args.max_clip_sec, keep_all=args.keep_all, force=args.force)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if work_dir_of(out).exists():
         print(f"resuming the run in {work_dir_of(out)}")
     report = adapt(args.data, args.weights, out, settings, device=args.device, precision=args.precision,
