@@ -40,12 +40,13 @@ def quiet(*_):
 def test_adapt_resumes_splits_by_clip_and_writes_with_metadata(site, tmp_path, capsys):
     out = tmp_path / "site.safetensors"
     s = Settings(patience=1, max_minutes=1.0, force=True)
-    first = adapt(site, "bundled", out, s, device="cpu", stop_after=2, progress=False, say=quiet)
+    # stopped (as if killed) 2 steps into the second epoch: the checkpoint of the first epoch's end is there
+    first = adapt(site, "bundled", out, s, device="cpu", stop_after=10, progress=False, say=quiet)
     assert first["interrupted"] and not out.exists()
-    assert (work_dir_of(out) / "run" / "checkpoints" / "last.json").exists()
+    assert json.loads((work_dir_of(out) / "run" / "checkpoints" / "last.json").read_text())["step"] == 8
     lines = []
     rep = adapt(site, "bundled", out, s, device="cpu", progress=False, say=lines.append)
-    assert "resuming from step 2" in capsys.readouterr().out  # the interrupted tuning goes on, not again
+    assert "resuming from step 8" in capsys.readouterr().out  # the interrupted tuning goes on, not again
     # the two clips that are out of sync are found, listed and left out
     left = {Path(r["path"]).name for r in rep["clips"]["left_out"]}
     assert left == set(OUT_OF_SYNC), rep["clips"]["left_out"]
@@ -72,9 +73,10 @@ def test_adapt_resumes_splits_by_clip_and_writes_with_metadata(site, tmp_path, c
 
 
 @pytest.mark.slow
-def test_adapt_declines_to_write_a_model_that_is_no_better(site, tmp_path, capsys):
+def test_adapt_declines_to_write_a_model_that_is_no_better(site, tmp_path, capsys, monkeypatch):
     out = tmp_path / "same.safetensors"
-    code = main(["adapt", str(site), "-w", "bundled", "-o", str(out), "--lr", "1e-12", "--max-minutes", "0.5",
+    monkeypatch.chdir(site.parent)  # relative paths, as a user types them
+    code = main(["adapt", site.name, "-w", "bundled", "-o", str(out), "--lr", "1e-12", "--max-minutes", "0.5",
                  "--seed", "3", "--device", "cpu"])
     printed = capsys.readouterr().out
     assert code == 0 and not out.exists() and not work_dir_of(out).exists()
@@ -182,3 +184,12 @@ def test_bench_adapt_cost_runs():
                          env={**os.environ, "PYTHONPATH": str(root)})
     result = json.loads(out.stdout)
     assert result["config"] == "tiny" and result["encode_sec_per_clip_best"] >= 0 and result["step_sec_batch_32"] > 0
+
+
+def test_select_on_is_checked():
+    from synchformer.errors import SynchformerError
+    from synchformer.training.config import load_config
+
+    assert load_config("sync", None, ["select_on=loss"]).select_on == "loss"
+    with pytest.raises(SynchformerError, match="select_on must be metric or loss"):
+        load_config("sync", None, ["select_on=acc"])

@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -115,7 +116,7 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
         _write_state(work, state)
     far = [r for r in state["in_sync"] if r["out_of_sync"]]
     if far:
-        say(f"{len(far)} clips do not look in sync to the base model"
+        say(f"{len(far)} clip{'s do' if len(far) > 1 else ' does'} not look in sync to the base model"
             + ("" if settings.keep_all else " (left out; --keep-all keeps them)") + ":")
         for r in far:
             say(f"  {r['path']}: found at {r['offset_sec']:+.2f} s (confidence {r['confidence']:.2f})")
@@ -135,9 +136,11 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
     tune = [by_path[p] for p in state["split"]["tuning"]]
     held = [by_path[p] for p in state["split"]["held_out"]]
     rows = _held_out_rows(held, cfg, settings.seed)
-    _write_csv(work / "held_out.csv", ["path", "offset_sec", "vstart_sec"], rows)
+    # (absolute paths: a CSV's relative ones are read from the CSV's folder)
+    _write_csv(work / "held_out.csv", ["path", "offset_sec", "vstart_sec"],
+               [[os.path.abspath(p), o, v] for p, o, v in rows])
     repeat = max(1, math.ceil(8 * settings.batch_size / len(tune)))  # about 8 steps per epoch
-    _write_csv(work / "tuning.csv", ["path"], [[c.path] for c in tune for _ in range(repeat)])
+    _write_csv(work / "tuning.csv", ["path"], [[os.path.abspath(c.path)] for c in tune for _ in range(repeat)])
     say(f"{len(tune)} clips to tune on, {len(held)} held out ({len(rows)} windows at offsets drawn from seed "
         f"{settings.seed}); split by clip")
 
