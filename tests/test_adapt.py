@@ -68,8 +68,10 @@ def test_adapt_resumes_splits_by_clip_and_writes_with_metadata(site, tmp_path, c
                        base.state_dict()["vfeat_extractor.patch_embed.proj.weight"])
     assert main(["predict", str(site / "c00.mp4"), "-w", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weights"] == str(out)
-    assert main(["eval", str(site / "c00.mp4").replace("c00.mp4", ""), "-w", str(out), "--no-footage",
-                 "--no-baseline"]) == 0
+    assert main(["eval", str(site), "-w", str(out), "--no-footage", "--no-baseline"]) == 0
+    assert main(["score", str(site / "c01.mp4"), "-w", str(out), "-o", str(tmp_path / "rows.jsonl")]) == 0
+    assert json.loads((tmp_path / "rows.jsonl").read_text().splitlines()[0])["weights"] == str(out)
+    assert main(["explain", str(site / "c01.mp4"), "-w", str(out), "-o", str(tmp_path / "why.png")]) == 0
 
 
 @pytest.mark.slow
