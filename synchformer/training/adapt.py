@@ -164,6 +164,8 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
         "select_on": "loss", "seed": settings.seed, "max_minutes": round(max(settings.max_minutes - spent, 0.5), 3),
         "precision": "bf16" if model.precision == "bf16" else "fp32", "device": str(dev)}
     tcfg = load_config("sync", None, [f"{k}={json.dumps(v)}" for k, v in settings_of_run.items()])
+    say(f"tuning: each clip {repeat} times per epoch at new offsets and starts ({len(tune) * repeat} samples), "
+        f"the held-out loss after every epoch")
     summary = train(tcfg, progress=progress, stop_after=stop_after)
     state["minutes_before"] = spent
     _write_state(work, state)
