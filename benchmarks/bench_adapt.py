@@ -94,7 +94,7 @@ def run_domain(args) -> dict:
     load_before = load()
     t = time.time()
     proc = subprocess.run([sys.executable, "-m", "synchformer", "adapt", str(tune), "-w", "bundled", "-o", str(out),
-                           "--max-minutes", str(args.max_minutes), "--threads", str(args.threads), "--json", str(work / "adapt.json"), "--force"],
+                           "--max-minutes", str(args.max_minutes), "--threads", str(args.threads), *(["--lr", str(args.lr)] if args.lr else []), "--json", str(work / "adapt.json"), "--force"],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     wall = time.time() - t
     load_after = load()
@@ -108,7 +108,7 @@ def run_domain(args) -> dict:
     lift = after["workshop"]["accuracy_1"] - before["workshop"]["accuracy_1"]
     lift_pooled = after["workshop"]["pooled_accuracy_1"] - before["workshop"]["pooled_accuracy_1"]
     return {"kind": "domain", "cpu": cpu_kind(), "cores": os.cpu_count(), "threads": args.threads, "clips": args.clips,
-            "max_minutes": args.max_minutes, "adapt_wall_sec": round(wall, 1), "load_before": load_before,
+            "max_minutes": args.max_minutes, "lr": args.lr, "adapt_wall_sec": round(wall, 1), "load_before": load_before,
             "load_after": load_after, "adapt_printed": printed, "adapt_held_out": {"before": report["before"],
                                                                                    "after": report["after"]},
             "adapt_better": report["better"], "steps": report["steps"],
@@ -179,6 +179,7 @@ def main():
     ap.add_argument("kind", choices=["domain", "cost"])
     ap.add_argument("--clips", type=int, default=None, help="domain: clips to adapt on (default 60); cost: clips "
                     "to time the feature caching on (default 3)")
+    ap.add_argument("--lr", type=float, help="domain: adapt's --lr (default: adapt's own)")
     ap.add_argument("--max-minutes", type=float, default=14.0, help="domain: adapt's --max-minutes (default 14)")
     ap.add_argument("--config", choices=["full", "tiny"], default="full", help="cost: the model's size (tiny: a "
                     "smoke test)")
