@@ -33,9 +33,9 @@ def add_parser(sub):
     p.add_argument("--style", choices=("default", "workshop"), default="default",
                    help="what the clips look and sound like: default (the benchmark: flashes, balls and bars on dark "
                         "gradients, tones, bursts and clicks); workshop (another domain, to try `synchformer adapt` "
-                        "on: lamps that light with a ring, presses that thud onto an anvil, boxes that drop with a "
-                        "knock, on a striped grey floor, with silently swinging arms and a machine hum; each kind "
-                        "always makes its own sound)")
+                        "on: lamps that light with a ring, presses that strike an anvil with sparks and a thud, boxes "
+                        "that land with a puff of dust and a knock, on a striped grey floor, with silently swinging "
+                        "arms and a machine hum; each kind always makes its own sound)")
     easier = p.add_argument_group("difficulty (an easier set is a curriculum for training from scratch)")
     easier.add_argument("--events", type=_range(1), default=(1, 4), metavar="LO,HI",
                         help="events per 5 s stretch (default: 1,4)")
