@@ -122,9 +122,10 @@ class GrowingFile(threading.Thread):
     def run(self):
         t0 = time.monotonic()
         at = 188 * 7 * 40
+        start = self.times[at // 188]
         with open(self.out, "ab") as f:
             while at < len(self.data):
-                now = (time.monotonic() - t0) * self.speed + self.times[at // 188]
+                now = (time.monotonic() - t0) * self.speed + start
                 end = int(np.searchsorted(self.times, now + self.piece)) * 188
                 end = max(end, at + 188)
                 f.write(self.data[at:end])

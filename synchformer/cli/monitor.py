@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from synchformer.cli.common import (OPTIONS, add_audio_track, add_device, add_fine, add_precision, add_syncability,
@@ -11,7 +12,7 @@ from synchformer.cli.common import (OPTIONS, add_audio_track, add_device, add_fi
 from synchformer.errors import SynchformerError
 
 # the library's defaults (inference.monitor), repeated here so that --help needs no torch import
-HOP_SEC, ALERT_AFTER, MEDIAN_OF, MAX_LAG_SEC, TIMEOUT_SEC = 1.92, 3, 10, 30.0, 5.0
+HOP_SEC, ALERT_AFTER, MEDIAN_OF, MAX_LAG_SEC, TIMEOUT_SEC = 1.92, 5, 10, 30.0, 5.0
 
 
 def add_parser(sub):
@@ -41,8 +42,9 @@ def add_parser(sub):
     p.add_argument("--alert-after", type=positive_int, default=ALERT_AFTER, metavar="N",
                    help=f"raise an alert when the last N reliable readings are all out of tolerance on the same side, "
                         f"clear it when the last N are all inside (default {ALERT_AFTER}: the fewest with no false "
-                        f"alarm on in-sync test streams, docs/monitoring.md; with --hop {HOP_SEC:g} an alert comes "
-                        "about 10 s of stream after the change). Unreliable windows (silence, a still picture, a low "
+                        f"alarm on 20 min of in-sync test streams, docs/monitoring.md; with --hop {HOP_SEC:g} an "
+                        "alert comes a median 13 s of stream after the change; fewer: sooner, more false alarms). "
+                        "Unreliable windows (silence, a still picture, a low "
                         "P(synchronizable) or probability) neither raise nor clear an alert")
     p.add_argument("--hop", type=positive_float, default=HOP_SEC, metavar="SEC",
                    help=f"time between the starts of the windows read (default {HOP_SEC:g}: a reading about every 2 s; "
@@ -143,9 +145,17 @@ def run(args) -> int:
     check_live_input(args.input, args.follow)  # a bad input: one line, before any model loads
     check_device(args.device)
     metrics = Metrics(args.metrics_host, args.metrics_port) if args.metrics_port is not None else None
+    import torch
+
+    threads = torch.get_num_threads()
+    if "OMP_NUM_THREADS" not in os.environ:
+        # the input is decoded all the while in a thread of its own: the model leaves it a core (with every core
+        # the model's threads wait on one another whenever decoding runs; docs/monitoring.md measured 40x)
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
     try:
         return _watch(args, metrics)
     finally:
+        torch.set_num_threads(threads)
         if metrics is not None:
             metrics.close()
 

@@ -52,8 +52,8 @@ from synchformer.model.precision import using
 
 DEFAULT_HOP_SEC = 1.92  # a reading about every 2 s, as broadcast lip-sync monitors give
 # chosen on in-sync streams (docs/monitoring.md, "How many readings before an alert"): the fewest readings with no
-# false alarm there
-DEFAULT_ALERT_AFTER = 3
+# false alarm there (benchmarks/bench_monitor.py alerts)
+DEFAULT_ALERT_AFTER = 5
 DEFAULT_MEDIAN_OF = 10
 DEFAULT_MAX_LAG_SEC = 30.0
 DEFAULT_TIMEOUT_SEC = 5.0
@@ -319,6 +319,7 @@ class Monitor:
         self.reader.stop()
 
     def events(self) -> Iterator[MonitorEvent]:
+        self._warm()
         self._started = time.monotonic()
         self.reader.start()
         yield Started(time.time(), None, input=self.source, hop_sec=self.h * SEGMENT_STRIDE_SEC,
@@ -343,6 +344,21 @@ class Monitor:
         finally:
             self.reader.stop()
 
+    def _warm(self) -> None:
+        """One window of black and silence through every model before the input is opened: the first call's
+        one-off costs (seconds on a CPU) would otherwise make the first live reading lag and skip."""
+        import torch
+
+        crop, ticks = self.models.offset.cfg.image_size, span_frames(self.n)
+        frames = torch.zeros((ticks, 3, crop, crop), dtype=torch.uint8)
+        sound = torch.zeros(ticks * SAMPLES_PER_FRAME)
+        row = self._read_window(-1, 0, frames, sound)
+        if self.fine is not None and row.offset_sec is not None:
+            margin = self.margin_ticks
+            self._fine_from(-1, 0, 0.0, 0.0, [], -margin, np.zeros((ticks + 2 * margin) * SAMPLES_PER_FRAME,
+                                                                        np.float32))
+        self.features.feats.clear()
+
     def _source_event(self, se: SourceEvent) -> Iterator[MonitorEvent]:
         if se.kind == "lost":
             self.lost += 1
@@ -357,7 +373,9 @@ class Monitor:
             self.timeline, self.last_k0 = tl, None
             self.features.forget(tl, 0)
         self.covered[tl] = self.reader.newest_sec(tl) or 0.0
-        complete = self.reader.complete_segments(tl) - self.wait_segments
+        # windows wait for the sound after them that a fine pass may take, unless no more is coming
+        wait = 0 if self.reader.lost or self.reader.ended else self.wait_segments
+        complete = self.reader.complete_segments(tl) - wait
         if complete < self.n:
             return None
         newest = (complete - self.n) // self.h * self.h
@@ -445,9 +463,13 @@ class Monitor:
                                 first_tick + span_frames(self.n) + self.margin_ticks)
         if got is None:
             return refined, reasons
-        k_lo, wave = got
+        return self._fine_from(tl, k0, coarse, refined, reasons, got[0] - first_tick, got[1])
+
+    def _fine_from(self, tl: int, k0: int, coarse: float, refined: float, reasons: list[str], first: int,
+                   wave: np.ndarray):
+        """``_fine`` with the sound held around the window: ``wave`` from its tick ``first`` on."""
         kept = KeptAudio(0, 0, limit_samples=len(wave) + 1)
-        kept.add((k_lo - first_tick) * SAMPLES_PER_FRAME, wave)
+        kept.add(first * SAMPLES_PER_FRAME, wave)
         m = self.fine.cfg.n_segments
         if kept.segments(range(m), coarse) is None:
             return refined, reasons

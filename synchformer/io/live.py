@@ -192,6 +192,11 @@ class LiveReader:
             self._events.clear()
             return out
 
+    @property
+    def lost(self) -> bool:
+        """Whether the input is lost now (nothing more is coming until it is back)."""
+        return self._lost
+
     def current(self) -> int | None:
         """The index of the timeline being decoded now (None before the first picture)."""
         with self._cond:
