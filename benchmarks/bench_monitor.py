@@ -113,7 +113,9 @@ def run_rate(config: str, seconds: float, speed: float) -> dict:
     from synchformer.inference.predict import Models
     from synchformer.model.precision import resolve
 
-    torch.set_num_threads(2)
+    import os
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))  # as `synchformer monitor` runs
     if config == "full":
         from synchformer.model import Synchformer
 
@@ -123,7 +125,8 @@ def run_rate(config: str, seconds: float, speed: float) -> dict:
     else:
         models, size = synchformer.load_models("bundled"), 96
     out = {"kind": "rate", "config": config, "precision": getattr(models.offset, "precision", "fp32"),
-           "seconds": seconds, "speed": speed}
+           "torch_threads": torch.get_num_threads(), "fine_pass": models.fine is not None, "seconds": seconds,
+           "speed": speed}
     with tempfile.TemporaryDirectory() as d:
         clip = make_shifting_ts(Path(d) / "c.ts", duration=seconds, shift_at_sec=seconds, shift_sec=0.0, seed=5,
                                 size=size)
