@@ -81,6 +81,14 @@ class _Run:
         raise AssertionError(f"not seen in {timeout} s; stderr: {self.p.stderr.read()[-2000:]}; events: "
                              f"{self.events[-5:]}")
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.p.poll() is None:  # a failed check: the monitor is not left running
+            self.p.kill()
+            self.p.wait(30)
+
     def terminate(self) -> tuple[int, str]:
         self.p.send_signal(signal.SIGTERM)
         rc = self.p.wait(30)
@@ -121,29 +129,29 @@ def _check_stream(events: list[dict], ts: Path) -> None:
 def test_monitor_udp_stream_alerts_after_the_sound_goes_early(streams, channels):
     port = _free_port()
     metrics = _free_port(socket.SOCK_STREAM) if channels == 1 else None
-    run = _Run([f"udp://127.0.0.1:{port}", "--timeout", "2"]
-               + (["--metrics-port", str(metrics)] if metrics else []))
-    run.wait_for(lambda e: e["event"] == "start", 120)
-    sender = Sender(streams[channels], port, speed=SPEED, start_after=0.5)
-    sender.start()
-    if metrics:  # scraped while the stream runs: our metrics only
-        run.wait_for(lambda e: e["event"] == "window", 60)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
-        names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
-        assert names and all(n.startswith("synchformer_") for n in names), names
-        analysed = sum(float(line.split()[-1]) for line in text.splitlines()
-                       if line.startswith("synchformer_windows_analysed_total"))
-        assert analysed >= 1
-        assert "synchformer_input_up 1.0" in text
-    sender.join(60)
-    assert sender.done
-    run.wait_for(lambda e: e["event"] == "input_lost" and e["media_time_sec"] and e["media_time_sec"] > 55, 60)
-    if metrics:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
-        assert 'synchformer_alert{side="lead"} 1.0' in text and "synchformer_alerts_total 1.0" in text
-        assert "synchformer_input_up 0.0" in text
-    rc, err = run.terminate()
-    assert rc == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
+    with _Run([f"udp://127.0.0.1:{port}", "--timeout", "2"]
+              + (["--metrics-port", str(metrics)] if metrics else [])) as run:
+        run.wait_for(lambda e: e["event"] == "start", 120)
+        sender = Sender(streams[channels], port, speed=SPEED, start_after=0.5)
+        sender.start()
+        if metrics:  # scraped while the stream runs: our metrics only
+            run.wait_for(lambda e: e["event"] == "window", 60)
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
+            names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+            assert names and all(n.startswith("synchformer_") for n in names), names
+            analysed = sum(float(line.split()[-1]) for line in text.splitlines()
+                           if line.startswith("synchformer_windows_analysed_total"))
+            assert analysed >= 1
+            assert "synchformer_input_up 1.0" in text
+        sender.join(60)
+        assert sender.done
+        run.wait_for(lambda e: e["event"] == "input_lost" and e["media_time_sec"] and e["media_time_sec"] > 55, 60)
+        if metrics:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10).read().decode()
+            assert 'synchformer_alert{side="lead"} 1.0' in text and "synchformer_alerts_total 1.0" in text
+            assert "synchformer_input_up 0.0" in text
+        rc, err = run.terminate()
+        assert rc == 128 + signal.SIGTERM and "stopped by SIGTERM" in err
     _check_stream(run.events, streams[channels])
 
 
@@ -151,13 +159,13 @@ def test_monitor_udp_stream_alerts_after_the_sound_goes_early(streams, channels)
 def test_monitor_follows_a_growing_file(streams, tmp_path):
     growing = tmp_path / "recording.ts"
     writer = GrowingFile(streams[2], growing, speed=SPEED)
-    run = _Run([str(growing), "--follow", "--timeout", "2"])
-    run.wait_for(lambda e: e["event"] == "start", 120)
-    writer.start()
-    writer.join(60)
-    assert writer.done
-    run.wait_for(lambda e: e["event"] == "input_lost", 60)
-    rc, _ = run.terminate()
+    with _Run([str(growing), "--follow", "--timeout", "2"]) as run:
+        run.wait_for(lambda e: e["event"] == "start", 120)
+        writer.start()
+        writer.join(60)
+        assert writer.done
+        run.wait_for(lambda e: e["event"] == "input_lost", 60)
+        rc, _ = run.terminate()
     assert rc == 128 + signal.SIGTERM
     assert [e["reason"] for e in run.events if e["event"] == "input_lost"] == ["the file has not grown for 2 s"]
     _check_stream(run.events, streams[2])
