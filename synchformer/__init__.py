@@ -15,9 +15,10 @@ _LAZY = {"make_inputs": "synchformer.features", "Analysis": "synchformer.inferen
          "Synchformer": "synchformer.model", "load_model": "synchformer.model", "save_model": "synchformer.model",
          "predict": "synchformer.inference.predict", "Prediction": "synchformer.inference.predict",
          "load_models": "synchformer.inference.predict", "decide_fix": "synchformer.inference.predict",
-         "FixDecision": "synchformer.inference.predict"}
+         "FixDecision": "synchformer.inference.predict",
+         "monitor": "synchformer.inference.monitor"}
 __all__ = ["AVClip", "Analysis", "FixDecision", "ModelConfig", "Prediction", "Synchformer", "SynchformerError", "analyze",
            "decide_fix", "encode_audio", "encode_video", "extract_features", "load_av", "load_model", "load_models",
-           "make_inputs", "predict", "save_model", "shift_audio", "summarize"]
+           "make_inputs", "monitor", "predict", "save_model", "shift_audio", "summarize"]
 
 __getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

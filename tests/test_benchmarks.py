@@ -155,3 +155,15 @@ def test_fix_loop_measures_fixes_and_measures_again(tmp_path):
     assert rep["clips"] == 3 and rep["fine_weights"] == "auto"
     assert set(rep["residual_after_fix"]) == {"median_ms", "p90_ms", "max_ms"}
     assert rep["first_measurement_error"]["median_ms"] < 100
+
+
+def test_bench_monitor_counts_false_alarms_and_the_alert_latency():
+    out = subprocess.run([sys.executable, str(BENCH / "bench_monitor.py"), "alerts", "--clean", "1", "--shifted", "1",
+                          "--seconds", "40"], capture_output=True, text=True, timeout=600, check=True)
+    rep = json.loads(out.stdout)
+    assert rep["streams"] == {"clean": 1, "shifted": 1, "seconds": 40.0} and 0 < rep["reliable_fraction"] <= 1
+    rows = rep["bt1359"]["by_n"]
+    assert set(rows) == {str(n) for n in range(1, 9)}
+    # more readings in a row: never more false alarms
+    assert all(rows[str(n + 1)]["false_alarms"] <= rows[str(n)]["false_alarms"] for n in range(1, 8))
+    assert rows["1"]["missed"] == 0 and rows["1"]["latency_sec_median"] is not None

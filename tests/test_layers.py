@@ -23,7 +23,7 @@ LAYERS = [
 # within inference, bottom up (a module may import the ones before it)
 INFERENCE = ["batch_io", "checks", "distributions", "tolerance", "drift", "verdict", "pooling", "stream", "window",
              "fine", "analysis", "search", "analyze", "explain", "embed", "baseline", "workers", "batching", "score",
-             "predict"]
+             "predict", "monitor"]
 
 
 def _modules() -> dict[str, Path]:

@@ -14,8 +14,8 @@ import sys
 from synchformer.errors import SynchformerError
 from synchformer.interrupts import Terminated, stop_cleanly_on_signals
 
-COMMANDS = ("predict", "fix", "score", "features", "explain", "convert", "train", "eval", "adapt", "synth", "demo",
-            "models")
+COMMANDS = ("predict", "fix", "score", "monitor", "features", "explain", "convert", "train", "eval", "adapt", "synth",
+            "demo", "models")
 
 
 class _Version(argparse.Action):

@@ -108,10 +108,11 @@ class _Clock:
         return self.t
 
 
-class _Timeline(AudioPlacer):
+class AudioTimeline(AudioPlacer):
     """``AudioPlacer`` over a run of reads: sample p plays at ``origin + p / 16 kHz``; samples below ``base`` are
     dropped as they are placed (as a clip's placer drops what falls before its clip), and ``trim`` raises the base
-    as the reads move on. The written spans are recorded, so that each read knows what of it the stream covers."""
+    as the reads move on. The written spans are recorded, so that each read knows what of it the stream covers.
+    (io.live places a live input's sound on one of these per timeline.)"""
 
     def __init__(self, origin: Fraction, base: int):
         super().__init__(origin, None)
@@ -555,7 +556,7 @@ class MediaReader:
             self._alast = t
 
     def _new_timeline(self, base: int) -> None:
-        self._timeline = _Timeline(self.audio_origin, base)
+        self._timeline = AudioTimeline(self.audio_origin, base)
         self._alast, self._aended = None, False
 
     # ------------------------------------------------------------------ positioning
@@ -735,4 +736,4 @@ class MediaReader:
         self.close()
 
 
-__all__ = ["KEEP_MARGIN_SEC", "KeptAudio", "MediaReader"]
+__all__ = ["KEEP_MARGIN_SEC", "AudioTimeline", "KeptAudio", "MediaReader"]

@@ -459,6 +459,14 @@ def _encode(path: str, video: np.ndarray, audio: np.ndarray) -> None:
         out.mux(as_.encode(None))
 
 
+def sparse_clip_arrays(seed: int, duration: float = 10.0, size: int = 96, offset_sec: float = 0.0,
+                       cues: Cues = Cues()) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """The clip ``make_sparse_clip`` writes, as arrays: ``(frames (T, size, size, 3) uint8 at 25 fps, 16 kHz mono
+    float32 sound, event times)``, for callers that encode it their own way (a test's live stream)."""
+    plan = _plan(seed, duration, size, offset_sec, cues)
+    return _render(plan, size), plan.audio, list(plan.events)
+
+
 def make_sparse_clip(path: str | os.PathLike, seed: int, duration: float = 10.0, size: int = 96,
                      offset_sec: float = 0.0, cues: Cues = Cues()) -> dict:
     """Write one clip (H.264 + AAC mp4, 25 fps, ``size`` x ``size``, 16 kHz mono) made from ``seed``.
