@@ -14,6 +14,13 @@ SEGMENT_STRIDE_SAMPLES = SEGMENT_STRIDE_FRAMES * SAMPLES_PER_FRAME  # 5,120
 SEGMENT_STRIDE_SEC = SEGMENT_STRIDE_FRAMES / VIDEO_FPS  # 0.32: segment k starts at 0.32 k
 MAX_WINDOWS = 32  # default analysis budget (windows of a long file; inference.analyze, benchmarks/bench_long.py)
 DEFAULT_MAX_OFFSET_SEC = 8.0  # predict's search half-width beyond the model's +-2 s (docs/reliability.md)
+# monitor's defaults (docs/monitoring.md): a reading about every 2 s, as broadcast lip-sync monitors give; alerts
+# after the fewest readings with no false alarm on in-sync streams (benchmarks/bench_monitor.py alerts)
+MONITOR_HOP_SEC = 1.92
+MONITOR_ALERT_AFTER = 5
+MONITOR_MEDIAN_OF = 10
+MONITOR_MAX_LAG_SEC = 30.0
+MONITOR_TIMEOUT_SEC = 5.0
 STAGES = ("contrastive", "sync", "synchronizability")  # training stages I, II, III
 METRICS = ("desync", "offset")  # what `score` measures (inference.score)
 BT1359_SEC = (-0.125, 0.045)  # ITU-R BT.1359 detectability: audio lagging 125 ms .. leading 45 ms

@@ -158,7 +158,7 @@ def test_verdict_says_why_to_tune():
                      "median_abs_error_sec": 0.3}, "baseline": {"wrong": 0.2}}
     works, line = verdict(bad)
     assert not works and line.startswith("tune it: the offset is more than 0.2 s off on 50% of clips")
-    assert "2 of the answers marked reliable are wrong" in line and "only 30% of answers are marked reliable" in line
+    assert "2 answers marked reliable are wrong" in line and "only 30% of answers are marked reliable" in line
     assert "baseline does better" in line
 
 

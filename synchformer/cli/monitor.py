@@ -9,10 +9,12 @@ import sys
 from synchformer.cli.common import (OPTIONS, add_audio_track, add_device, add_fine, add_precision, add_syncability,
                                     add_tolerance, add_weights, check_device, int_at_least, positive_float,
                                     positive_int)
+from synchformer.constants import MONITOR_ALERT_AFTER as ALERT_AFTER
+from synchformer.constants import MONITOR_HOP_SEC as HOP_SEC
+from synchformer.constants import MONITOR_MAX_LAG_SEC as MAX_LAG_SEC
+from synchformer.constants import MONITOR_MEDIAN_OF as MEDIAN_OF
+from synchformer.constants import MONITOR_TIMEOUT_SEC as TIMEOUT_SEC
 from synchformer.errors import SynchformerError
-
-# the library's defaults (inference.monitor), repeated here so that --help needs no torch import
-HOP_SEC, ALERT_AFTER, MEDIAN_OF, MAX_LAG_SEC, TIMEOUT_SEC = 1.92, 5, 10, 30.0, 5.0
 
 
 def add_parser(sub):

@@ -34,8 +34,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from synchformer.constants import (AUDIO_SR, SAMPLES_PER_FRAME, SEGMENT_STRIDE_FRAMES, SEGMENT_STRIDE_SEC, VIDEO_FPS,
-                                   WINDOW_SEC)
+from synchformer.constants import (AUDIO_SR, MONITOR_ALERT_AFTER, MONITOR_HOP_SEC, MONITOR_MAX_LAG_SEC,
+                                   MONITOR_MEDIAN_OF, MONITOR_TIMEOUT_SEC, SAMPLES_PER_FRAME, SEGMENT_STRIDE_FRAMES,
+                                   SEGMENT_STRIDE_SEC, VIDEO_FPS, WINDOW_SEC)
 from synchformer.features.segments import decode_size, segment_audio, segment_video, span_frames
 from synchformer.inference.analyze import EncodeRequest, analysis_steps, hop_in_segments, run_steps
 from synchformer.inference.distributions import json_prob, json_sec
@@ -50,13 +51,11 @@ from synchformer.io.reader import KEEP_MARGIN_SEC, KeptAudio
 from synchformer.model import same_encoders
 from synchformer.model.precision import using
 
-DEFAULT_HOP_SEC = 1.92  # a reading about every 2 s, as broadcast lip-sync monitors give
-# chosen on in-sync streams (docs/monitoring.md, "How many readings before an alert"): the fewest readings with no
-# false alarm there (benchmarks/bench_monitor.py alerts)
-DEFAULT_ALERT_AFTER = 5
-DEFAULT_MEDIAN_OF = 10
-DEFAULT_MAX_LAG_SEC = 30.0
-DEFAULT_TIMEOUT_SEC = 5.0
+DEFAULT_HOP_SEC = MONITOR_HOP_SEC
+DEFAULT_ALERT_AFTER = MONITOR_ALERT_AFTER
+DEFAULT_MEDIAN_OF = MONITOR_MEDIAN_OF
+DEFAULT_MAX_LAG_SEC = MONITOR_MAX_LAG_SEC
+DEFAULT_TIMEOUT_SEC = MONITOR_TIMEOUT_SEC
 FRACTION_OVER = 30  # windows of the hop grid the analysed fraction is counted over
 
 

@@ -94,7 +94,8 @@ def verdict(report: dict) -> tuple[bool, str]:
     if m["wrong"] > MAX_WRONG:
         why.append(f"the offset is more than {WRONG_SEC:g} s off on {_pct(m['wrong'])} of clips")
     if m["reliable_wrong_share"] > MAX_RELIABLE_WRONG:
-        why.append(f"{m['reliable_and_wrong']} of the answers marked reliable are wrong")
+        k = m["reliable_and_wrong"]
+        why.append(f"{k} answer{'s' if k != 1 else ''} marked reliable {'are' if k != 1 else 'is'} wrong")
     if m["reliable"] < MIN_RELIABLE:
         why.append(f"only {_pct(m['reliable'])} of answers are marked reliable")
     if b is not None and b["wrong"] < m["wrong"]:
