@@ -45,7 +45,7 @@ from synchformer.inference.predict import Models, load_models
 from synchformer.inference.stream import SegmentChunk, SegmentGrid, encode_chunk
 from synchformer.inference.tolerance import Tolerance, tolerance_of
 from synchformer.io.decode import AUTHORS_DROPPED_SAMPLES
-from synchformer.inference.verdict import FINE_EDGE_FRACTION
+from synchformer.inference.verdict import fine_edge_reason
 from synchformer.io.live import LiveReader, SourceEvent, check_live_input
 from synchformer.io.reader import KEEP_MARGIN_SEC, KeptAudio
 from synchformer.model import same_encoders
@@ -477,11 +477,8 @@ class Monitor:
         source = FineSource(path=self.source, first_segments=np.zeros(1, np.int64), read_args={}, timing=self.timing,
                             visual_features=visual, visual_model=model, kept_audio=kept)
         fine = fine_pass(self.fine, source, np.ones(1, bool), coarse, timing=self.timing)
-        reach = float(np.max(np.abs(fine.grid)))
-        if abs(fine.residual_sec) >= FINE_EDGE_FRACTION * reach:
-            reasons = reasons + [f"the fine pass read {1000 * fine.residual_sec:+.0f} ms, at the edge of its "
-                                 f"±{reach:g} s range: the coarse offset may be off by more"]
-        return fine.offset_sec, reasons
+        edge = fine_edge_reason(fine)
+        return fine.offset_sec, reasons + [edge] if edge else reasons
 
     def summary(self) -> MonitorSummary:
         wall = time.monotonic() - self._started if self._started is not None else 0.0

@@ -95,12 +95,19 @@ def _reasons(pooled, drift, fine) -> list[str]:
         out.append("the mean and log pools disagree")
     if pooled.left_out and len(pooled.left_out) >= len(pooled.windows) / 2:
         out.append(f"{len(pooled.left_out)} of {len(pooled.windows)} windows cannot be synchronized")
-    if fine is not None:
-        reach = float(np.max(np.abs(fine.grid)))
-        if abs(fine.residual_sec) >= FINE_EDGE_FRACTION * reach:
-            out.append(f"the fine pass read {1000 * fine.residual_sec:+.0f} ms, at the edge of its ±{reach:g} s "
-                       "range: the coarse offset may be off by more")
+    edge = fine_edge_reason(fine) if fine is not None else None
+    if edge:
+        out.append(edge)
     return out
+
+
+def fine_edge_reason(fine) -> str | None:
+    """The reason a fine pass's reading (``fine.FineOffset``) gives, where it reads at the edge of its range."""
+    reach = float(np.max(np.abs(fine.grid)))
+    if abs(fine.residual_sec) >= FINE_EDGE_FRACTION * reach:
+        return (f"the fine pass read {1000 * fine.residual_sec:+.0f} ms, at the edge of its ±{reach:g} s range: "
+                "the coarse offset may be off by more")
+    return None
 
 
 def note_reasons(notes) -> dict[str, int]:
@@ -116,5 +123,5 @@ def note_reasons(notes) -> dict[str, int]:
     return counts
 
 
-__all__ = ["window_reasons", "credible_drift", "file_reasons", "note_reasons", "MIN_CONFIDENCE", "MIN_AGREEMENT",
+__all__ = ["window_reasons", "credible_drift", "file_reasons", "fine_edge_reason", "note_reasons", "MIN_CONFIDENCE", "MIN_AGREEMENT",
            "EDGE_MIN_CONFIDENCE", "MIN_WINDOW_PROBABILITY", "MIN_RELIABLE_WINDOW_FRACTION", "FINE_EDGE_FRACTION"]

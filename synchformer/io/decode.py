@@ -237,16 +237,10 @@ def load_av(
         raise SynchformerError(path, "no video frames could be decoded")
     t0, first_frame = first
     rotation = frame_rotation(first_frame)
-    source_size = (first_frame.width, first_frame.height)
-    if rotation % 180:
-        source_size = source_size[::-1]
-    out_size = output_size(source_size, size)
-    if crop is not None and min(out_size) < crop:
-        raise SynchformerError(path, f"frames are {out_size[0]}x{out_size[1]}, smaller than the {crop} px crop")
+    source_size, out_size = frame_sizes(path, first_frame, rotation, size, crop)
 
     def tick(t: Fraction) -> int:
-        # ffmpeg's fps filter rounds each input pts to the nearest output tick (half away from zero)
-        return math.floor((t - t0) * VIDEO_FPS + Fraction(1, 2))
+        return nearest_tick(t, t0)
 
     k_first = max(0, math.ceil(Fraction(start_sec) * VIDEO_FPS - Fraction(1, 10**6)))
     k_stop = None if end_sec is None else math.ceil(Fraction(end_sec) * VIDEO_FPS - Fraction(1, 10**6))
@@ -763,6 +757,23 @@ def output_size(display_size: tuple[int, int], size: int | None) -> tuple[int, i
     """Frame size before the centre crop: scaled, then ``crop=trunc(iw/2)*2:trunc(ih/2)*2`` when scaling."""
     w, h = _scaled_size(display_size, size)
     return (w, h) if size is None else (w // 2 * 2, h // 2 * 2)
+
+
+def frame_sizes(path, frame: av.VideoFrame, rotation: int, size: int | None,
+                crop: int | None) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((width, height) as displayed, after rotation; the size before the centre crop) of ``frame``, or a one-line
+    error naming ``path`` when that is smaller than ``crop``."""
+    source_size = (frame.height, frame.width) if rotation % 180 else (frame.width, frame.height)
+    out_size = output_size(source_size, size)
+    if crop is not None and min(out_size) < crop:
+        raise SynchformerError(path, f"frames are {out_size[0]}x{out_size[1]}, smaller than the {crop} px crop")
+    return source_size, out_size
+
+
+def nearest_tick(t: Fraction, t0: Fraction) -> int:
+    """The 25 fps tick a frame at time ``t`` lands on, counted from ``t0``: ffmpeg's fps filter rounds each input
+    pts to the nearest output tick (half away from zero)."""
+    return math.floor((t - t0) * VIDEO_FPS + Fraction(1, 2))
 
 
 def frame_image(

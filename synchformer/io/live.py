@@ -29,7 +29,7 @@ from av.video.reformatter import VideoReformatter
 from synchformer.constants import AUDIO_SR, SAMPLES_PER_FRAME, SEGMENT_FRAMES, SEGMENT_STRIDE_FRAMES, VIDEO_FPS
 from synchformer.errors import SynchformerError
 from synchformer.io.decode import (STREAM_SCHEMES, check_local_input, choose_track, close_media, ffmpeg_name,
-                                   frame_image, frame_rotation, is_url, media_stream, output_size)
+                                   frame_image, frame_rotation, frame_sizes, is_url, media_stream, nearest_tick)
 from synchformer.io.reader import AudioTimeline
 
 # Containers whose index is written when the recording ends (the `moov` box of a plain MP4/MOV): nothing of them can
@@ -389,13 +389,8 @@ class LiveReader:
                                          "stream): a new timeline")
         if self._rotation is None:
             self._rotation = frame_rotation(frame)
-            w, h = (frame.height, frame.width) if self._rotation % 180 else (frame.width, frame.height)
-            ow, oh = output_size((w, h), self.size)
-            if min(ow, oh) < self.crop:
-                raise SynchformerError(self.source, f"frames are {ow}x{oh}, smaller than the {self.crop} px crop")
-        # ffmpeg's fps filter: each frame's time rounded to the nearest tick; tick n shows the last frame whose
-        # rounded time is <= n
-        tick = int((t - tl.t0) * VIDEO_FPS + Fraction(1, 2))
+            frame_sizes(self.source, frame, self._rotation, self.size, self.crop)
+        tick = nearest_tick(t, tl.t0)  # tick n shows the last frame whose rounded time is <= n
         with self._cond:
             if tl.shown is not None:
                 self._show_until(tl, tick)

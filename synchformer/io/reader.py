@@ -60,10 +60,11 @@ from synchformer.io.decode import (
     frame_image,
     frame_rotation,
     frame_seconds,
+    frame_sizes,
     media_stream,
+    nearest_tick,
     note_declared_duration,
     open_media,
-    output_size,
     stream_span,
 )
 
@@ -328,12 +329,7 @@ class MediaReader:
         self.t0, frame = first
         self.origin_sec = float(self.t0)
         self.rotation = frame_rotation(frame)
-        size = (frame.width, frame.height)
-        self.source_size = size[::-1] if self.rotation % 180 else size
-        self.out_size = output_size(self.source_size, self.size)
-        if self.crop is not None and min(self.out_size) < self.crop:
-            raise SynchformerError(path, f"frames are {self.out_size[0]}x{self.out_size[1]}, smaller than the "
-                                         f"{self.crop} px crop")
+        self.source_size, self.out_size = frame_sizes(path, frame, self.rotation, self.size, self.crop)
         self._display_rotation = getattr(frame, "rotation", 0)  # (for the warnings: as load_av's)
         self.lead = Fraction(0)
         if self._a is not None and timing == "authors":  # load_av's authors lead, from this demux
@@ -510,8 +506,7 @@ class MediaReader:
             self._k = until
 
     def _tick(self, t: Fraction) -> int:
-        # ffmpeg's fps filter rounds each input pts to the nearest output tick (half away from zero)
-        return math.floor((t - self.t0) * VIDEO_FPS + Fraction(1, 2))
+        return nearest_tick(t, self.t0)
 
     def _fill_video(self, k_stop: int | None) -> None:
         while k_stop is None or self._k < k_stop:
