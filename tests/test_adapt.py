@@ -62,10 +62,16 @@ def test_adapt_resumes_splits_by_clip_and_writes_with_metadata(site, tmp_path, c
     assert meta["before"] == rep["before"] and meta["after"] == rep["after"]
     assert sorted(meta["clips"]["held_out"]) == sorted(held)
     assert any(x.startswith("held-out clips") for x in lines) and any(x.startswith("wrote ") for x in lines)
-    # the file is a model like any other: the same encoders, another sync transformer
-    tuned, base = load_model(out), load_model("bundled")
-    assert torch.equal(tuned.state_dict()["vfeat_extractor.patch_embed.proj.weight"],
-                       base.state_dict()["vfeat_extractor.patch_embed.proj.weight"])
+    # the file is a model like any other: the same encoders but for the query side of the visual pooling (the
+    # default --tune pooling), another sync transformer
+    tuned, base = load_model(out).state_dict(), load_model("bundled").state_dict()
+    assert meta["settings"]["tune"] == "pooling"
+    for k in ("vfeat_extractor.patch_embed_3d.proj.weight", "vfeat_extractor.norm.weight",
+              "vfeat_extractor.spatial_attn_agg.norm1.weight", "afeat_extractor.ast.embeddings.cls_token"):
+        assert torch.equal(tuned[k], base[k]), k
+    qkv = "vfeat_extractor.spatial_attn_agg.self_attn.in_proj_weight"
+    assert torch.equal(tuned[qkv][48:], base[qkv][48:]) and not torch.equal(tuned[qkv][:48], base[qkv][:48])
+    assert not torch.equal(tuned["transformer.off_head.weight"], base["transformer.off_head.weight"])
     assert main(["predict", str(site / "c00.mp4"), "-w", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["weights"] == str(out)
     assert main(["eval", str(site), "-w", str(out), "--no-footage", "--no-baseline"]) == 0
@@ -79,7 +85,7 @@ def test_adapt_declines_to_write_a_model_that_is_no_better(site, tmp_path, capsy
     out = tmp_path / "same.safetensors"
     monkeypatch.chdir(site.parent)  # relative paths, as a user types them
     code = main(["adapt", site.name, "-w", "bundled", "-o", str(out), "--lr", "1e-12", "--max-minutes", "0.5",
-                 "--seed", "3", "--device", "cpu"])
+                 "--seed", "3", "--device", "cpu", "--tune", "sync"])
     printed = capsys.readouterr().out
     assert code == 0 and not out.exists() and not work_dir_of(out).exists()
     assert "not written: the tuned model is not better on the" in printed and "--force" in printed
@@ -209,7 +215,9 @@ def test_bench_adapt_cost_runs():
                           "--clips", "1", "--steps", "1"], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(root)})
     result = json.loads(out.stdout)
-    assert result["config"] == "tiny" and result["encode_sec_per_clip_best"] >= 0 and result["step_sec_batch_32"] > 0
+    assert result["config"] == "tiny" and set(result["step_sec_batch_32"]) == {"sync", "pooling"}
+    assert all(v > 0 for v in result["step_sec_batch_32"].values()) and result["encode_sec_per_clip_best"]["pooling"] >= 0
+    assert result["cache_mb_per_clip"]["pooling"] > result["cache_mb_per_clip"]["sync"]
 
 
 def test_select_on_is_checked():

@@ -22,6 +22,8 @@ from synchformer.errors import SynchformerError
 from synchformer.features.segments import decode_size, make_inputs
 from synchformer.io.decode import load_av
 from synchformer.model import ModelConfig, Synchformer, load_model
+from synchformer.model.checkpoint import read_checkpoint
+from synchformer.model.load import save_model
 from synchformer.training.augment import Augment
 from synchformer.training.config import load_config, parse_overrides
 from synchformer.training.data import SyncDataset, load_cached, model_inputs, prepare, read_clip_list, required_sec
@@ -566,6 +568,66 @@ def test_stage_two_on_cached_features(tmp_path, clips):
               progress=False)
     assert s["steps"] == 4 and s["best"] is not None
     assert list((clips / "cache").glob("features-*/*.video2.npy")) and list((clips / "cache").glob("features-*/*.video1.npy"))
+
+
+def test_the_pooling_from_its_inputs_is_the_visual_encoders_output():
+    """What a `tune_visual_pooling` cache holds, pooled by `pool_visual` (keys and values as weighted sums of
+    the tokens), gives the features `extract_vfeats` gives, at the bundled size and at full width."""
+    model = load_model("bundled").eval()
+    video = torch.rand(2, 3, 16, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        tokens = model.extract_pooling_inputs(video)
+        assert tokens.shape == (2, 3, 8, 4, 48)
+        torch.testing.assert_close(model.pool_visual(tokens), model.extract_vfeats(video), atol=1e-5, rtol=1e-5)
+        model.precision = "bf16"  # from float16 tokens, as cached, under bf16 autocast: bf16's rounding
+        torch.testing.assert_close(model.pool_visual(tokens.half()), model.extract_vfeats(video), atol=0.1, rtol=0.05)
+    torch.manual_seed(0)
+    pool = Synchformer(ModelConfig()).vfeat_extractor.spatial_attn_agg
+    with torch.no_grad():
+        for p in pool.parameters():
+            p.normal_(0, 0.05)
+        x = torch.randn(6, 196, 768)
+        torch.testing.assert_close(pool.pool_normed(pool.norm1(x)), pool(x), atol=1e-5, rtol=1e-5)
+
+
+def test_tuning_the_pooling_changes_its_query_side_only(tmp_path, clips):
+    init = tmp_path / "init.safetensors"
+    torch.manual_seed(0)
+    save_model(Synchformer(ModelConfig.tiny(image_size=32, dropout=0.0)), init)
+    s = train(config(tmp_path, clips, "sync", "cache_features=true", "feature_video_step=8",
+                     "tune_visual_pooling=true", f"init={init}", "model={}", "optim.weight_decay=0.1",
+                     f"data.valid={clips / 'clips.csv'}"), progress=False)
+    assert s["steps"] == 4
+    assert list((clips / "cache").glob("features-*/*.vtokens8.npy"))
+    before, after = load_model(init).state_dict(), _weights(tmp_path / "run")
+    pre = "vfeat_extractor.spatial_attn_agg."
+    d = before[pre + "cls_token"].shape[-1]
+    for k in before:
+        changed = not torch.equal(before[k], after[k])
+        if k == pre + "self_attn.in_proj_weight" or k == pre + "self_attn.in_proj_bias":
+            assert not torch.equal(before[k][:d], after[k][:d]), k  # the query rows are tuned
+            assert torch.equal(before[k][d:], after[k][d:]), k  # keys and values stay, weight decay or not
+        elif k.startswith(pre + "norm1.") or (k.startswith(("vfeat_extractor.", "afeat_extractor."))
+                                                 and not k.startswith(pre)):
+            assert not changed, k
+        elif k.startswith(pre) or k.startswith("transformer.off_head"):
+            assert changed, k
+    with pytest.raises(SynchformerError, match="tune_visual_pooling needs cache_features=true"):
+        train(config(tmp_path / "x", clips, "sync", "tune_visual_pooling=true"), progress=False)
+
+
+def test_an_averaged_run_saves_the_average_and_resumes_exactly(tmp_path, clips):
+    args = ["epochs=3", "save_every=1", "ema=0.9", "cache_features=true", f"data.valid={clips / 'clips.csv'}"]
+    train(config(tmp_path / "a", clips, "sync", *args), progress=False)
+    train(config(tmp_path / "b", clips, "sync", *args), progress=False, stop_after=3)
+    train(config(tmp_path / "b", clips, "sync", *args), progress=False)
+    a, b = _weights(tmp_path / "a" / "run"), _weights(tmp_path / "b" / "run")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    live = read_checkpoint(next((tmp_path / "a" / "run" / "checkpoints").glob("*.safetensors"))).state_dict
+    k = "transformer.off_head.weight"
+    assert not torch.equal(live[k], a[k])  # last.safetensors holds the average, the checkpoint the live weights
+    with pytest.raises(SynchformerError, match="ema must be at least 0 and below 1"):
+        config(tmp_path / "c", clips, "sync", "ema=1.0")
 
 
 def test_grad_checkpointing_gives_the_same_gradients():

@@ -14,8 +14,9 @@ def add_parser(sub):
         description="Tune an offset model on DIR, a folder of your own videos whose sound and pictures are in sync "
         "(or a CSV with a path column). The videos are shifted by known offsets, so they need no labels. They are "
         "split by clip into a tuning set and a held-out set (never windows of one clip on both sides); the model "
-        "is measured on the held-out clips, its sync transformer is tuned with the encoders frozen (their "
-        "features computed once per clip), stopped early when the held-out loss stops falling, and measured again "
+        "is measured on the held-out clips, its sync transformer and the query side of the visual encoder's "
+        "spatial pooling are tuned with the encoders otherwise frozen (their outputs computed once per clip; "
+        "--tune), stopped early when the held-out loss stops falling, and measured again "
         "on the same held-out clips. The new model is written to OUT only if it is better there (or with "
         "--force); otherwise nothing is written and the command says so (exit 0). OUT works wherever --weights "
         "is taken (predict, fix, score, eval, explain). Everything a run makes lives in OUT.work/ until it ends, "
@@ -43,6 +44,12 @@ def add_parser(sub):
     p.add_argument("--seed", type=common.random_seed, default=d.seed,
                    help="draws the split and the held-out offsets (default 0: the same every run)")
     p.add_argument("--lr", type=common.positive_float, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--tune", choices=["pooling", "sync"], default=d.tune,
+                   help="what is tuned, the encoders otherwise frozen: 'pooling' (default) the sync transformer and "
+                        "the query side of the visual encoder's spatial pooling (what in the picture each segment "
+                        "attends to); on new footage it gained more and forgot less of what the model knew, and its "
+                        "cache is as many times larger as a frame has patches (about 72 MB per 10 s clip for the "
+                        "released model). 'sync': the sync transformer only")
     p.add_argument("--max-clip-sec", type=common.float_at_least(6.8), default=d.max_clip_sec, metavar="SEC",
                    help=f"read at most the first SEC seconds of each clip (default {d.max_clip_sec:g}); longer "
                         "reads give more windows per clip and take more time and disk")
@@ -89,7 +96,7 @@ def run(args) -> int:
         raise SynchformerError(args.data, "does not exist (expected a folder of in-sync videos or a CSV)")
     common.check_device(args.device)
     settings = Settings(seed=args.seed, held_out=args.held_out, max_minutes=args.max_minutes, lr=args.lr,
-                        max_clip_sec=args.max_clip_sec, keep_all=args.keep_all, force=args.force)
+                        max_clip_sec=args.max_clip_sec, keep_all=args.keep_all, force=args.force, tune=args.tune)
     if args.threads:
         import torch
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 import torch
@@ -247,7 +248,34 @@ class CLSPooling(nn.Module):
         q = F.linear(y[:, :1], w[:dim], b[:dim]).view(n, 1, h, -1).transpose(1, 2)
         kv = F.linear(y, w[dim:], b[dim:]).view(n, length + 1, 2, h, -1).permute(2, 0, 3, 1, 4)
         out = _attention(q, kv[0], kv[1]).reshape(n, dim)
-        cls = cls[:, 0] + self.self_attn.out_proj(out)
+        return self._finish(cls[:, 0], out)
+
+    def pool_normed(self, y):  # (N, L, D) patch tokens after norm1 -> (N, D), as forward
+        """``forward`` from tokens already through ``norm1``, for tuning the query side (CLS token, query, output
+        projection, MLP) with the keys and values frozen: a head's attention-weighted value is its value
+        projection of the attention-weighted tokens, and its scores are the tokens times (query x key weights),
+        so no key or value of a token is computed (far fewer operations than ``forward`` at full size).
+        The key bias adds the same score to every token and cancels in the softmax."""
+        n, length, dim = y.shape
+        h = self.self_attn.num_heads
+        hd = dim // h
+        cls = self.cls_token.expand(n, 1, dim)
+        yc = self.norm1(self.cls_token)[0, 0]  # the CLS token's own key and value (kept apart: no copy of y)
+        w, b = self.self_attn.in_proj_weight, self.self_attn.in_proj_bias
+        q = F.linear(yc, w[:dim], b[:dim]).view(h, hd)
+        wk, wv = w[dim:2 * dim].detach().view(h, hd, dim), w[2 * dim:].detach().view(h, hd, dim)
+        u = torch.einsum("he,hed->hd", q, wk) / math.sqrt(hd)  # (heads, D): a token's score is u . token
+        if y.dtype != u.dtype and not torch.is_autocast_enabled(y.device.type):
+            y = y.to(u.dtype)
+        # two products that each read the tokens once, as they lie (no permuted copy of y)
+        scores = torch.cat([(u @ yc).expand(n, 1, h), y @ u.t().to(y.dtype)], 1)  # (N, 1 + L, heads)
+        att = scores.float().softmax(1).transpose(1, 2)  # (N, heads, 1 + L)
+        mixed = att[..., :1] * yc + (att[..., 1:].to(y.dtype) @ y).float()  # (N, heads, D)
+        out = torch.einsum("nhd,hed->nhe", mixed, wv) + b[2 * dim:].detach().view(h, hd)
+        return self._finish(cls[:, 0], out.reshape(n, dim))
+
+    def _finish(self, cls, attended):
+        cls = cls + self.self_attn.out_proj(attended)
         return cls + self.linear2(F.gelu(self.linear1(self.norm2(cls))))
 
 
@@ -283,11 +311,19 @@ class VisualEncoder(nn.Module):
 
     def forward(self, x):  # (N, 16, 3, H, W) -> (N, 8, D)
         n, t = x.shape[0], self.cfg.v_tokens
+        x = self.patch_tokens(x)
+        return self.spatial_attn_agg(x.view(n * t, -1, x.shape[-1])).view(n, t, -1)
+
+    def patch_tokens(self, x):  # (N, 16, 3, H, W) -> (N, t * patches, D), before the spatial pooling
         x = self.embed(x)
         for block in self.blocks:
-            x = _maybe_checkpoint(self, block, x, t)
-        x = self.norm(x[:, 1:])  # (N, t * patches, D): CLS dropped, as in the reference
-        return self.spatial_attn_agg(x.view(n * t, -1, x.shape[-1])).view(n, t, -1)
+            x = _maybe_checkpoint(self, block, x, self.cfg.v_tokens)
+        return self.norm(x[:, 1:])  # CLS dropped, as in the reference
+
+    def pooling_inputs(self, x):  # (N, 16, 3, H, W) -> (N, t, patches, D): what ``pool_normed`` takes
+        n, t = x.shape[0], self.cfg.v_tokens
+        x = self.patch_tokens(x)
+        return self.spatial_attn_agg.norm1(x).view(n, t, -1, x.shape[-1])
 
 
 class ASTEmbeddings(nn.Module):
@@ -474,6 +510,22 @@ class Synchformer(nn.Module):
             raise ValueError(f"video must be (B, S, {', '.join(map(str, expected))}), got {tuple(video.shape)}")
         with autocast(self):
             return self._by_segments(self.vfeat_extractor, video).float()
+
+    def extract_pooling_inputs(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, S, 16, 3, 224, 224) -> (B, S, 8, 196, 768): the visual encoder's patch tokens after its spatial
+        pooling's first norm; ``pool_visual`` turns them into ``extract_vfeats``'s features. (What a feature cache
+        holds when the pooling's query side is tuned: training.features.)"""
+        with autocast(self):
+            return self._by_segments(self.vfeat_extractor.pooling_inputs, video).float()
+
+    def pool_visual(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, S, 8, P, D) from ``extract_pooling_inputs`` -> (B, S, 8, D), as ``extract_vfeats``."""
+        b, s, t, p, d = tokens.shape
+        with autocast(self):
+            kind = tokens.device.type  # (cast once here: the pooling reads the tokens twice, as they come)
+            tokens = tokens.to(torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else torch.float32)
+            return self.vfeat_extractor.spatial_attn_agg.pool_normed(tokens.reshape(b * s * t, p, d)).view(
+                b, s, t, -1).float()
 
     def extract_afeats(self, audio: torch.Tensor) -> torch.Tensor:
         """(B, S, 1, 128, 66) log-mel -> (B, S, 6, 768) segment features, before ``aproj``."""

@@ -3,8 +3,10 @@
 The clips need no labels: clips that are in sync are shifted by known amounts. They are split by clip (seeded)
 into a tuning set and a held-out set, so that no clip has windows on both sides. The base model is measured on
 the held-out set (one window per offset, as ``eval`` reads a CSV, and every window of a clip pooled, as
-``predict`` pools them); the sync transformer is tuned with the encoders frozen and their features cached once
-(``training.features``), stopped early on the held-out loss; then measured again on the same held-out windows.
+``predict`` pools them); the sync transformer is tuned with the encoders frozen and their outputs cached once
+(``training.features``), by default with the query side of the visual encoder's spatial pooling (``Settings.tune``:
+what in the picture a segment's tokens attend to, which a new kind of footage changes most), stopped early on the
+held-out loss; then measured again on the same held-out windows.
 The result is written only when it is better there (or when forced), with the base model's identity, the clips
 and the numbers in its metadata. Everything a run makes lives in a work folder beside the output, so an
 interrupted run picks up where it stopped.
@@ -39,6 +41,7 @@ HELD_OUT_OFFSETS = 8  # one-window samples per held-out clip, each at its own of
 POOL_HOP_SEC = 2.4  # the pooled per-clip check: a window every 2.56 s, as ``eval --pool`` by default
 OUT_OF_SYNC_SEC = 0.3  # a clip the base model reliably finds further than this from 0 is not in sync
 FEATURE_VIDEO_STEP = 8  # visual features every 8 frames: 8x fewer visual encoder passes (training.features)
+EMA = 0.99  # judge and keep the weights averaged over about the last 100 steps (steadier than the live ones)
 STATE = "adapt.json"
 
 
@@ -56,6 +59,9 @@ class Settings:
     max_clip_sec: float = 10.0
     keep_all: bool = False
     force: bool = False
+    # "pooling": the sync transformer and the query side of the visual pooling (docs/benchmarks.md: it gained more
+    # on new footage and forgot less than the sync transformer alone); "sync": the sync transformer only
+    tune: str = "pooling"
 
 
 def work_dir_of(out: str | Path) -> Path:
@@ -78,6 +84,8 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
 
     from .data import prepare, read_clip_list, required_sec
 
+    if settings.tune not in ("pooling", "sync"):
+        raise ValueError(f"Settings.tune must be 'pooling' or 'sync', not {settings.tune!r}")
     t0 = time.time()
     out = Path(out)
     work = Path(work_dir) if work_dir else work_dir_of(out)
@@ -109,10 +117,11 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
     from .features import build_feature_cache
     from .loop import Dist
 
-    feat_dir = build_feature_cache(model, usable, cache, str(dev), Dist(), FEATURE_VIDEO_STEP, progress)
+    visual = visual_kind(settings)
+    feat_dir = build_feature_cache(model, usable, cache, str(dev), Dist(), FEATURE_VIDEO_STEP, progress, visual)
 
     if "in_sync" not in state:  # the base model reads each clip as it is: far from 0 with confidence = not in sync
-        state["in_sync"] = _check_in_sync(model, usable, cache, feat_dir, str(dev))
+        state["in_sync"] = _check_in_sync(model, usable, cache, feat_dir, str(dev), visual)
         _write_state(work, state)
     far = [r for r in state["in_sync"] if r["out_of_sync"]]
     if far:
@@ -145,7 +154,7 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
         f"{settings.seed}); split by clip")
 
     if "before" not in state:
-        state["before"] = measure(model, held, rows, cache, feat_dir, str(dev))
+        state["before"] = measure(model, held, rows, cache, feat_dir, str(dev), visual)
         _write_state(work, state)
 
     from .config import load_config
@@ -158,7 +167,7 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
         "data.max_clip_sec": settings.max_clip_sec, "data.min_fps": 0, "data.min_sample_rate": 0,
         "data.batch_size": min(settings.batch_size, len(tune) * repeat), "data.num_workers": 0,
         "data.decode_workers": 1, "data.augment": {}, "cache_features": True,
-        "feature_video_step": FEATURE_VIDEO_STEP, "optim.lr": settings.lr, "optim.warmup_steps": 20,
+        "feature_video_step": FEATURE_VIDEO_STEP, "tune_visual_pooling": visual == "pooling", "ema": EMA, "optim.lr": settings.lr, "optim.warmup_steps": 20,
         "epochs": settings.max_epochs, "patience": settings.patience, "valid_every": 1, "save_every": 40,
         "log_every": 20,
         "select_on": "loss", "seed": settings.seed, "max_minutes": round(max(settings.max_minutes - spent, 0.5), 3),
@@ -176,7 +185,7 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
     from synchformer.model import load_model
 
     tuned = load_model(best, device=dev, precision=model.precision)
-    after = measure(tuned, held, rows, cache, feat_dir, str(dev))
+    after = measure(tuned, held, rows, cache, feat_dir, str(dev), visual)
     before = state["before"]
     better = is_better(before, after)
     report = {"base": base, "weights_label": label, "source": str(source),
@@ -204,6 +213,11 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
     return report
 
 
+def visual_kind(settings: Settings) -> str:
+    """What the feature cache holds for the visual side: the pooling's inputs when the pooling is tuned."""
+    return "pooling" if settings.tune == "pooling" else "features"
+
+
 def is_better(before: dict, after: dict) -> bool:
     """The tuned model is better on the held-out clips: a lower loss, neither Acc@1 (one window, pooled per clip)
     lower, and at least one of them higher."""
@@ -225,7 +239,8 @@ def table(before: dict, after: dict, n_clips: int, n_windows: int) -> list[str]:
     return lines
 
 
-def measure(model, held: list[Clip], rows: list, cache: Path, feat_dir: Path, device: str) -> dict:
+def measure(model, held: list[Clip], rows: list, cache: Path, feat_dir: Path, device: str,
+            visual: str = "features") -> dict:
     """The held-out numbers of ``model`` from the cached features: one window per row of ``rows`` (Acc@1, +-1
     class, mean cross-entropy) and every window of each held-out clip at its first row's offset, pooled as
     ``predict`` pools them (``pooled_accuracy_1``)."""
@@ -240,7 +255,7 @@ def measure(model, held: list[Clip], rows: list, cache: Path, feat_dir: Path, de
     cfg = model.cfg
     by_path = {c.path: c for c in held}
     fixed = [Clip(p, o, v, by_path[p].key, by_path[p].frames) for p, o, v in rows]
-    logits, targets = _logits(model, SyncDataset(fixed, cache, "sync", cfg, train=False), feat_dir, device)
+    logits, targets = _logits(model, SyncDataset(fixed, cache, "sync", cfg, train=False), feat_dir, device, visual)
     m = offset_metrics(logits, targets)
     loss = float(F.cross_entropy(logits, targets))
     first_row = {}
@@ -248,7 +263,7 @@ def measure(model, held: list[Clip], rows: list, cache: Path, feat_dir: Path, de
         first_row.setdefault(p, (o, v))
     firsts = [Clip(c.path, *first_row[c.path], c.key, c.frames) for c in held]
     windows, groups, starts = pooled_windows(SyncDataset(firsts, cache, "sync", cfg, train=False), POOL_HOP_SEC)
-    wl, wt = _logits(model, windows, feat_dir, device)
+    wl, wt = _logits(model, windows, feat_dir, device, visual)
     pl, pt = pool_logits(wl, wt, groups, starts, cfg.offset_grid().numpy(), span_frames(cfg.n_segments) / VIDEO_FPS)
     pooled = offset_metrics(pl, pt)
     return {"accuracy_1": m["accuracy_1"], "accuracy_1_tol1": m["accuracy_1_tol1"], "loss": loss,
@@ -256,26 +271,29 @@ def measure(model, held: list[Clip], rows: list, cache: Path, feat_dir: Path, de
             "pooled_accuracy_1_tol1": pooled["accuracy_1_tol1"], "clips": len(held)}
 
 
-def _logits(model, dataset: SyncDataset, feat_dir: Path, device: str, batch: int = 64):
+def _logits(model, dataset: SyncDataset, feat_dir: Path, device: str, visual: str = "features"):
     import torch
 
     from .features import FeatureDataset
 
-    feats = FeatureDataset(dataset, feat_dir, FEATURE_VIDEO_STEP)
+    feats = FeatureDataset(dataset, feat_dir, FEATURE_VIDEO_STEP, visual)
+    # a window of the pooling's inputs is as many times larger as a frame has patches (196 at full size: 60 MB)
+    batch = 64 if visual == "features" else max(1, 256 // model.cfg.v_patches)
     loader = torch.utils.data.DataLoader(feats, batch_size=batch, num_workers=0)
     was = model.training
     model.eval()
     out, targets = [], []
     with torch.no_grad():
         for b in loader:
-            v, a = b["vfeats"].to(device).float(), b["afeats"].to(device).float()
+            a = b["afeats"].to(device).float()
+            v = model.pool_visual(b["vtokens"].to(device)) if "vtokens" in b else b["vfeats"].to(device).float()
             out.append(model.compare_v_a(v, a).float().cpu())
             targets.append(b["target"])
     model.train(was)
     return torch.cat(out), torch.cat(targets)
 
 
-def _check_in_sync(model, clips: list[Clip], cache: Path, feat_dir: Path, device: str) -> list[dict]:
+def _check_in_sync(model, clips: list[Clip], cache: Path, feat_dir: Path, device: str, visual: str) -> list[dict]:
     """Each clip read at offset 0 as it is (every window, pooled as ``predict`` pools them): where the base model
     reliably finds it further than OUT_OF_SYNC_SEC from 0, it is not in sync (or the model is wrong there with
     confidence, which a tuning set must not teach either)."""
@@ -290,7 +308,7 @@ def _check_in_sync(model, clips: list[Clip], cache: Path, feat_dir: Path, device
     cfg = model.cfg
     zero = [Clip(c.path, 0.0, 0.0, c.key, c.frames) for c in clips]
     windows, groups, starts = pooled_windows(SyncDataset(zero, cache, "sync", cfg, train=False), POOL_HOP_SEC)
-    logits, _ = _logits(model, windows, feat_dir, device)
+    logits, _ = _logits(model, windows, feat_dir, device, visual)
     probs = logits.double().softmax(-1).numpy()
     grid = cfg.offset_grid().numpy()
     out = []
@@ -345,7 +363,7 @@ def _held_out_rows(held: list[Clip], cfg, seed: int) -> list[list]:
 def _run_key(base: dict, keys: list[str], settings: Settings) -> str:
     ident = {"base": base["sha256"], "clips": sorted(keys), "seed": settings.seed, "held_out": settings.held_out,
              "lr": settings.lr, "batch": settings.batch_size, "epochs": settings.max_epochs,
-             "keep_all": settings.keep_all,
+             "keep_all": settings.keep_all, "tune": settings.tune,
              "max_clip_sec": settings.max_clip_sec}
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -87,6 +87,13 @@ class TrainConfig:
     cache_features: bool = False  # stage II/III: encode each clip once, then train only the sync transformer
     feature_video_step: int = 1  # with cache_features: windows start every N frames (N | 8): N x fewer visual
     # encoder passes to build the cache; fixed validation windows move to the nearest such frame, audio with them
+    # with cache_features: also tune the query side of the visual encoder's spatial pooling (its CLS token, query,
+    # output projection and MLP: what in the picture each segment's tokens attend to), keys and values frozen; the
+    # cache then holds the pooling's inputs, as many times larger as a frame has patches (``adapt``'s default)
+    tune_visual_pooling: bool = False
+    # validate and save an exponential moving average of the weights (this decay per step; 0: the live weights):
+    # steadier on a small tuning set (``adapt`` uses 0.99)
+    ema: float = 0.0
     gather_for_loss: bool = False  # stage I: negatives from every process's batch (the reference: False)
     # stage I: true subtracts the batch mean (against the collapse of encoders trained from scratch); "clip"
     # subtracts each clip's mean segment too, so that what a clip shows throughout cannot carry the loss
@@ -117,6 +124,8 @@ class TrainConfig:
         negative_weights(self.data.negatives)  # checked before any clip is decoded
         if self.freeze_encoders not in (True, False, "visual"):
             raise ValueError(f"freeze_encoders must be true, false or \"visual\", not {self.freeze_encoders!r}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"ema must be at least 0 and below 1, not {self.ema!r}")
         if self.data.offsets not in ("grid", "continuous"):
             raise ValueError(f"data.offsets must be grid or continuous, not {self.data.offsets!r}")
         if self.data.timing not in TIMINGS:

@@ -5,6 +5,11 @@ segment features are computed for a segment starting at *every* frame (visual) a
 audio position, so any window, offset and start a sample needs is a lookup. The features are of the
 centre crop without augmentation (the encoders are frozen, so only the crop and flip would differ) and
 the audio jitter is rounded to whole frames (0.04 s).
+
+``visual="pooling"`` keeps the visual encoder's patch tokens instead of its pooled features (after the spatial
+pooling's first norm: ``Synchformer.extract_pooling_inputs``), so that the pooling's query side can be tuned
+too; that cache is as many times larger as a frame has patches (196 at full size: about 72 MB per 10 s clip at
+``video_step`` 8, against 0.4 MB).
 """
 
 from __future__ import annotations
@@ -32,18 +37,23 @@ def encoder_digest(model: Synchformer) -> str:
     return h.hexdigest()[:16]
 
 
+VISUAL_KINDS = {"features": "video", "pooling": "vtokens"}  # what the visual cache holds -> its files' name
+
+
 @torch.no_grad()
 def encode_clip(model: Synchformer, frames: np.ndarray, audio: np.ndarray, device: str, video_step: int = 1,
-                chunk: int = 64):
-    """Features (float16) of the visual segments starting at every ``video_step``-th frame, ``(., 8, Dv)``,
-    and of the audio segments starting at every frame's first sample, ``(K, 6, Da)``. Offsets are whole
-    frames apart (0.2 s = 5 frames), so audio is needed at every frame; the video start can be coarser."""
+                chunk: int = 64, visual: str = "features"):
+    """Features (float16) of the visual segments starting at every ``video_step``-th frame, ``(., 8, Dv)``
+    (``visual="pooling"``: the pooling's inputs, ``(., 8, patches, Dv)``), and of the audio segments starting
+    at every frame's first sample, ``(K, 6, Da)``. Offsets are whole frames apart (0.2 s = 5 frames), so audio
+    is needed at every frame; the video start can be coarser."""
     size = model.cfg.image_size
     video = center_crop(torch.from_numpy(np.array(frames)), size)
     wave = torch.from_numpy(np.array(audio, dtype=np.float32))
     vsegs = video.unfold(0, SEGMENT_FRAMES, video_step).movedim(-1, 1)  # (., 16, 3, c, c), a view
     asegs = wave.unfold(0, SEGMENT_SAMPLES, SAMPLES_PER_FRAME)  # (K, 10240)
-    vf = [model.extract_vfeats(frames_to_model(vsegs[i:i + chunk].contiguous())[None].to(device))[0].half().cpu()
+    encode = model.extract_pooling_inputs if visual == "pooling" else model.extract_vfeats
+    vf = [encode(frames_to_model(vsegs[i:i + chunk].contiguous())[None].to(device))[0].half().cpu()
           for i in range(0, len(vsegs), chunk)]
     af = [model.extract_afeats(audio_to_model(asegs[i:i + chunk])[None].to(device))[0].half().cpu()
           for i in range(0, len(asegs), chunk)]
@@ -51,14 +61,16 @@ def encode_clip(model: Synchformer, frames: np.ndarray, audio: np.ndarray, devic
 
 
 def build_feature_cache(model: Synchformer, clips, cache_dir: Path, device: str, d, video_step: int = 1,
-                        progress: bool = False) -> Path:
-    """Encode every clip not yet encoded (each process takes every world-th clip); returns the folder."""
+                        progress: bool = False, visual: str = "features") -> Path:
+    """Encode every clip not yet encoded (each process takes every world-th clip); returns the folder.
+    ``visual``: "features" (the encoder's output) or "pooling" (the spatial pooling's inputs)."""
     import torch.distributed as dist
 
     out = Path(cache_dir) / f"features-{encoder_digest(model)}"
     out.mkdir(parents=True, exist_ok=True)
+    vname = f"{VISUAL_KINDS[visual]}{video_step}"
     todo = [c for c in sorted({c.key: c for c in clips}.values(), key=lambda c: c.key)
-            if not (out / f"{c.key}.audio.npy").exists() or not (out / f"{c.key}.video{video_step}.npy").exists()]
+            if not (out / f"{c.key}.audio.npy").exists() or not (out / f"{c.key}.{vname}.npy").exists()]
     mine = todo[d.rank::d.world]
     if progress and mine:
         from tqdm import tqdm
@@ -67,8 +79,8 @@ def build_feature_cache(model: Synchformer, clips, cache_dir: Path, device: str,
     was_training = model.training
     model.eval()
     for clip in mine:
-        vf, af = encode_clip(model, *load_cached(Path(cache_dir), clip.key), device, video_step)
-        for name, arr in ((f"video{video_step}", vf), ("audio", af)):
+        vf, af = encode_clip(model, *load_cached(Path(cache_dir), clip.key), device, video_step, visual=visual)
+        for name, arr in ((vname, vf), ("audio", af)):
             save_npy(out / f"{clip.key}.{name}.npy", arr)
     model.train(was_training)
     if d.world > 1:
@@ -78,17 +90,19 @@ def build_feature_cache(model: Synchformer, clips, cache_dir: Path, device: str,
 
 class FeatureDataset(torch.utils.data.Dataset):
     """The samples of a ``SyncDataset`` (same offsets, starts and targets), as cached encoder features:
-    items hold ``vfeats`` (S, 8, Dv) and ``afeats`` (S, 6, Da) instead of ``video``/``audio``.
+    items hold ``vfeats`` (S, 8, Dv) (``visual="pooling"``: ``vtokens`` (S, 8, patches, Dv)) and ``afeats``
+    (S, 6, Da) instead of ``video``/``audio``.
     ``video_step`` > 1: windows start on that frame grid (a fixed placement is moved to the nearest grid
     frame, its audio with it: the offset stays exact)."""
 
-    def __init__(self, base: SyncDataset, feature_dir: Path, video_step: int = 1):
+    def __init__(self, base: SyncDataset, feature_dir: Path, video_step: int = 1, visual: str = "features"):
         if base.stride % video_step:
             raise ValueError(f"video_step {video_step} must divide the segment stride {base.stride}")
         unencoded = sorted(set(base.negatives) & {"silent", "static"}) if base.stage == "synchronizability" else []
         if unencoded:  # their inputs are made per sample, so no cached feature holds them
             raise ValueError(f"data.negatives {' and '.join(unencoded)} need cache_features=false")
         self.base, self.dir, self.step = base, Path(feature_dir), video_step
+        self.vname, self.vkey = VISUAL_KINDS[visual], "vtokens" if visual == "pooling" else "vfeats"
         base.whole_frames = True  # continuous offsets: the audio features start at every frame, not every sample
 
     def __len__(self):
@@ -101,7 +115,7 @@ class FeatureDataset(torch.utils.data.Dataset):
         b = self.base
         gen, index = b.sample_key(item)
         clip = b.clips[index]
-        vf = np.load(self.dir / f"{clip.key}.video{self.step}.npy", mmap_mode="r")
+        vf = np.load(self.dir / f"{clip.key}.{self.vname}{self.step}.npy", mmap_mode="r")
         p = b.place(index, clip.frames, gen, self.step)
         audio_clip = clip if p.audio_index is None else b.clips[p.audio_index]
         af = np.load(self.dir / f"{audio_clip.key}.audio.npy", mmap_mode="r")
@@ -115,4 +129,4 @@ class FeatureDataset(torch.utils.data.Dataset):
         v0, vs = p.first_frame // self.step, stride // self.step
         v = torch.from_numpy(np.array(vf[v0:v0 + (n - 1) * vs + 1:vs]))
         a = torch.from_numpy(np.array(af[a_first:a_first + (n - 1) * stride + 1:stride]))
-        return {"vfeats": v, "afeats": a, "target": p.target, "offset_sec": p.offset_sec, "index": index}
+        return {self.vkey: v, "afeats": a, "target": p.target, "offset_sec": p.offset_sec, "index": index}

@@ -110,7 +110,8 @@ class Stage(nn.Module):
     """The model plus what a stage adds (the contrastive temperature); ``forward(batch) -> (loss, outputs)``."""
 
     def __init__(self, model: Synchformer, stage: str, gather_for_loss: bool = False, center: bool = False,
-                 freeze_encoders: bool | str = True, two_hot: bool = False):
+                 freeze_encoders: bool | str = True, two_hot: bool = False, tune_pooling: bool = False,
+                 ema: float = 0.0):
         super().__init__()
         self.model, self.stage = model, stage
         self.two_hot = two_hot and stage == "sync"
@@ -126,6 +127,12 @@ class Stage(nn.Module):
         elif self.visual_frozen:  # stages II and III train only the projections and the sync transformer
             for enc in (model.vfeat_extractor, model.afeat_extractor)[:2 if self.frozen else 1]:
                 enc.requires_grad_(False)
+            if tune_pooling:  # the query side of the visual pooling (its key and value rows get no gradient)
+                pool = model.vfeat_extractor.spatial_attn_agg
+                for part in (pool.cls_token, pool.self_attn, pool.linear1, pool.linear2, pool.norm2):
+                    part.requires_grad_(True)
+        # (a buffer of this module, so that checkpoints carry it and a resumed run goes on averaging)
+        self.average = WeightAverage(model, ema) if ema else None
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -150,6 +157,8 @@ class Stage(nn.Module):
             return self.loss(*self.segment_embeddings(batch))  # (loss, [segments matched, segments])
         if "vfeats" in batch:
             vf, af = batch["vfeats"], batch["afeats"]
+        elif "vtokens" in batch:  # the pooling's inputs (tune_visual_pooling): pooled here, with its query side
+            vf, af = m.pool_visual(batch["vtokens"]), batch["afeats"]
         else:
             video, audio = model_inputs(batch)
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.visual_frozen):
@@ -161,6 +170,42 @@ class Stage(nn.Module):
             target = two_hot(batch["offset_sec"].to(logits.device), m.cfg.offset_grid().to(logits.device))
             return F.cross_entropy(logits.float(), target), logits
         return F.cross_entropy(logits.float(), batch["target"]), logits
+
+
+class WeightAverage(nn.Module):
+    """An exponential moving average of the trainable weights (``decay`` per step), validated and saved in place
+    of the live weights: on a small tuning set those swing from one epoch to the next, and the average of the
+    last few hundred steps held out better (docs/benchmarks.md, issue 39)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        for i, n in enumerate(self.names):
+            self.register_buffer(f"w{i}", model.get_parameter(n).detach().clone())
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for i, n in enumerate(self.names):
+            getattr(self, f"w{i}").lerp_(model.get_parameter(n).detach(), 1 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self, model: nn.Module):
+        """The model holds the averaged weights inside the block, its live ones again after it."""
+        live = {n: model.get_parameter(n).detach().clone() for n in self.names}
+        with torch.no_grad():
+            for i, n in enumerate(self.names):
+                model.get_parameter(n).copy_(getattr(self, f"w{i}"))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, v in live.items():
+                    model.get_parameter(n).copy_(v)
+
+
+def _averaged(stage: Stage):
+    return stage.average.applied(stage.model) if stage.average is not None else contextlib.nullcontext()
 
 
 def two_hot(offset_sec: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -286,8 +331,10 @@ def make_optimizer(stage: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
     for name, p in stage.named_parameters():
         if p.requires_grad:
-            # no weight decay on gains, biases, tokens and the temperature (as the reference)
-            (no_decay if p.ndim < 2 or "token" in name or "logit_scale" in name else decay).append(p)
+            # no weight decay on gains, biases, tokens and the temperature (as the reference), nor on the visual
+            # pooling's packed query/key/value weights when its query side is tuned: keys and values stay as they are
+            kept = cfg.tune_visual_pooling and "spatial_attn_agg.self_attn.in_proj" in name
+            (no_decay if p.ndim < 2 or "token" in name or "logit_scale" in name or kept else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
     if cfg.optim.optimizer not in kinds:
@@ -461,20 +508,25 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
                 print(f"  skipped {path}: {why}", flush=True)
 
     model.to(device)
+    if cfg.tune_visual_pooling and (not cfg.cache_features or cfg.stage == "contrastive"):
+        raise SynchformerError(None, "tune_visual_pooling needs cache_features=true (stages sync and "
+                                     "synchronizability)")
     stage = Stage(model, cfg.stage, cfg.gather_for_loss, cfg.center_embeddings, cfg.freeze_encoders,
-                  two_hot=cfg.data.offsets == "continuous").to(device)
+                  two_hot=cfg.data.offsets == "continuous", tune_pooling=cfg.tune_visual_pooling,
+                  ema=cfg.ema).to(device)
     if cfg.cache_features and cfg.stage != "contrastive":
         if cfg.freeze_encoders is not True:
             raise SynchformerError(None, "cache_features needs freeze_encoders=true (features of changing encoders "
                                          "cannot be cached)")
         if cfg.data.segment_stride != 8:
             raise SynchformerError(None, "cache_features needs data.segment_stride=8")
-        step = cfg.feature_video_step
-        feat_dir = build_feature_cache(model, train_set.clips, cfg.cache_dir, device, d, step, progress and d.main)
-        train_set = FeatureDataset(train_set, feat_dir, step)
+        step, visual = cfg.feature_video_step, "pooling" if cfg.tune_visual_pooling else "features"
+        feat_dir = build_feature_cache(model, train_set.clips, cfg.cache_dir, device, d, step, progress and d.main,
+                                       visual)
+        train_set = FeatureDataset(train_set, feat_dir, step, visual)
         if valid_set:
-            build_feature_cache(model, valid_set.clips, cfg.cache_dir, device, d, step, progress and d.main)
-            valid_set = FeatureDataset(valid_set, feat_dir, step)
+            build_feature_cache(model, valid_set.clips, cfg.cache_dir, device, d, step, progress and d.main, visual)
+            valid_set = FeatureDataset(valid_set, feat_dir, step, visual)
 
     steps_per_epoch = len(train_set) // (cfg.data.batch_size * d.world)
     if steps_per_epoch == 0:
@@ -523,6 +575,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
             if scaler is not None:
                 scaler.update()
             sched.step()
+            if stage.average is not None:
+                stage.average.update(model)
             prog["step"] += 1
             prog["step_in_epoch"] += 1
             calls += 1
@@ -551,7 +605,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
         prog["epoch"] += 1
         prog["step_in_epoch"] = 0
         if valid_set is not None and (prog["epoch"] % cfg.valid_every == 0 or stop):
-            res = run_eval(stage, valid_set, cfg, d, device)
+            with _averaged(stage):
+                res = run_eval(stage, valid_set, cfg, d, device)
             log.add(prog["step"], **{f"valid/{k}": v for k, v in res.items() if isinstance(v, (int, float))})
             if d.main:
                 msg = " ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items())
@@ -561,8 +616,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
             if prog["best"] is None or score > prog["best"]:
                 prog.update(best=score, best_epoch=prog["epoch"], bad_epochs=0)
                 if d.main:
-                    save_weights(model, out / "best.safetensors", {"step": prog["step"], chosen: res[chosen]},
-                                 encoders_only=stage1)
+                    with _averaged(stage):
+                        save_weights(model, out / "best.safetensors", {"step": prog["step"], chosen: res[chosen]},
+                                     encoders_only=stage1)
             else:
                 prog["bad_epochs"] += 1
                 if prog["bad_epochs"] >= cfg.patience:
@@ -575,9 +631,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
     if bar is not None:
         bar.close()
     if d.main and not interrupted:
-        save_weights(model, out / "last.safetensors", {"step": prog["step"]}, encoders_only=stage1)
-        if valid_set is None:  # without validation the last weights are the result
-            save_weights(model, out / "best.safetensors", {"step": prog["step"]}, encoders_only=stage1)
+        with _averaged(stage):  # (with ``ema``, the run's result is the averaged weights)
+            save_weights(model, out / "last.safetensors", {"step": prog["step"]}, encoders_only=stage1)
+            if valid_set is None:  # without validation the last weights are the result
+                save_weights(model, out / "best.safetensors", {"step": prog["step"]}, encoders_only=stage1)
     log.close()
     if d.world > 1:
         dist.barrier()
