@@ -166,7 +166,6 @@ def run_cost(args) -> dict:
             times.append(time.perf_counter() - t)
         step[tune] = min(times[1:])
         print(f"--tune {tune}: tuning step of 32: best {step[tune]:.3f} s", file=sys.stderr, flush=True)
-        del batch_inputs
     inputs.clear()
     model.eval()
     encode, size_mb = {"sync": [], "pooling": []}, {}

@@ -6,7 +6,7 @@ from . import common
 
 
 def add_parser(sub):
-    from synchformer.training.adapt import MIN_CLIPS, Settings
+    from synchformer.training.adapt import MIN_CLIPS, TUNE_CHOICES, Settings
 
     d = Settings()
     p = sub.add_parser(
@@ -44,7 +44,7 @@ def add_parser(sub):
     p.add_argument("--seed", type=common.random_seed, default=d.seed,
                    help="draws the split and the held-out offsets (default 0: the same every run)")
     p.add_argument("--lr", type=common.positive_float, default=d.lr, help=f"learning rate (default {d.lr:g})")
-    p.add_argument("--tune", choices=["pooling", "sync"], default=d.tune,
+    p.add_argument("--tune", choices=TUNE_CHOICES, default=d.tune,
                    help="what is tuned, the encoders otherwise frozen: 'pooling' (default) the sync transformer and "
                         "the query side of the visual encoder's spatial pooling (what in the picture each segment "
                         "attends to); on new footage it gained more and forgot less of what the model knew, and its "

@@ -41,6 +41,7 @@ HELD_OUT_OFFSETS = 8  # one-window samples per held-out clip, each at its own of
 POOL_HOP_SEC = 2.4  # the pooled per-clip check: a window every 2.56 s, as ``eval --pool`` by default
 OUT_OF_SYNC_SEC = 0.3  # a clip the base model reliably finds further than this from 0 is not in sync
 FEATURE_VIDEO_STEP = 8  # visual features every 8 frames: 8x fewer visual encoder passes (training.features)
+TUNE_CHOICES = ("pooling", "sync")  # Settings.tune
 EMA = 0.99  # judge and keep the weights averaged over about the last 100 steps (steadier than the live ones)
 STATE = "adapt.json"
 
@@ -84,8 +85,8 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
 
     from .data import prepare, read_clip_list, required_sec
 
-    if settings.tune not in ("pooling", "sync"):
-        raise ValueError(f"Settings.tune must be 'pooling' or 'sync', not {settings.tune!r}")
+    if settings.tune not in TUNE_CHOICES:
+        raise ValueError(f"Settings.tune must be one of {', '.join(TUNE_CHOICES)}, not {settings.tune!r}")
     t0 = time.time()
     out = Path(out)
     work = Path(work_dir) if work_dir else work_dir_of(out)
@@ -117,7 +118,7 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
     from .features import build_feature_cache
     from .loop import Dist
 
-    visual = visual_kind(settings)
+    visual = "pooling" if settings.tune == "pooling" else "features"  # what the cache holds for the picture
     feat_dir = build_feature_cache(model, usable, cache, str(dev), Dist(), FEATURE_VIDEO_STEP, progress, visual)
 
     if "in_sync" not in state:  # the base model reads each clip as it is: far from 0 with confidence = not in sync
@@ -167,7 +168,8 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
         "data.max_clip_sec": settings.max_clip_sec, "data.min_fps": 0, "data.min_sample_rate": 0,
         "data.batch_size": min(settings.batch_size, len(tune) * repeat), "data.num_workers": 0,
         "data.decode_workers": 1, "data.augment": {}, "cache_features": True,
-        "feature_video_step": FEATURE_VIDEO_STEP, "tune_visual_pooling": visual == "pooling", "ema": EMA, "optim.lr": settings.lr, "optim.warmup_steps": 20,
+        "feature_video_step": FEATURE_VIDEO_STEP, "tune_visual_pooling": visual == "pooling", "ema": EMA,
+        "optim.lr": settings.lr, "optim.warmup_steps": 20,
         "epochs": settings.max_epochs, "patience": settings.patience, "valid_every": 1, "save_every": 40,
         "log_every": 20,
         "select_on": "loss", "seed": settings.seed, "max_minutes": round(max(settings.max_minutes - spent, 0.5), 3),
@@ -211,11 +213,6 @@ def adapt(source: str | Path, weights: str | None, out: str | Path, settings: Se
     if not keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return report
-
-
-def visual_kind(settings: Settings) -> str:
-    """What the feature cache holds for the visual side: the pooling's inputs when the pooling is tuned."""
-    return "pooling" if settings.tune == "pooling" else "features"
 
 
 def is_better(before: dict, after: dict) -> bool:
@@ -274,7 +271,7 @@ def measure(model, held: list[Clip], rows: list, cache: Path, feat_dir: Path, de
 def _logits(model, dataset: SyncDataset, feat_dir: Path, device: str, visual: str = "features"):
     import torch
 
-    from .features import FeatureDataset
+    from .features import FeatureDataset, cached_visual
 
     feats = FeatureDataset(dataset, feat_dir, FEATURE_VIDEO_STEP, visual)
     # a window of the pooling's inputs is as many times larger as a frame has patches (196 at full size: 60 MB)
@@ -285,9 +282,8 @@ def _logits(model, dataset: SyncDataset, feat_dir: Path, device: str, visual: st
     out, targets = [], []
     with torch.no_grad():
         for b in loader:
-            a = b["afeats"].to(device).float()
-            v = model.pool_visual(b["vtokens"].to(device)) if "vtokens" in b else b["vfeats"].to(device).float()
-            out.append(model.compare_v_a(v, a).float().cpu())
+            feats = {k: v.to(device) for k, v in b.items() if k in ("vfeats", "vtokens", "afeats")}
+            out.append(model.compare_v_a(cached_visual(model, feats), feats["afeats"].float()).float().cpu())
             targets.append(b["target"])
     model.train(was)
     return torch.cat(out), torch.cat(targets)

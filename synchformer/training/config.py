@@ -124,6 +124,8 @@ class TrainConfig:
         negative_weights(self.data.negatives)  # checked before any clip is decoded
         if self.freeze_encoders not in (True, False, "visual"):
             raise ValueError(f"freeze_encoders must be true, false or \"visual\", not {self.freeze_encoders!r}")
+        if self.tune_visual_pooling and (not self.cache_features or self.stage == "contrastive"):
+            raise ValueError("tune_visual_pooling needs cache_features=true (stages sync and synchronizability)")
         if not 0 <= self.ema < 1:
             raise ValueError(f"ema must be at least 0 and below 1, not {self.ema!r}")
         if self.data.offsets not in ("grid", "continuous"):

@@ -88,6 +88,12 @@ def build_feature_cache(model: Synchformer, clips, cache_dir: Path, device: str,
     return out
 
 
+def cached_visual(model: Synchformer, batch: dict) -> torch.Tensor:
+    """The visual features of a ``FeatureDataset`` batch, (B, S, 8, Dv) in float32: its ``vfeats``, or its
+    ``vtokens`` pooled by ``model`` (whose pooling's query side may be in training)."""
+    return model.pool_visual(batch["vtokens"]) if "vtokens" in batch else batch["vfeats"].float()
+
+
 class FeatureDataset(torch.utils.data.Dataset):
     """The samples of a ``SyncDataset`` (same offsets, starts and targets), as cached encoder features:
     items hold ``vfeats`` (S, 8, Dv) (``visual="pooling"``: ``vtokens`` (S, 8, patches, Dv)) and ``afeats``

@@ -34,7 +34,7 @@ from synchformer.model.load import save_model, weights_file
 from .augment import Augment
 from .config import TrainConfig, load_config, save_config
 from .data import SyncDataset, model_inputs, prepare, read_clip_list, required_sec
-from .features import FeatureDataset, build_feature_cache
+from .features import FeatureDataset, build_feature_cache, cached_visual
 from .logs import ScalarLog
 from .losses import ContrastiveLoss
 from .evaluate import metrics_of
@@ -155,10 +155,8 @@ class Stage(nn.Module):
         m = self.model
         if self.stage == "contrastive":
             return self.loss(*self.segment_embeddings(batch))  # (loss, [segments matched, segments])
-        if "vfeats" in batch:
-            vf, af = batch["vfeats"], batch["afeats"]
-        elif "vtokens" in batch:  # the pooling's inputs (tune_visual_pooling): pooled here, with its query side
-            vf, af = m.pool_visual(batch["vtokens"]), batch["afeats"]
+        if "vfeats" in batch or "vtokens" in batch:  # cached (vtokens: the pooling's inputs, pooled here)
+            vf, af = cached_visual(m, batch), batch["afeats"]
         else:
             video, audio = model_inputs(batch)
             with torch.set_grad_enabled(torch.is_grad_enabled() and not self.visual_frozen):
@@ -508,9 +506,6 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int = 0) -> di
                 print(f"  skipped {path}: {why}", flush=True)
 
     model.to(device)
-    if cfg.tune_visual_pooling and (not cfg.cache_features or cfg.stage == "contrastive"):
-        raise SynchformerError(None, "tune_visual_pooling needs cache_features=true (stages sync and "
-                                     "synchronizability)")
     stage = Stage(model, cfg.stage, cfg.gather_for_loss, cfg.center_embeddings, cfg.freeze_encoders,
                   two_hot=cfg.data.offsets == "continuous", tune_pooling=cfg.tune_visual_pooling,
                   ema=cfg.ema).to(device)
